@@ -1,0 +1,119 @@
+# Cruz build and test entry points. Run as root on Debian 12:
+#   make deps    install system packages and CRIU >= 4.2 (scripts/install-deps.sh)
+#   make build   build cruz, cruzd and the test apps into $(BIN)
+#   make users   create the unprivileged test users cruzt1 and cruzt2
+#   make test    all of the above, then go test ./... with CRUZ_BIN=$(BIN)
+#   make demo    scripts/demo.sh
+#   make bench   tests/bench/dump-throughput.sh
+#   make clean   remove what build installed into $(BIN)
+#
+# Tests run jobs as unprivileged users, so $(BIN) must be reachable by every
+# user: it must not be under /root or any other 0700 directory.
+
+BIN ?= /opt/cruz/bin
+APPS_DIR := $(BIN)/apps
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# The Go toolchain lives in /usr/local/go/bin, which CI's PATH may lack.
+export PATH := /usr/local/go/bin:$(PATH)
+# go needs a home for its caches and module download directory.
+export HOME ?= /root
+
+GO ?= go
+CC ?= cc
+MPICC ?= mpicc
+CFLAGS ?= -Wall -Wextra -O2
+
+GO_CMDS := cruz cruzd
+C_APPS := tcp_stream memhog counter
+MPI_APPS := mpi_allreduce
+APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS))
+
+TEST_USERS_GROUP := cruztg
+
+.PHONY: all deps build go apps bindir users test demo bench clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh
+
+build: apps go
+
+# bindir creates $(BIN) and $(BIN)/apps world-readable and checks that every
+# directory above them can be traversed by any user.
+bindir:
+	@umask 022; mkdir -p "$(APPS_DIR)"; chmod 0755 "$(BIN)" "$(APPS_DIR)"
+	@d="$$(cd "$(BIN)" && pwd -P)"; \
+	while [ "$$d" != / ]; do \
+		if [ "$$(( 0$$(stat -c %a "$$d") & 01 ))" -eq 0 ]; then \
+			echo "make: $$d is not world-traversable (mode $$(stat -c %a "$$d")): the unprivileged" \
+				"test users cannot reach $(BIN). Use BIN=/opt/cruz/bin or another path outside it." >&2; \
+			exit 1; \
+		fi; \
+		d="$$(dirname "$$d")"; \
+	done
+
+# go build is incremental by itself (build cache), so it always runs.
+go: bindir
+	$(GO) mod download
+	$(GO) build -o "$(BIN)/" $(addprefix ./cmd/,$(GO_CMDS))
+	chmod 0755 $(addprefix "$(BIN)"/,$(GO_CMDS))
+
+apps: bindir $(APP_BINS)
+
+$(addprefix $(APPS_DIR)/,$(C_APPS)): $(APPS_DIR)/%: tests/apps/%.c | bindir
+	$(CC) $(CFLAGS) -o $@ $<
+	chmod 0755 $@
+
+$(addprefix $(APPS_DIR)/,$(MPI_APPS)): $(APPS_DIR)/%: tests/apps/%.c | bindir
+	$(MPICC) $(CFLAGS) -o $@ $<
+	chmod 0755 $@
+
+# Two unprivileged users for the end-to-end tests; cruzt1 also belongs to
+# the supplementary group $(TEST_USERS_GROUP). Safe to run again.
+users:
+	getent group $(TEST_USERS_GROUP) >/dev/null || groupadd $(TEST_USERS_GROUP)
+	id -u cruzt1 >/dev/null 2>&1 || useradd -m -s /bin/bash -G $(TEST_USERS_GROUP) cruzt1
+	id -nG cruzt1 | tr ' ' '\n' | grep -qx $(TEST_USERS_GROUP) || usermod -a -G $(TEST_USERS_GROUP) cruzt1
+	id -u cruzt2 >/dev/null 2>&1 || useradd -m -s /bin/bash cruzt2
+	@echo "users: cruzt1 ($$(id cruzt1)), cruzt2 ($$(id cruzt2))"
+
+# go test -v so that loud skips are visible; the log is summarised at the end
+# with a "test: N passed, N failed, N skipped" line (subtests included).
+test: deps build users
+	@log="$$(mktemp /tmp/cruz-test.XXXXXX.log)"; \
+	echo "test: go test -count=1 -timeout 40m ./... with CRUZ_BIN=$(BIN) (log: $$log)"; \
+	set +e; \
+	CRUZ_BIN="$(BIN)" $(GO) test -count=1 -timeout 40m -v ./... 2>&1 | tee "$$log"; \
+	rc=$${PIPESTATUS[0]}; \
+	set -e; \
+	pass=$$(grep -cE '^[[:space:]]*--- PASS' "$$log" || true); \
+	fail=$$(grep -cE '^[[:space:]]*--- FAIL' "$$log" || true); \
+	skip=$$(grep -cE '^[[:space:]]*--- SKIP' "$$log" || true); \
+	echo; \
+	if [ "$$skip" -gt 0 ]; then echo "test: skipped tests (with the last line each logged):"; \
+		awk '/^=== (RUN|CONT|NAME) / { cur = $$3 } \
+			/^[[:space:]]+[^ ]+\.go:[0-9]+: / && cur != "" { m = $$0; sub(/^[[:space:]]+/, "", m); last[cur] = m } \
+			/^[[:space:]]*--- SKIP: / { print "  " $$3 ($$3 in last ? "  <- " last[$$3] : "") }' "$$log"; fi; \
+	if [ "$$fail" -gt 0 ]; then echo "test: failed tests:"; grep -E '^[[:space:]]*--- FAIL' "$$log" | sed 's/^/  /'; fi; \
+	if [ "$$rc" -ne 0 ] && [ "$$fail" -eq 0 ]; then \
+		echo "test: go test exited $$rc without a failed test (build error, panic or timeout?)"; \
+		grep -E '^(FAIL|panic:|# )' "$$log" | sed 's/^/  /' || true; \
+	fi; \
+	if [ "$$rc" -ne 0 ]; then echo "test: FAILED (go test exit $$rc)"; else echo "test: OK"; fi; \
+	echo "test: $$pass passed, $$fail failed, $$skip skipped"; \
+	exit $$rc
+
+demo: deps build
+	CRUZ_BIN="$(BIN)" scripts/demo.sh
+
+bench: deps build
+	CRUZ_BIN="$(BIN)" tests/bench/dump-throughput.sh
+
+# Removes only the files build put in $(BIN), then the directories if empty.
+clean:
+	rm -f $(addprefix "$(BIN)"/,$(GO_CMDS)) $(APP_BINS)
+	rmdir "$(APPS_DIR)" "$(BIN)" 2>/dev/null || true

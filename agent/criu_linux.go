@@ -1,0 +1,383 @@
+package agent
+
+// This file owns the conversation with CRIU. It speaks CRIU's RPC protocol
+// ("criu swrk") with go-criu's protobuf types, which stay inside this file:
+// the rest of the agent uses dumpOptions and restoreOptions.
+//
+// We run "criu swrk" ourselves rather than through go-criu's Criu object so
+// that descriptors CRIU must inherit (images dir, work dir, pod netns, stdio
+// pipes) are handed over with exec.Cmd.ExtraFiles, never by clearing
+// close-on-exec in the agent, and so that a context can kill a CRIU that
+// hangs.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// MinCRIUVersion is the oldest CRIU that works on current kernels: 4.1 cannot
+// dump TCP sockets on Linux >= 6.16, and 3.x fails on the new vDSO layout.
+const MinCRIUVersion = 40200
+
+// netnsKey names the pod's network namespace in CRIU's external-resource map.
+const netnsKey = "cruz-pod-net"
+
+// criuRunner runs CRIU operations.
+type criuRunner struct {
+	path     string
+	logLevel int
+}
+
+// dumpOptions says what to checkpoint and how.
+type dumpOptions struct {
+	Pid       int    // root of the pod's process tree (its PID 1, seen from the agent)
+	ImagesDir string // where the images go (exists, empty)
+	WorkDir   string // where CRIU's log goes (exists)
+	NetnsPath string // the pod netns, external to CRIU
+	// KeepRunning resumes the pod right after the dump. Otherwise the pod
+	// is left stopped (SIGSTOP) after the dump, so that nothing it does can
+	// follow the checkpoint; the caller kills it after the commit, or resumes
+	// it if the checkpoint is abandoned.
+	KeepRunning bool
+	Timeout     time.Duration
+}
+
+// restoreOptions says what to restore and into what.
+type restoreOptions struct {
+	ImagesDir string
+	WorkDir   string
+	NetnsPath string
+	// Pipes maps the dump-time identity of a pipe the pod wrote to
+	// ("pipe:[INODE]") to the new pipe end that replaces it.
+	Pipes   map[string]*os.File
+	Timeout time.Duration
+}
+
+// dumpStats are the figures CRIU reports for one dump.
+type dumpStats struct {
+	Duration time.Duration
+}
+
+func (c *criuRunner) dump(ctx context.Context, o dumpOptions) (dumpStats, error) {
+	start := time.Now()
+	imgs, err := openDir(o.ImagesDir)
+	if err != nil {
+		return dumpStats{}, err
+	}
+	defer imgs.Close()
+	work, err := openDir(o.WorkDir)
+	if err != nil {
+		return dumpStats{}, err
+	}
+	defer work.Close()
+	ino, err := netnsInode(o.NetnsPath)
+	if err != nil {
+		return dumpStats{}, err
+	}
+	// ExtraFiles land at fd 3 (the RPC socket), 4, 5, ...
+	opts := &rpc.CriuOpts{
+		ImagesDirFd:    proto.Int32(4),
+		WorkDirFd:      proto.Int32(5),
+		Pid:            proto.Int32(int32(o.Pid)),
+		LogFile:        proto.String("dump.log"),
+		LogLevel:       proto.Int32(int32(c.logLevel)),
+		TcpEstablished: proto.Bool(true),
+		FileLocks:      proto.Bool(true),
+		External:       []string{fmt.Sprintf("net[%d]:%s", ino, netnsKey)},
+		// The Cruz filter (filter_linux.go) already holds the pod's traffic.
+		NetworkLock:  rpc.CriuNetworkLockMethod_SKIP.Enum(),
+		LeaveRunning: proto.Bool(true),
+		LeaveStopped: proto.Bool(!o.KeepRunning),
+	}
+	if o.Timeout > 0 {
+		opts.Timeout = proto.Uint32(uint32(o.Timeout.Seconds()) + 1)
+	}
+	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
+	defer cancel()
+	if _, err := c.call(ctx, rpc.CriuReqType_DUMP, opts, []*os.File{imgs, work}); err != nil {
+		return dumpStats{}, c.explain("dump", err, filepath.Join(o.WorkDir, "dump.log"))
+	}
+	return dumpStats{Duration: time.Since(start)}, nil
+}
+
+// restore brings a pod's process tree back into the netns at o.NetnsPath and
+// returns the pid of its root, a child of the agent.
+func (c *criuRunner) restore(ctx context.Context, o restoreOptions) (int, error) {
+	imgs, err := openDir(o.ImagesDir)
+	if err != nil {
+		return 0, err
+	}
+	defer imgs.Close()
+	work, err := openDir(o.WorkDir)
+	if err != nil {
+		return 0, err
+	}
+	defer work.Close()
+	ns, err := os.Open(o.NetnsPath)
+	if err != nil {
+		return 0, fmt.Errorf("open pod netns: %w", err)
+	}
+	defer ns.Close()
+	files := []*os.File{imgs, work, ns}
+	inherit := []*rpc.InheritFd{{Key: proto.String(netnsKey), Fd: proto.Int32(6)}}
+	for key, f := range o.Pipes {
+		inherit = append(inherit, &rpc.InheritFd{Key: proto.String(key), Fd: proto.Int32(int32(3 + 1 + len(files)))})
+		files = append(files, f)
+	}
+	opts := &rpc.CriuOpts{
+		ImagesDirFd:    proto.Int32(4),
+		WorkDirFd:      proto.Int32(5),
+		LogFile:        proto.String("restore.log"),
+		LogLevel:       proto.Int32(int32(c.logLevel)),
+		TcpEstablished: proto.Bool(true),
+		FileLocks:      proto.Bool(true),
+		InheritFd:      inherit,
+		NetworkLock:    rpc.CriuNetworkLockMethod_SKIP.Enum(),
+		RstSibling:     proto.Bool(true),
+	}
+	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
+	defer cancel()
+	resp, err := c.call(ctx, rpc.CriuReqType_RESTORE, opts, files)
+	if err != nil {
+		return 0, c.explain("restore", err, filepath.Join(o.WorkDir, "restore.log"))
+	}
+	pid := int(resp.GetRestore().GetPid())
+	if pid <= 0 {
+		return 0, fmt.Errorf("criu restore: no pid in CRIU's answer")
+	}
+	// CRIU writes its restore statistics into the images directory. The
+	// checkpoint must stay exactly as committed (its checksums are
+	// verified before every restore), so that file goes.
+	_ = os.Remove(filepath.Join(o.ImagesDir, "stats-restore"))
+	return pid, nil
+}
+
+// version asks CRIU for its version as major*10000+minor*100+sublevel.
+func (c *criuRunner) version(ctx context.Context) (int, error) {
+	resp, err := c.call(ctx, rpc.CriuReqType_VERSION, nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	v := resp.GetVersion()
+	return int(v.GetMajorNumber()*10000 + v.GetMinorNumber()*100 + v.GetSublevel()), nil
+}
+
+// checkCRIU refuses a CRIU that is missing, too old, or that finds the kernel
+// lacking; the error says what to do.
+func (c *criuRunner) check(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	v, err := c.version(ctx)
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("criu not found at %q: install CRIU >= 4.2 (run `make deps`, or scripts/install-deps.sh) or set criu.path in the config", c.path)
+		}
+		return 0, fmt.Errorf("ask criu at %q for its version: %w (is it CRIU >= 4.2? run `%s --version`)", c.path, err, c.path)
+	}
+	if v < MinCRIUVersion {
+		return v, fmt.Errorf("criu at %q is version %s, too old: Cruz needs CRIU >= 4.2 (older versions cannot dump TCP sockets on Linux >= 6.16); install it with `make deps` (scripts/install-deps.sh) or set criu.path in the config", c.path, versionString(v))
+	}
+	cmd := exec.CommandContext(ctx, c.path, "check")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return v, fmt.Errorf("`%s check` says the kernel lacks what CRIU needs:\n%s\nfix the kernel or its configuration (see `criu check --all`)", c.path, quoteLines(string(out), 12))
+	}
+	return v, nil
+}
+
+func versionString(v int) string {
+	return fmt.Sprintf("%d.%d.%d", v/10000, v/100%100, v%100)
+}
+
+// call runs one request through a fresh "criu swrk". files are handed to CRIU
+// at fds 4, 5, ... (fd 3 is the RPC socket).
+func (c *criuRunner) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("criu rpc socket: %w", err)
+	}
+	client := os.NewFile(uintptr(fds[0]), "criu-rpc-client")
+	server := os.NewFile(uintptr(fds[1]), "criu-rpc-server")
+	defer client.Close()
+	cmd := exec.CommandContext(ctx, c.path, "swrk", "3")
+	cmd.ExtraFiles = append([]*os.File{server}, files...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedWriter{w: &stderr, n: 64 << 10}
+	if err := startCmd(cmd); err != nil {
+		server.Close()
+		return nil, fmt.Errorf("start criu: %w", err)
+	}
+	server.Close()
+	resp, rerr := exchange(client, &rpc.CriuReq{Type: typ.Enum(), Opts: opts})
+	client.Close()
+	werr := cmd.Wait()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("criu %s: %w", strings.ToLower(typ.String()), ctx.Err())
+	}
+	if rerr != nil {
+		if s := strings.TrimSpace(stderr.String()); s != "" {
+			return nil, fmt.Errorf("criu %s: %w: %s", strings.ToLower(typ.String()), rerr, s)
+		}
+		if werr != nil {
+			return nil, fmt.Errorf("criu %s: %w (criu: %v)", strings.ToLower(typ.String()), rerr, werr)
+		}
+		return nil, fmt.Errorf("criu %s: %w", strings.ToLower(typ.String()), rerr)
+	}
+	return resp, nil
+}
+
+// exchange sends one request and reads the answer. Notifications are not
+// asked for (no NotifyScripts), so the first answer is the final one.
+func exchange(sock *os.File, req *rpc.CriuReq) (*rpc.CriuResp, error) {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	if _, err := sock.Write(b); err != nil {
+		return nil, fmt.Errorf("send request: %w", err)
+	}
+	buf := make([]byte, 1<<20)
+	n, err := sock.Read(buf)
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	resp := &rpc.CriuResp{}
+	if err := proto.Unmarshal(buf[:n], resp); err != nil {
+		return nil, fmt.Errorf("decode answer: %w", err)
+	}
+	if !resp.GetSuccess() {
+		msg := resp.GetCrErrmsg()
+		if msg == "" {
+			msg = "operation failed"
+		}
+		return resp, fmt.Errorf("%s (errno %d)", msg, resp.GetCrErrno())
+	}
+	if resp.GetType() != req.GetType() {
+		return resp, fmt.Errorf("unexpected answer %s to %s", resp.GetType(), req.GetType())
+	}
+	return resp, nil
+}
+
+// explain turns a failed CRIU call into an error that quotes CRIU's log
+// around its first errors and, where the log shows a known cause, says what
+// to do about it.
+func (c *criuRunner) explain(op string, err error, logPath string) error {
+	log, rerr := os.ReadFile(logPath)
+	if rerr != nil {
+		return fmt.Errorf("criu %s failed: %w (no CRIU log at %s)", op, err, logPath)
+	}
+	text := string(log)
+	msg := fmt.Sprintf("criu %s failed: %v\nCRIU log %s says:\n%s", op, err, logPath, errorContext(text, 2, 16))
+	for _, h := range criuHints {
+		if strings.Contains(text, h.needle) {
+			msg += "\nhint: " + h.advice
+		}
+	}
+	return errors.New(msg)
+}
+
+var criuHints = []struct{ needle, advice string }{
+	{"Unexpected rt vDSO area bounds", "this CRIU is too old for the kernel; install CRIU >= 4.2 (make deps)"},
+	{"Can't get 1:16 opt", "this CRIU cannot dump TCP sockets on Linux >= 6.16; install CRIU >= 4.2 (make deps)"},
+	{"has bad size", "a file the pod had open changed after the checkpoint; pods must not share open files with other processes"},
+	{"No space left on device", "the checkpoint store or run directory is full; free space or point store.dir elsewhere"},
+	{"unreachable sharing", "the pod was entered with a new mount namespace (e.g. `ip netns exec`); start pods only through cruzd"},
+}
+
+// errorContext returns the lines around the first lines of log that contain
+// "Error", at most max lines, each indented.
+func errorContext(log string, around, max int) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	keep := make([]bool, len(lines))
+	found := false
+	for i, l := range lines {
+		if strings.Contains(l, "Error") && !strings.Contains(l, "RLIMIT_NOFILE") {
+			found = true
+			for j := max0(i - around); j <= i+around && j < len(lines); j++ {
+				keep[j] = true
+			}
+		}
+	}
+	if !found { // no "Error" line: the end of the log is the best we have
+		for i := max0(len(lines) - max); i < len(lines); i++ {
+			keep[i] = true
+		}
+	}
+	var out []string
+	last := -1
+	for i, k := range keep {
+		if !k {
+			continue
+		}
+		if last >= 0 && i != last+1 {
+			out = append(out, "    ...")
+		}
+		out = append(out, "    "+lines[i])
+		last = i
+		if len(out) >= max {
+			break
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func quoteLines(s string, max int) string {
+	sc := bufio.NewScanner(strings.NewReader(s))
+	var out []string
+	for sc.Scan() && len(out) < max {
+		out = append(out, "    "+sc.Text())
+	}
+	return strings.Join(out, "\n")
+}
+
+func max0(i int) int {
+	if i < 0 {
+		return 0
+	}
+	return i
+}
+
+func openDir(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open directory: %w", err)
+	}
+	return f, nil
+}
+
+func withOptionalTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// limitedWriter keeps the first n bytes written to it and drops the rest.
+type limitedWriter struct {
+	w interface{ Write([]byte) (int, error) }
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := len(p)
+		if k > l.n {
+			k = l.n
+		}
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
+}

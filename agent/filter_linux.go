@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// The Cruz packet filter: while a pod's traffic is blocked, an nftables table
+// inside the pod's netns drops every IP packet in and out. Peers' TCP stacks
+// see a silent link and retransmit later; the pod's own unacknowledged data
+// stays in its send queue, which CRIU saves. So nothing is lost and no
+// message has to be drained. ARP is not dropped, so neighbours stay known.
+//
+// The table lives in the pod's own netns, so deleting the netns also deletes
+// the rule, and a filter can never outlive its pod.
+const filterTable = "cruz_block"
+
+const blockScript = `table inet ` + filterTable + ` {
+	chain input { type filter hook input priority -400; policy drop; }
+	chain output { type filter hook output priority -400; policy drop; }
+}
+`
+
+// blockPodTraffic installs the drop table in the pod's netns (idempotent).
+func blockPodTraffic(ctx context.Context, nsPath string) error {
+	if _, err := runInNetns(ctx, nsPath, blockScript, "nft", "-f", "-"); err != nil {
+		return fmt.Errorf("block pod traffic: %w", err)
+	}
+	return nil
+}
+
+// unblockPodTraffic removes the drop table; a table that is not there is fine.
+func unblockPodTraffic(ctx context.Context, nsPath string) error {
+	blocked, err := podTrafficBlocked(ctx, nsPath)
+	if err != nil || !blocked {
+		return err
+	}
+	if _, err := runInNetns(ctx, nsPath, "", "nft", "delete", "table", "inet", filterTable); err != nil {
+		return fmt.Errorf("unblock pod traffic: %w", err)
+	}
+	return nil
+}
+
+// podTrafficBlocked tells whether the drop table exists in the pod's netns.
+func podTrafficBlocked(ctx context.Context, nsPath string) (bool, error) {
+	out, err := runInNetns(ctx, nsPath, "", "nft", "list", "tables")
+	if err != nil {
+		return false, fmt.Errorf("list pod filter tables: %w", err)
+	}
+	return strings.Contains(out, "inet "+filterTable), nil
+}
+
+// runInNetns runs a short command (nft, ip) inside a netns and returns its
+// stdout; the error quotes its stderr.
+func runInNetns(ctx context.Context, nsPath, stdin string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	if err := withNetns(nsPath, func() error { return startCmd(cmd) }); err != nil {
+		return "", fmt.Errorf("start %s: %w", name, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}

@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// podIfName is the name of a pod's interface inside its netns.
+const podIfName = "eth0"
+
+// hostVethPrefix starts the name of every host-side veth the agent makes, so
+// that reconcile can find veths whose pod is gone.
+const hostVethPrefix = "cz"
+
+// hostVethName derives a stable, short (<= 15 bytes) host-side veth name.
+func hostVethName(pod string) string {
+	h := fnv.New32a()
+	h.Write([]byte(pod))
+	return fmt.Sprintf("%s%08x", hostVethPrefix, h.Sum32())
+}
+
+// podMAC derives the pod's MAC from its IPv4 address: locally administered,
+// unicast, and the same wherever the pod is restored, so the address pair
+// moves with the rank.
+func podMAC(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x02, 0xc2, b[0], b[1], b[2], b[3]}
+}
+
+// ensureBridge creates the node's pod bridge if it does not exist and brings
+// it up. The bridge has no address: pods talk to each other across it, and
+// nothing routes them anywhere else.
+func ensureBridge(name string, mtu int) (netlink.Link, error) {
+	if l, err := netlink.LinkByName(name); err == nil {
+		if _, ok := l.(*netlink.Bridge); !ok {
+			return nil, fmt.Errorf("pod bridge %s exists but is a %s, not a bridge: pick another network.bridge in the config", name, l.Type())
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return nil, fmt.Errorf("bring up bridge %s: %w", name, err)
+		}
+		return l, nil
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}}
+	if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("create bridge %s: %w", name, err)
+	}
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("find bridge %s: %w", name, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("bring up bridge %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// podLink describes a pod's attachment to the node's bridge.
+type podLink struct {
+	Pod    string
+	NsPath string
+	Bridge string
+	Addr   netip.Prefix // pod address with the subnet's prefix length
+	MTU    int
+}
+
+// attachPod creates the pod's veth pair with the pod end made directly in the
+// pod netns (named eth0, with the pod's MAC), attaches the host end to the
+// bridge, and configures lo and eth0 inside the pod. The caller decides when
+// the pod's traffic may flow (see filter_linux.go): the links come up here.
+func attachPod(l podLink) (err error) {
+	br, err := netlink.LinkByName(l.Bridge)
+	if err != nil {
+		return fmt.Errorf("find pod bridge %s: %w", l.Bridge, err)
+	}
+	ns, err := netns.GetFromPath(l.NsPath)
+	if err != nil {
+		return fmt.Errorf("open pod netns %s: %w", l.NsPath, err)
+	}
+	defer ns.Close()
+	hostName := hostVethName(l.Pod)
+	veth := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: hostName, MTU: l.MTU, MasterIndex: br.Attrs().Index},
+		PeerName:         podIfName,
+		PeerHardwareAddr: podMAC(l.Addr.Addr()),
+		PeerNamespace:    netlink.NsFd(int(ns)),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s for pod %s: %w", hostName, l.Pod, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = deleteHostVeth(l.Pod)
+		}
+	}()
+	host, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("find veth %s: %w", hostName, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("bring up veth %s: %w", hostName, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink in pod netns: %w", err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo in pod %s: %w", l.Pod, err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bring up lo in pod %s: %w", l.Pod, err)
+	}
+	eth, err := h.LinkByName(podIfName)
+	if err != nil {
+		return fmt.Errorf("find %s in pod %s: %w", podIfName, l.Pod, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(l.Addr.Addr().AsSlice()), Mask: net.CIDRMask(l.Addr.Bits(), 32)}}
+	if err := h.AddrAdd(eth, addr); err != nil {
+		return fmt.Errorf("add address %s to pod %s: %w", l.Addr, l.Pod, err)
+	}
+	if err := h.LinkSetUp(eth); err != nil {
+		return fmt.Errorf("bring up %s in pod %s: %w", podIfName, l.Pod, err)
+	}
+	return nil
+}
+
+// deleteHostVeth removes the pod's veth pair (deleting one end deletes both).
+// A missing veth is not an error.
+func deleteHostVeth(pod string) error {
+	l, err := netlink.LinkByName(hostVethName(pod))
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("find veth of pod %s: %w", pod, err)
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("delete veth of pod %s: %w", pod, err)
+	}
+	return nil
+}
+
+// hostVeths lists the names of the agent's host-side veths attached to bridge.
+func hostVeths(bridge string) []string {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return nil
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, l := range links {
+		a := l.Attrs()
+		if a.MasterIndex == br.Attrs().Index && len(a.Name) == len(hostVethPrefix)+8 && a.Name[:len(hostVethPrefix)] == hostVethPrefix {
+			names = append(names, a.Name)
+		}
+	}
+	return names
+}

@@ -1,0 +1,369 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A pod is one rank's (or mpiexec's) isolated host: a network namespace with
+// its own address and MAC on the node's pod bridge, plus new pid, uts and ipc
+// namespaces for its process tree. PID 1 of the pod is the user's command
+// itself (run as the user, as a session leader), so the tree that CRIU dumps
+// is exactly the application's.
+
+// podSpec is what a pod is made from; it is also what a checkpoint keeps.
+type podSpec struct {
+	Name     string       `json:"name"`
+	Hostname string       `json:"hostname"`
+	Role     string       `json:"role"` // "mpiexec", "rank" or "main"
+	Rank     int          `json:"rank"`
+	Addr     netip.Prefix `json:"addr"`
+	Argv     []string     `json:"argv,omitempty"`
+	Env      []string     `json:"env,omitempty"`
+	Dir      string       `json:"dir,omitempty"`
+	UID      uint32       `json:"uid"`
+	GID      uint32       `json:"gid"`
+	Groups   []uint32     `json:"groups,omitempty"`
+}
+
+// podRuntime is a live pod on this node.
+type podRuntime struct {
+	spec   podSpec
+	nsPath string
+	pid    int
+	// pipes maps "pipe:[INODE]" of the pipes the pod writes its stdout
+	// and stderr to; a restore swaps in new pipes under the same keys.
+	pipes   map[string]string // key -> stream name
+	readers sync.WaitGroup    // output copiers; done when the pod's pipes are drained
+	exited  chan struct{}     // closed when PID 1 has been reaped
+	status  unix.WaitStatus
+}
+
+// exitCode turns PID 1's wait status into a shell-style exit code.
+func (p *podRuntime) exitCode() int {
+	switch {
+	case p.status.Exited():
+		return p.status.ExitStatus()
+	case p.status.Signaled():
+		return 128 + int(p.status.Signal())
+	}
+	return -1
+}
+
+// outputSink receives what a pod writes on its stdout and stderr.
+type outputSink func(stream string, data []byte)
+
+// podHost makes and removes pods on this node.
+type podHost struct {
+	runDir string
+	bridge string
+	mtu    int
+	criu   *criuRunner
+	self   string // this executable, re-run as the pod's init
+}
+
+func (h *podHost) nsPath(pod string) string { return filepath.Join(h.runDir, "netns", pod) }
+
+// setupNet makes the pod's netns and link. With blocked, the Cruz filter is
+// installed before the link comes up, so that a pod restored there never
+// answers its peers' retransmissions with resets while it is being restored.
+func (h *podHost) setupNet(ctx context.Context, spec podSpec, blocked bool) (nsPath string, err error) {
+	nsPath = h.nsPath(spec.Name)
+	if err := createNetns(nsPath); err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			_ = deleteHostVeth(spec.Name)
+			_ = deleteNetns(nsPath)
+		}
+	}()
+	if blocked {
+		if err := blockPodTraffic(ctx, nsPath); err != nil {
+			return "", err
+		}
+	}
+	if err := attachPod(podLink{Pod: spec.Name, NsPath: nsPath, Bridge: h.bridge, Addr: spec.Addr, MTU: h.mtu}); err != nil {
+		return "", err
+	}
+	return nsPath, nil
+}
+
+// podInitEnv carries the pod init's instructions from the agent to the
+// re-executed agent binary that becomes the pod's PID 1.
+const podInitEnv = "CRUZ_POD_INIT"
+
+// start makes a new pod and starts spec.Argv as its PID 1.
+func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *podRuntime, err error) {
+	nsPath, err := h.setupNet(ctx, spec, false)
+	if err != nil {
+		return nil, err
+	}
+	p = &podRuntime{spec: spec, nsPath: nsPath, exited: make(chan struct{}), pipes: map[string]string{}}
+	defer func() {
+		if err != nil {
+			h.destroy(p)
+		}
+	}()
+	outW, errW, err := h.openPipes(p, sink)
+	if err != nil {
+		return nil, err
+	}
+	defer outW.Close()
+	defer errW.Close()
+	initSpec, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode pod init: %w", err)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(h.self, podInitArg)
+	cmd.Env = []string{podInitEnv + "=" + string(initSpec)}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		// CRIU needs the pod's PID 1 to lead its own session.
+		Setsid: true,
+	}
+	if err := withNetns(nsPath, func() error { return startCmd(cmd) }); err != nil {
+		return nil, fmt.Errorf("start pod %s: %w", spec.Name, err)
+	}
+	p.pid = cmd.Process.Pid
+	go func() {
+		_ = cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+			p.status = unix.WaitStatus(ws)
+		}
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// restore makes a new pod with the address of the checkpointed one and
+// restores its process tree from imagesDir. pipes are the dump-time pipe keys
+// ("pipe:[INODE]" -> stream). The pod's traffic stays blocked: the caller
+// unblocks all pods of a job together, once every one is restored.
+func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir string, pipes map[string]string, sink outputSink, timeout time.Duration) (p *podRuntime, err error) {
+	nsPath, err := h.setupNet(ctx, spec, true)
+	if err != nil {
+		return nil, err
+	}
+	p = &podRuntime{spec: spec, nsPath: nsPath, exited: make(chan struct{}), pipes: map[string]string{}}
+	defer func() {
+		if err != nil {
+			h.destroy(p)
+		}
+	}()
+	outW, errW, err := h.openPipes(p, sink)
+	if err != nil {
+		return nil, err
+	}
+	defer outW.Close()
+	defer errW.Close()
+	replace := map[string]*os.File{}
+	for key, stream := range pipes {
+		switch stream {
+		case "stdout":
+			replace[key] = outW
+		case "stderr":
+			replace[key] = errW
+		default:
+			return nil, fmt.Errorf("pod %s: unknown stream %q in checkpoint", spec.Name, stream)
+		}
+	}
+	pid, err := h.criu.restore(ctx, restoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: nsPath, Pipes: replace, Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("restore pod %s: %w", spec.Name, err)
+	}
+	p.pid = pid
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(pid, &ws, 0, nil)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		p.status = ws
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// openPipes makes the pod's stdout and stderr pipes, starts copying their
+// read ends to sink, and returns the write ends for the pod.
+func (h *podHost) openPipes(p *podRuntime, sink outputSink) (outW, errW *os.File, err error) {
+	var files []*os.File
+	for _, stream := range []string{"stdout", "stderr"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, nil, fmt.Errorf("pod %s %s pipe: %w", p.spec.Name, stream, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(r.Fd()), &st); err != nil {
+			r.Close()
+			w.Close()
+			return nil, nil, fmt.Errorf("stat pipe: %w", err)
+		}
+		p.pipes[fmt.Sprintf("pipe:[%d]", st.Ino)] = stream
+		p.readers.Add(1)
+		go func(stream string, r *os.File) {
+			defer p.readers.Done()
+			defer r.Close()
+			copyOutput(r, stream, sink)
+		}(stream, r)
+		files = append(files, w)
+	}
+	return files[0], files[1], nil
+}
+
+func copyOutput(r io.Reader, stream string, sink outputSink) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			sink(stream, append([]byte(nil), buf[:n]...))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// signal sends sig to the pod's PID 1.
+func (p *podRuntime) signal(sig syscall.Signal) error {
+	if err := unix.Kill(p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal pod %s: %w", p.spec.Name, err)
+	}
+	return nil
+}
+
+// resumeStopped sends SIGCONT to every process of the pod, undoing a dump
+// that left it stopped.
+func (p *podRuntime) resumeStopped() {
+	ino, err := netnsInode(p.nsPath)
+	if err != nil {
+		return
+	}
+	for _, pid := range processesInNetns(ino) {
+		_ = unix.Kill(pid, unix.SIGCONT)
+	}
+}
+
+// destroy kills what is left of the pod and removes every trace of it: its
+// processes (killing PID 1 kills its pid namespace), veth and netns (and with
+// it the pod's filter table). Safe to call more than once.
+func (h *podHost) destroy(p *podRuntime) {
+	if p.pid > 0 {
+		_ = unix.Kill(p.pid, unix.SIGKILL)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	// Processes that sit in the netns without being in the pod's pid
+	// namespace (a CRIU restore that failed half-way) go too.
+	if ino, err := netnsInode(p.nsPath); err == nil {
+		for _, pid := range processesInNetns(ino) {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	_ = deleteHostVeth(p.spec.Name)
+	_ = deleteNetns(p.nsPath)
+	p.readers.Wait()
+}
+
+// podInitArg is the hidden first argument that makes the agent binary act as
+// a pod's init (see PodInit).
+const podInitArg = "__cruz-pod-init"
+
+// IsPodInit tells main whether this process was started as a pod init.
+func IsPodInit(args []string) bool { return len(args) > 1 && args[1] == podInitArg }
+
+// PodInit runs in a new pod as root, just born in the pod's namespaces: it
+// sets the hostname, becomes the user and execs the user's command, which
+// thus becomes the pod's PID 1. It only returns on failure, with the exit
+// status to use; the reason goes to the pod's stderr, which the user sees.
+func PodInit() int {
+	var spec podSpec
+	if err := json.Unmarshal([]byte(os.Getenv(podInitEnv)), &spec); err != nil {
+		fmt.Fprintf(os.Stderr, "cruz: pod init: bad instructions: %v\n", err)
+		return 127
+	}
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "cruz: pod %s: "+format+"\n", append([]any{spec.Name}, a...)...)
+		return code
+	}
+	if len(spec.Argv) == 0 {
+		return fail(127, "no command to run")
+	}
+	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+		return fail(127, "set hostname: %v", err)
+	}
+	groups := make([]int, len(spec.Groups))
+	for i, g := range spec.Groups {
+		groups[i] = int(g)
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fail(127, "set groups: %v", err)
+	}
+	if err := syscall.Setgid(int(spec.GID)); err != nil {
+		return fail(127, "set gid %d: %v", spec.GID, err)
+	}
+	if err := syscall.Setuid(int(spec.UID)); err != nil {
+		return fail(127, "set uid %d: %v", spec.UID, err)
+	}
+	if spec.Dir != "" {
+		if err := os.Chdir(spec.Dir); err != nil {
+			return fail(126, "cannot use working directory %s as uid %d: %v", spec.Dir, spec.UID, err)
+		}
+	}
+	path, err := lookPath(spec.Argv[0], spec.Env)
+	if err != nil {
+		return fail(127, "%v", err)
+	}
+	err = syscall.Exec(path, spec.Argv, spec.Env)
+	return fail(126, "exec %s: %v", path, err)
+}
+
+// lookPath finds a command as a shell with env's PATH would.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := "/usr/local/bin:/usr/bin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && unix.Access(p, unix.X_OK) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("command %q not found in PATH %s", name, path)
+}

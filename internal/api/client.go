@@ -1,0 +1,192 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"syscall"
+)
+
+// Client talks to one cruzd over its unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent listening on socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableCompression: true,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// Error is an error answered by the agent.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// send makes a request and returns a 2xx response; any other status becomes
+// an *Error with the agent's message.
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://cruzd"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("no cruz agent at %s: start cruzd (as root), or point CRUZ_SOCKET / --socket at its socket", c.socket)
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("cannot connect to the cruz agent at %s: %w (the socket must be world-writable; check cruzd)", c.socket, err)
+		}
+		return nil, fmt.Errorf("talk to the cruz agent at %s: %w", c.socket, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		var eb ErrorBody
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
+			eb.Error = fmt.Sprintf("agent answered %s: %s", resp.Status, bytes.TrimSpace(b))
+		}
+		return nil, &Error{Status: resp.StatusCode, Message: eb.Error}
+	}
+	return resp, nil
+}
+
+// Version asks the agent what it runs.
+func (c *Client) Version(ctx context.Context) (Version, error) {
+	var v Version
+	return v, c.do(ctx, http.MethodGet, "/v1/version", nil, &v)
+}
+
+// Jobs lists the jobs the caller may see.
+func (c *Client) Jobs(ctx context.Context) ([]Job, error) {
+	var l JobList
+	return l.Jobs, c.do(ctx, http.MethodGet, "/v1/jobs", nil, &l)
+}
+
+// Job tells about one job, by id or name.
+func (c *Client) Job(ctx context.Context, ref string) (Job, error) {
+	var j Job
+	return j, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref), nil, &j)
+}
+
+// Checkpoint takes a checkpoint of a running job.
+func (c *Client) Checkpoint(ctx context.Context, ref string, req CheckpointRequest) (Checkpoint, error) {
+	var ck Checkpoint
+	return ck, c.do(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(ref)+"/checkpoint", req, &ck)
+}
+
+// Checkpoints lists a job's complete checkpoints.
+func (c *Client) Checkpoints(ctx context.Context, ref string) (CheckpointList, error) {
+	var l CheckpointList
+	return l, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref)+"/checkpoints", nil, &l)
+}
+
+// Signal forwards a signal to a job.
+func (c *Client) Signal(ctx context.Context, ref string, sig int) error {
+	return c.do(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(ref)+"/signal", SignalRequest{Signal: sig}, nil)
+}
+
+// Remove kills a job if it runs and forgets it; with checkpoints, its
+// checkpoints are deleted too.
+func (c *Client) Remove(ctx context.Context, ref string, checkpoints bool) error {
+	q := ""
+	if checkpoints {
+		q = "?checkpoints=1"
+	}
+	return c.do(ctx, http.MethodDelete, "/v1/jobs/"+url.PathEscape(ref)+q, nil, nil)
+}
+
+// Run starts a job and returns its attached stream.
+func (c *Client) Run(ctx context.Context, req RunRequest) (*Stream, error) {
+	return c.stream(ctx, http.MethodPost, "/v1/jobs", req)
+}
+
+// Restart restores a job from a checkpoint and returns its attached stream.
+func (c *Client) Restart(ctx context.Context, ref string, req RestartRequest) (*Stream, error) {
+	return c.stream(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(ref)+"/restart", req)
+}
+
+// Attach follows a running job's output from the start of its current run.
+func (c *Client) Attach(ctx context.Context, ref string) (*Stream, error) {
+	return c.stream(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref)+"/attach", nil)
+}
+
+func (c *Client) stream(ctx context.Context, method, path string, in any) (*Stream, error) {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	return &Stream{body: resp.Body, sc: sc}, nil
+}
+
+// Stream reads the frames of an attached job.
+type Stream struct {
+	body io.ReadCloser
+	sc   *bufio.Scanner
+}
+
+// Next returns the next frame; io.EOF when the agent closed the stream.
+func (s *Stream) Next() (*Frame, error) {
+	if !s.sc.Scan() {
+		if err := s.sc.Err(); err != nil {
+			return nil, err
+		}
+		return nil, io.EOF
+	}
+	var f Frame
+	if err := json.Unmarshal(s.sc.Bytes(), &f); err != nil {
+		return nil, fmt.Errorf("decode frame: %w", err)
+	}
+	return &f, nil
+}
+
+// Close ends the stream (the job goes on).
+func (s *Stream) Close() error { return s.body.Close() }

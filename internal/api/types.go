@@ -1,0 +1,145 @@
+// Package api holds the types of cruzd's HTTP API (JSON over a unix socket)
+// and a client for it. The agent identifies callers by the socket's peer
+// credentials, so requests carry no user names.
+package api
+
+import "time"
+
+// DefaultSocket is where cruzd listens unless configured otherwise.
+const DefaultSocket = "/run/cruz/cruzd.sock"
+
+// RunRequest starts a job.
+type RunRequest struct {
+	Name string   `json:"name,omitempty"`
+	NP   int      `json:"np"`
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
+	// Plain runs argv as is, in one pod, without MPI.
+	Plain bool `json:"plain,omitempty"`
+}
+
+// CheckpointRequest asks for a checkpoint of a running job.
+type CheckpointRequest struct {
+	// Stop ends the job with this checkpoint (for restart or migration).
+	Stop bool `json:"stop,omitempty"`
+}
+
+// RestartRequest restores a job from a checkpoint ("" = latest good one).
+type RestartRequest struct {
+	Checkpoint string `json:"checkpoint,omitempty"`
+}
+
+// SignalRequest forwards a signal to the job (to mpiexec for MPI jobs).
+type SignalRequest struct {
+	Signal int `json:"signal"`
+}
+
+// Job states.
+const (
+	StateStarting  = "starting"
+	StateRunning   = "running"
+	StateRestoring = "restoring"
+	StateStopped   = "stopped" // stopped at a checkpoint; cruz restart resumes it
+	StateExited    = "exited"  // PID 1 of the job ended; ExitCode says how
+	StateFailed    = "failed"  // could not start or restore
+	StateLost      = "lost"    // the agent restarted under it; restart from a checkpoint
+)
+
+// Pod describes one pod of a job.
+type Pod struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"` // mpiexec, rank or main
+	Rank     int    `json:"rank"`
+	Hostname string `json:"hostname"`
+	IP       string `json:"ip"`
+	MAC      string `json:"mac"`
+	PID      int    `json:"pid,omitempty"`
+	Node     string `json:"node,omitempty"`
+}
+
+// Job is what the agent tells about a job.
+type Job struct {
+	ID             string    `json:"id"`
+	Name           string    `json:"name"`
+	User           string    `json:"user"`
+	UID            uint32    `json:"uid"`
+	State          string    `json:"state"`
+	Message        string    `json:"message,omitempty"`
+	NP             int       `json:"np"`
+	Argv           []string  `json:"argv"`
+	ExitCode       *int      `json:"exit_code,omitempty"`
+	Created        time.Time `json:"created"`
+	Updated        time.Time `json:"updated"`
+	Pods           []Pod     `json:"pods"`
+	Checkpoints    int       `json:"checkpoints"`
+	LastCheckpoint string    `json:"last_checkpoint,omitempty"`
+}
+
+// JobList answers GET /v1/jobs.
+type JobList struct {
+	Jobs []Job `json:"jobs"`
+}
+
+// Checkpoint describes one complete checkpoint.
+type Checkpoint struct {
+	ID      string           `json:"id"`
+	Job     string           `json:"job"`
+	Created time.Time        `json:"created"`
+	Stopped bool             `json:"stopped"`
+	Bytes   int64            `json:"bytes"`
+	Pods    []CheckpointPod  `json:"pods"`
+	Phases  map[string]int64 `json:"phases_ms"`
+	Dir     string           `json:"dir"`
+}
+
+// CheckpointPod is one pod's share of a checkpoint.
+type CheckpointPod struct {
+	Name   string `json:"name"`
+	Bytes  int64  `json:"bytes"`
+	DumpMS int64  `json:"dump_ms"`
+}
+
+// CheckpointList answers GET /v1/jobs/{id}/checkpoints. Problems lists
+// checkpoints that were skipped because they failed verification.
+type CheckpointList struct {
+	Checkpoints []Checkpoint `json:"checkpoints"`
+	Problems    []string     `json:"problems,omitempty"`
+}
+
+// Frame is one line of an attached job's stream (newline-delimited JSON).
+// The first frame of a run or restart names the job; the last one is Exit,
+// Stopped or Error.
+type Frame struct {
+	Job     *Job         `json:"job,omitempty"`
+	Stream  string       `json:"stream,omitempty"` // stdout or stderr
+	Data    []byte       `json:"data,omitempty"`
+	Exit    *ExitInfo    `json:"exit,omitempty"`
+	Stopped *StoppedInfo `json:"stopped,omitempty"`
+	Error   string       `json:"error,omitempty"`
+}
+
+// ExitInfo ends the stream of a job that finished.
+type ExitInfo struct {
+	Code int `json:"code"`
+}
+
+// StoppedInfo ends the stream of a job stopped by a checkpoint.
+type StoppedInfo struct {
+	Checkpoint string `json:"checkpoint"`
+}
+
+// Terminal tells whether f ends a stream.
+func (f *Frame) Terminal() bool { return f.Exit != nil || f.Stopped != nil || f.Error != "" }
+
+// ErrorBody is the body of every non-2xx answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// Version answers GET /v1/version.
+type Version struct {
+	Agent string `json:"agent"`
+	CRIU  string `json:"criu"`
+	Node  string `json:"node"`
+}

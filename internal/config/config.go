@@ -1,0 +1,669 @@
+// Package config loads and checks the cruzd configuration file.
+//
+// cruzd runs as root on every node and acts on the host's network, CRIU and
+// checkpoint store, so a typo in its configuration must stop it at start-up
+// with a message that says exactly what to fix, rather than let it run with a
+// value the operator never meant. Hence the strictness here: unknown keys are
+// errors, every value is range-checked, and all problems are reported at once
+// so that fixing a file takes one round trip, not one per mistake.
+package config
+
+import (
+	"encoding"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// CurrentVersion is the only file format version this build understands. The
+// version is mandatory in files so that a future, incompatible format is
+// refused outright instead of being half-understood.
+const CurrentVersion = 1
+
+// Duration exists because TOML has no duration type: operators write "90s" or
+// "5m", which is clearer than a bare integer whose unit must be guessed.
+type Duration struct{ time.Duration }
+
+// UnmarshalText accepts Go duration syntax ("90s", "2m", "1h30m"). A bare
+// number is refused because its unit would be ambiguous.
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(string(text))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText drops the zero-valued trailing units of time.Duration.String,
+// so that 5 minutes reads as "5m" rather than "5m0s" in files and messages.
+func (d Duration) MarshalText() ([]byte, error) {
+	s := d.Duration.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return []byte(s), nil
+}
+
+// Config is the whole of cruzd's configuration. Keys absent from the file keep
+// the values of Default, so a file only needs what differs from the defaults
+// (plus the version).
+type Config struct {
+	Version int           `toml:"version"`
+	Agent   AgentConfig   `toml:"agent"`
+	Network NetworkConfig `toml:"network"`
+	Store   StoreConfig   `toml:"store"`
+	CRIU    CRIUConfig    `toml:"criu"`
+	MPI     MPIConfig     `toml:"mpi"`
+}
+
+// AgentConfig covers the daemon's own files. All paths are absolute because
+// cruzd's working directory is whatever the service manager chose.
+type AgentConfig struct {
+	Socket   string `toml:"socket"`    // unix socket of the API
+	RunDir   string `toml:"run_dir"`   // pods' netns bind mounts, job state
+	KeyFile  string `toml:"key_file"`  // root-only secret that signs checkpoint manifests
+	LogLevel string `toml:"log_level"` // debug|info|warn|error
+}
+
+// NetworkConfig describes the bridge the pods are attached to and the
+// subnet of their own that their addresses come from, which must not overlap
+// the networks the nodes already use.
+type NetworkConfig struct {
+	Bridge string `toml:"bridge"` // pod bridge in the node's netns
+	Subnet string `toml:"subnet"` // IPv4 CIDR pods get addresses from
+	MTU    int    `toml:"mtu"`
+}
+
+// StoreConfig locates checkpoint images.
+type StoreConfig struct {
+	Dir string `toml:"dir"`
+}
+
+// CRIUConfig controls how criu is invoked for dumps and restores.
+type CRIUConfig struct {
+	Path     string   `toml:"path"`      // binary, or name looked up in PATH
+	Timeout  Duration `toml:"timeout"`   // per dump/restore
+	LogLevel int      `toml:"log_level"` // criu -v level, 0..4
+}
+
+// MPIConfig controls how ranks are launched inside pods.
+type MPIConfig struct {
+	Mpiexec string   `toml:"mpiexec"`
+	Env     []string `toml:"env"` // KEY=VALUE added to every pod
+}
+
+// Default returns the configuration cruzd uses when no file is given. The MPI
+// environment pins UCX and MPICH to plain TCP over the pod's eth0, because
+// shared-memory and RDMA transports hold state CRIU cannot checkpoint.
+//
+// Every call returns fresh slices, so callers may modify the result.
+func Default() Config {
+	return Config{
+		Version: CurrentVersion,
+		Agent: AgentConfig{
+			Socket:   "/run/cruz/cruzd.sock",
+			RunDir:   "/run/cruz",
+			KeyFile:  "/etc/cruz/cluster.key",
+			LogLevel: "info",
+		},
+		Network: NetworkConfig{
+			Bridge: "cruz0",
+			Subnet: "10.203.0.0/16",
+			MTU:    1500,
+		},
+		Store: StoreConfig{
+			Dir: "/var/lib/cruz/checkpoints",
+		},
+		CRIU: CRIUConfig{
+			Path:     "criu",
+			Timeout:  Duration{5 * time.Minute},
+			LogLevel: 4,
+		},
+		MPI: MPIConfig{
+			Mpiexec: "mpiexec",
+			Env:     []string{"UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0", "MPIR_CVAR_NOLOCAL=1"},
+		},
+	}
+}
+
+// Load reads the file at path and returns Parse's result for it.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config file: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes data over Default and validates the result. source (usually
+// the file name) prefixes every error so the operator knows which file to
+// edit. On error the returned Config is the zero value, so that a half-checked
+// configuration cannot be used by mistake.
+func Parse(data []byte, source string) (Config, error) {
+	if source == "" {
+		source = "config"
+	}
+	// Only syntax errors can happen here: the whole document is kept as
+	// one undecoded Primitive and decoded key by key below.
+	var doc toml.Primitive
+	md, err := toml.Decode(string(data), &doc)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", source, err)
+	}
+	cfg := Default()
+	d := decoder{md: &md, failed: map[string]bool{}}
+	d.decodeTable(reflect.ValueOf(&cfg).Elem(), nil, doc)
+
+	if md.IsDefined("version") && !d.failed["version"] && cfg.Version != CurrentVersion {
+		// A different version means a different schema: any further
+		// complaint would be noise about keys this build cannot know.
+		return Config{}, fmt.Errorf("%s: %w", source, versionError(cfg.Version))
+	}
+	errs := d.errs
+	if !md.IsDefined("version") {
+		errs = append([]error{fmt.Errorf("version is missing; add `version = %d` at the top of the file", CurrentVersion)}, errs...)
+	}
+	errs = append(errs, d.unknownKeys()...)
+	errs = append(errs, cfg.validate()...)
+	if len(errs) > 0 {
+		for i, e := range errs {
+			errs[i] = fmt.Errorf("%s: %w", source, e)
+		}
+		return Config{}, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// Validate checks every value and reports all problems at once, so that
+// configurations built in code get the same checks as files.
+func (c Config) Validate() error {
+	return errors.Join(c.validate()...)
+}
+
+// SubnetPrefix returns the parsed network.subnet. It returns the zero Prefix
+// if Subnet is invalid, which Validate rules out.
+func (c Config) SubnetPrefix() netip.Prefix {
+	p, err := netip.ParsePrefix(c.Network.Subnet)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// wants says, for every key, what a valid value looks like; it completes the
+// sentence "<value> is not ...". Keeping it in one table keeps the type and
+// range errors for a key consistent.
+var wants = map[string]string{
+	"version":         fmt.Sprintf("the integer %d, the config format version this cruzd reads", CurrentVersion),
+	"agent":           "a table",
+	"agent.socket":    "an absolute path of at most 107 bytes, the size limit of a unix socket address",
+	"agent.run_dir":   "an absolute path",
+	"agent.key_file":  "an absolute path",
+	"agent.log_level": `one of "debug", "info", "warn", "error"`,
+	"network":         "a table",
+	"network.bridge":  `a Linux interface name: 1 to 15 bytes, without '/', ':' or whitespace, and not "." or ".."`,
+	"network.subnet":  "an IPv4 CIDR with a prefix length from 8 to 30",
+	"network.mtu":     "an integer from 576 to 9000",
+	"store":           "a table",
+	"store.dir":       "an absolute path",
+	"criu":            "a table",
+	"criu.path":       "a command name looked up in PATH or an absolute path",
+	"criu.timeout":    `a duration greater than zero such as "90s" or "2m"`,
+	"criu.log_level":  "an integer from 0 to 4",
+	"mpi":             "a table",
+	"mpi.mpiexec":     "a command name looked up in PATH or an absolute path",
+	"mpi.env":         `a list of "KEY=VALUE" strings`,
+}
+
+func (c Config) validate() []error {
+	var errs []error
+	bad := func(key string, value any) {
+		errs = append(errs, invalid(key, show(value)))
+	}
+
+	if c.Version != CurrentVersion {
+		errs = append(errs, versionError(c.Version))
+	}
+
+	if !isAbsPath(c.Agent.Socket) || len(c.Agent.Socket) > 107 {
+		bad("agent.socket", c.Agent.Socket)
+	}
+	if !isAbsPath(c.Agent.RunDir) {
+		bad("agent.run_dir", c.Agent.RunDir)
+	}
+	if !isAbsPath(c.Agent.KeyFile) {
+		bad("agent.key_file", c.Agent.KeyFile)
+	}
+	switch c.Agent.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("agent.log_level", c.Agent.LogLevel)
+	}
+
+	if !isIfname(c.Network.Bridge) {
+		bad("network.bridge", c.Network.Bridge)
+	}
+	if p, err := netip.ParsePrefix(c.Network.Subnet); err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 30 {
+		bad("network.subnet", c.Network.Subnet)
+	} else if p != p.Masked() {
+		// A set host bit most likely means a mistyped subnet, and code
+		// taking the prefix's address as the network's would go wrong.
+		errs = append(errs, fmt.Errorf("network.subnet: %s has host bits set; write %s",
+			show(c.Network.Subnet), show(p.Masked().String())))
+	}
+	if c.Network.MTU < 576 || c.Network.MTU > 9000 {
+		bad("network.mtu", c.Network.MTU)
+	}
+
+	if !isAbsPath(c.Store.Dir) {
+		bad("store.dir", c.Store.Dir)
+	}
+
+	if !isCommand(c.CRIU.Path) {
+		bad("criu.path", c.CRIU.Path)
+	}
+	if c.CRIU.Timeout.Duration <= 0 {
+		bad("criu.timeout", c.CRIU.Timeout)
+	}
+	if c.CRIU.LogLevel < 0 || c.CRIU.LogLevel > 4 {
+		bad("criu.log_level", c.CRIU.LogLevel)
+	}
+
+	if !isCommand(c.MPI.Mpiexec) {
+		bad("mpi.mpiexec", c.MPI.Mpiexec)
+	}
+	for i, kv := range c.MPI.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {
+			errs = append(errs, fmt.Errorf(`mpi.env[%d]: %s is not a "KEY=VALUE" string with a non-empty KEY (example: %s)`,
+				i, show(kv), show(Default().MPI.Env[0])))
+		}
+	}
+	return errs
+}
+
+func versionError(v int) error {
+	return fmt.Errorf("version: %d is not supported; this cruzd reads version %d, set `version = %d`",
+		v, CurrentVersion, CurrentVersion)
+}
+
+// invalid builds the standard "key: value is not <want> (example: <default>)"
+// message, so that every error tells the operator what would be accepted.
+func invalid(key, shown string) error {
+	return fmt.Errorf("%s: %s is not %s (example: %s)", key, shown, wants[key], example(key))
+}
+
+// example renders the default of key, found through the toml tags so that it
+// can never drift from Default.
+func example(key string) string {
+	v := reflect.ValueOf(Default())
+	for _, name := range strings.Split(key, ".") {
+		f, ok := fieldByTag(v.Type(), name)
+		if !ok {
+			return "?"
+		}
+		v = v.FieldByIndex(f.Index)
+	}
+	if v.Kind() == reflect.Struct && isSection(v.Type()) {
+		return "[" + key + "] on its own line, followed by its keys"
+	}
+	return show(v.Interface())
+}
+
+// isAbsPath also refuses NUL bytes, which the kernel would reject only much
+// later, at the first system call using the path.
+func isAbsPath(p string) bool {
+	return filepath.IsAbs(p) && !strings.ContainsRune(p, 0)
+}
+
+// isCommand accepts what exec.LookPath resolves predictably: a bare name
+// searched in PATH, or an absolute path. A relative path with a slash would
+// depend on cruzd's working directory.
+func isCommand(p string) bool {
+	if p == "" || strings.ContainsRune(p, 0) {
+		return false
+	}
+	return !strings.ContainsRune(p, '/') || filepath.IsAbs(p)
+}
+
+// isIfname mirrors the kernel's dev_valid_name, so that a bad bridge name is
+// caught here rather than by a netlink error when the first pod starts.
+func isIfname(s string) bool {
+	if len(s) == 0 || len(s) >= 16 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		// 0xa0 is whitespace to the kernel's Latin-1 isspace.
+		case '/', ':', 0, ' ', '\t', '\n', '\v', '\f', '\r', 0xa0:
+			return false
+		}
+	}
+	return true
+}
+
+// show renders a value as it would be written in TOML, so that the bad value
+// in a message can be found in the file. Long values are cut short to keep
+// messages readable.
+func show(v any) string {
+	switch x := v.(type) {
+	case string:
+		if short, cut := truncate(x, 64); cut {
+			return strconv.Quote(short) + "..."
+		}
+		return strconv.Quote(x)
+	case map[string]any:
+		return "a table"
+	case []map[string]any:
+		return "an array of tables"
+	case float64:
+		// Keep the ".0" of 1500.0, or the value would look like an integer.
+		s := strconv.FormatFloat(x, 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eEIN") {
+			s += ".0"
+		}
+		return s
+	case time.Time:
+		return x.Format(time.RFC3339Nano)
+	case encoding.TextMarshaler:
+		b, err := x.MarshalText()
+		if err != nil {
+			return fmt.Sprint(x)
+		}
+		return show(string(b))
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Slice {
+		parts := make([]string, 0, rv.Len())
+		for i := 0; i < rv.Len(); i++ {
+			if i == 8 {
+				parts = append(parts, "...")
+				break
+			}
+			parts = append(parts, show(rv.Index(i).Interface()))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	return fmt.Sprint(v)
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) (string, bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n], true
+}
+
+// decoder decodes one key at a time instead of the whole file at once, because
+// the toml library stops at the first type error and the operator should see
+// all of them. It does so by decoding into shadow structs whose fields are all
+// toml.Primitive, then decoding each Primitive into the real field.
+type decoder struct {
+	md     *toml.MetaData
+	errs   []error
+	failed map[string]bool // keys whose value could not be decoded
+}
+
+var primitiveType = reflect.TypeFor[toml.Primitive]()
+
+// shadow returns a new *struct with the fields and tags of the struct type t,
+// each of type toml.Primitive. Decoding into it checks nothing but marks the
+// known keys as decoded, which is what makes MetaData.Undecoded list exactly
+// the unknown ones.
+func shadow(t reflect.Type) reflect.Value {
+	fields := make([]reflect.StructField, t.NumField())
+	for i := range fields {
+		f := t.Field(i)
+		fields[i] = reflect.StructField{Name: f.Name, Type: primitiveType, Tag: f.Tag}
+	}
+	return reflect.New(reflect.StructOf(fields))
+}
+
+// isSection tells TOML tables apart from struct-typed values such as Duration.
+func isSection(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
+}
+
+func tagName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	return name
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if f := t.Field(i); tagName(f) == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// decodeTable decodes the table prim, found at path, into dst, a section
+// struct. A value that is not a table fails as a whole, and its keys are not
+// decoded further.
+func (d *decoder) decodeTable(dst reflect.Value, path toml.Key, prim toml.Primitive) {
+	var raw any
+	if err := d.md.PrimitiveDecode(prim, &raw); err != nil {
+		d.fail(path, prim, err)
+		return
+	}
+	if _, ok := raw.(map[string]any); !ok {
+		var t notTable
+		d.fail(path, prim, d.md.PrimitiveDecode(prim, &t))
+		return
+	}
+	sh := shadow(dst.Type())
+	if err := d.md.PrimitiveDecode(prim, sh.Interface()); err != nil {
+		d.fail(path, prim, err)
+		return
+	}
+	for i := 0; i < dst.NumField(); i++ {
+		f := dst.Type().Field(i)
+		key := append(path[:len(path):len(path)], tagName(f))
+		// IsDefined is exact where the toml library matches field names
+		// case-insensitively; a key that differs in case is reported as
+		// unknown instead of being silently accepted.
+		if !d.md.IsDefined(key...) {
+			continue
+		}
+		p := sh.Elem().Field(i).Interface().(toml.Primitive)
+		if isSection(f.Type) {
+			d.decodeTable(dst.Field(i), key, p)
+		} else {
+			d.decodeLeaf(dst.Field(i), key, p)
+		}
+	}
+}
+
+// decodeLeaf decodes into a scratch value first so that a failed decode leaves
+// the default in place instead of a partly written value.
+func (d *decoder) decodeLeaf(dst reflect.Value, key toml.Key, prim toml.Primitive) {
+	v := reflect.New(dst.Type())
+	if err := d.md.PrimitiveDecode(prim, v.Interface()); err != nil {
+		d.fail(key, prim, err)
+		return
+	}
+	dst.Set(v.Elem())
+}
+
+// notTable only exists to fail: the toml library turns an Unmarshaler's
+// error into a toml.ParseError carrying the line of the key, which cannot be
+// had any other way. It must only be used on values that are not tables, as
+// decoding a table through an Unmarshaler marks all its keys as decoded.
+type notTable struct{}
+
+func (*notTable) UnmarshalTOML(any) error { return errors.New("expected a table") }
+
+func (d *decoder) fail(key toml.Key, prim toml.Primitive, err error) {
+	var raw any
+	shown := "the value"
+	if d.md.PrimitiveDecode(prim, &raw) == nil {
+		shown = show(raw)
+	}
+	k := key.String()
+	d.failed[k] = true
+	d.errs = append(d.errs, fmt.Errorf("%w: %w", invalid(k, shown), err))
+}
+
+// knownKeys lists every key of the schema, tables included, in file order.
+func knownKeys() (keys []string, leaves map[string]bool) {
+	leaves = map[string]bool{}
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			key := prefix + tagName(f)
+			keys = append(keys, key)
+			if isSection(f.Type) {
+				walk(f.Type, key+".")
+			} else {
+				leaves[key] = true
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	return keys, leaves
+}
+
+// unknownKeys reports keys the schema does not have, because a misspelt key
+// would otherwise be ignored and its default silently used. Keys inside an
+// unknown table, or inside a value that already failed to decode, are not
+// reported again.
+func (d *decoder) unknownKeys() []error {
+	known, _ := knownKeys()
+	isKnown := make(map[string]bool, len(known))
+	for _, k := range known {
+		isKnown[k] = true
+	}
+	undecoded := map[string]bool{}
+	for _, k := range d.md.Undecoded() {
+		undecoded[k.String()] = true
+	}
+
+	var errs []error
+	reported := map[string]bool{}
+	for _, key := range d.md.Keys() {
+		s := key.String()
+		// Undecoded misses keys that the toml library matched to a field
+		// ignoring case (Socket for socket); decodeTable skipped those.
+		if !undecoded[s] && isKnown[s] {
+			continue
+		}
+		skip := false
+		for i := 1; i < len(key); i++ {
+			parent := key[:i].String()
+			if reported[parent] || d.failed[parent] {
+				skip = true
+				break
+			}
+		}
+		if skip || d.failed[s] {
+			continue
+		}
+		reported[s] = true
+		msg := "unknown key " + s
+		if short, cut := truncate(s, 128); cut {
+			msg = "unknown key " + short + "..."
+		}
+		if hint := suggest(key); len(hint) > 0 {
+			msg += " (did you mean " + strings.Join(hint, " or ") + "?)"
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	return errs
+}
+
+// suggest finds what the operator probably meant: first a key with the same
+// name in another table (a key written under the wrong header or none), then
+// a key a typo or two away. Short names get one typo only, or every three
+// letter key would be "near" every other.
+func suggest(key toml.Key) []string {
+	known, leaves := knownKeys()
+	last := key[len(key)-1]
+	var same []string
+	for _, k := range known {
+		if leaves[k] && (k == last || strings.HasSuffix(k, "."+last)) {
+			same = append(same, k)
+		}
+	}
+	if len(same) > 0 {
+		return same
+	}
+
+	limit := 3 // one more than the largest distance accepted
+	if len(last) <= 4 {
+		limit = 2
+	}
+	// Compare unquoted, so that agent."log level" is near agent.log_level.
+	s := strings.Join(key, ".")
+	best, bestDist := "", limit
+	for _, k := range known {
+		if dist := editDistance(s, k, bestDist); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	if best == "" {
+		return nil
+	}
+	return []string{best}
+}
+
+// editDistance is the optimal string alignment distance between a and b, in
+// bytes: Levenshtein plus transposition of adjacent bytes, the commonest
+// typo. It returns limit as soon as the distance is known to reach it, since
+// keys in a hostile file can be long.
+func editDistance(a, b string, limit int) int {
+	if abs(len(a)-len(b)) >= limit {
+		return limit
+	}
+	// Three rows: the one before the previous is needed for transpositions.
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		rowMin := cur[0]
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+			rowMin = min(rowMin, cur[j])
+		}
+		if rowMin >= limit {
+			return limit
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return min(prev[len(b)], limit)
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}

@@ -1,0 +1,52 @@
+package launcher
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const sampleLaunch = `HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.203.0.2:37187 --rmk user --launcher manual --demux poll --iface eth0 --pgid 0 --retries 10 --usize -2 --pmi-port 0 --gpus-per-proc -2 --proxy-id 0 
+HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.203.0.2:37187 --rmk user --launcher manual --demux poll --iface eth0 --pgid 0 --retries 10 --usize -2 --pmi-port 0 --gpus-per-proc -2 --proxy-id 1 
+HYDRA_LAUNCH_END
+iter 1 sum 3
+`
+
+func TestReadLaunches(t *testing.T) {
+	r := bufio.NewReader(strings.NewReader("[mpiexec] warning: something\n" + sampleLaunch))
+	ls, other, err := ReadLaunches(r, 2)
+	require.NoError(t, err)
+	require.Len(t, ls, 2)
+	assert.Equal(t, 0, ls[0].ID)
+	assert.Equal(t, 1, ls[1].ID)
+	assert.Equal(t, "/usr/bin/hydra_pmi_proxy", ls[0].Argv[0])
+	assert.Equal(t, "1", ls[1].Argv[len(ls[1].Argv)-1])
+	assert.Equal(t, []string{"[mpiexec] warning: something"}, other)
+	rest, _ := r.ReadString('\n')
+	assert.Equal(t, "iter 1 sum 3\n", rest, "job output after the launch lines stays in the reader")
+}
+
+func TestReadLaunchesErrors(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"eof", "usage: mpiexec ...\n", "ended before printing"},
+		{"count", "HYDRA_LAUNCH: p --proxy-id 0\nHYDRA_LAUNCH_END\n", "asked for 1 proxies"},
+		{"no id", "HYDRA_LAUNCH: p --pgid 0\n", "without --proxy-id"},
+		{"bad id", "HYDRA_LAUNCH: p --proxy-id x\n", "bad --proxy-id"},
+		{"dup id", "HYDRA_LAUNCH: p --proxy-id 0\nHYDRA_LAUNCH: p --proxy-id 0\n", "distinct id"},
+		{"range", "HYDRA_LAUNCH: p --proxy-id 5\n", "distinct id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ReadLaunches(bufio.NewReader(strings.NewReader(tc.in)), 2)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestMpiexecArgv(t *testing.T) {
+	got := MpiexecArgv("mpiexec", []string{"10.0.0.3", "10.0.0.4"}, 2, []string{"./app", "5"})
+	assert.Equal(t, []string{"mpiexec", "-launcher", "manual", "-iface", "eth0", "-hosts", "10.0.0.3,10.0.0.4", "-n", "2", "./app", "5"}, got)
+}

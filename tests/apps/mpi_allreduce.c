@@ -1,0 +1,93 @@
+/*
+ * mpi_allreduce: a small MPI job whose output depends only on the number of
+ * ranks and the iteration count, so a checkpointed-and-restored run can be
+ * compared line by line with an uninterrupted one.
+ *
+ * Usage: mpi_allreduce ITERS SLEEP_MS
+ *
+ * Rank 0 prints:
+ *   start ranks <n>
+ *   iter <i> sum <s> acc <acc>          one line per iteration i = 1..ITERS
+ *   result <acc> ranks <n> iters <ITERS>
+ * where s = sum over ranks r of ((r+1) * i * i) mod 1000003 and acc is the
+ * running total of s. After each iteration every rank sleeps SLEEP_MS, so the
+ * job runs long enough to be checkpointed in the middle.
+ */
+#include <mpi.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define MODULUS 1000003ULL
+
+/* parse_u64 parses a non-negative decimal argument or exits with a message. */
+static uint64_t parse_u64(const char *s, const char *what)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
+		fprintf(stderr, "mpi_allreduce: bad %s: %s\n", what, s);
+		exit(2);
+	}
+	return (uint64_t)v;
+}
+
+/* sleep_ms sleeps for ms milliseconds, resuming after signals. */
+static void sleep_ms(uint64_t ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* value is the deterministic contribution of one rank to iteration i. */
+static int64_t value(int rank, uint64_t i)
+{
+	uint64_t v = ((uint64_t)rank + 1) % MODULUS;
+	v = v * (i % MODULUS) % MODULUS;
+	v = v * (i % MODULUS) % MODULUS;
+	return (int64_t)v;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: mpi_allreduce ITERS SLEEP_MS\n");
+		return 2;
+	}
+	uint64_t iters = parse_u64(argv[1], "ITERS");
+	uint64_t sleep = parse_u64(argv[2], "SLEEP_MS");
+
+	MPI_Init(&argc, &argv);
+	int rank, n;
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	MPI_Comm_size(MPI_COMM_WORLD, &n);
+
+	if (rank == 0) {
+		printf("start ranks %d\n", n);
+		fflush(stdout);
+	}
+
+	int64_t acc = 0; /* running total; identical on every rank */
+	for (uint64_t i = 1; i <= iters; i++) {
+		int64_t mine = value(rank, i), sum = 0;
+		MPI_Allreduce(&mine, &sum, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+		acc += sum;
+		if (rank == 0) {
+			printf("iter %" PRIu64 " sum %" PRId64 " acc %" PRId64 "\n", i, sum, acc);
+			fflush(stdout);
+		}
+		sleep_ms(sleep);
+	}
+
+	if (rank == 0) {
+		printf("result %" PRId64 " ranks %d iters %" PRIu64 "\n", acc, n, iters);
+		fflush(stdout);
+	}
+	MPI_Finalize();
+	return 0;
+}
