@@ -38,6 +38,7 @@ const netnsKey = "cruz-pod-net"
 type criuRunner struct {
 	path     string
 	logLevel int
+	self     string // the agent's executable, for criuAsCommand
 }
 
 // dumpOptions says what to checkpoint and how.
@@ -46,6 +47,11 @@ type dumpOptions struct {
 	ImagesDir string // where the images go (exists, empty)
 	WorkDir   string // where CRIU's log goes (exists)
 	NetnsPath string // the pod netns, external to CRIU
+	// UID and GID own the pod's processes. CRIU runs with them as its real
+	// ids (and root as its effective ids): the kernel lets a process read
+	// another's resource limits only if their real ids match or it holds
+	// CAP_SYS_RESOURCE, which root may lack (some sandboxes drop it).
+	UID, GID uint32
 	// KeepRunning resumes the pod right after the dump. Otherwise the pod
 	// is left stopped (SIGSTOP) after the dump, so that nothing it does can
 	// follow the checkpoint; the caller kills it after the commit, or resumes
@@ -86,10 +92,11 @@ func (c *criuRunner) dump(ctx context.Context, o dumpOptions) (dumpStats, error)
 	if err != nil {
 		return dumpStats{}, err
 	}
-	// ExtraFiles land at fd 3 (the RPC socket), 4, 5, ...
+	// CRIU opens the images and work dirs through /proc/<agent>/fd/N, so
+	// these are the agent's own descriptor numbers.
 	opts := &rpc.CriuOpts{
-		ImagesDirFd:    proto.Int32(4),
-		WorkDirFd:      proto.Int32(5),
+		ImagesDirFd:    proto.Int32(int32(imgs.Fd())),
+		WorkDirFd:      proto.Int32(int32(work.Fd())),
 		Pid:            proto.Int32(int32(o.Pid)),
 		LogFile:        proto.String("dump.log"),
 		LogLevel:       proto.Int32(int32(c.logLevel)),
@@ -100,13 +107,16 @@ func (c *criuRunner) dump(ctx context.Context, o dumpOptions) (dumpStats, error)
 		NetworkLock:  rpc.CriuNetworkLockMethod_SKIP.Enum(),
 		LeaveRunning: proto.Bool(true),
 		LeaveStopped: proto.Bool(!o.KeepRunning),
+		AutoExtMnt:   proto.Bool(true),
+		ExtMasters:   proto.Bool(true),
+		ExtSharing:   proto.Bool(true),
 	}
 	if o.Timeout > 0 {
 		opts.Timeout = proto.Uint32(uint32(o.Timeout.Seconds()) + 1)
 	}
 	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
 	defer cancel()
-	if _, err := c.call(ctx, rpc.CriuReqType_DUMP, opts, []*os.File{imgs, work}); err != nil {
+	if _, err := c.callAs(ctx, o.UID, o.GID, rpc.CriuReqType_DUMP, opts, nil); err != nil {
 		return dumpStats{}, c.explain("dump", err, filepath.Join(o.WorkDir, "dump.log"))
 	}
 	return dumpStats{Duration: time.Since(start)}, nil
@@ -130,15 +140,19 @@ func (c *criuRunner) restore(ctx context.Context, o restoreOptions) (int, error)
 		return 0, fmt.Errorf("open pod netns: %w", err)
 	}
 	defer ns.Close()
-	files := []*os.File{imgs, work, ns}
-	inherit := []*rpc.InheritFd{{Key: proto.String(netnsKey), Fd: proto.Int32(6)}}
+	// Descriptors that the restored processes inherit must be CRIU's own:
+	// they are handed over as ExtraFiles, at fd 4, 5, ... (fd 3 is the RPC
+	// socket). The images and work dirs CRIU opens through the agent's
+	// /proc/<pid>/fd, so those are the agent's numbers.
+	files := []*os.File{ns}
+	inherit := []*rpc.InheritFd{{Key: proto.String(netnsKey), Fd: proto.Int32(4)}}
 	for key, f := range o.Pipes {
-		inherit = append(inherit, &rpc.InheritFd{Key: proto.String(key), Fd: proto.Int32(int32(3 + 1 + len(files)))})
+		inherit = append(inherit, &rpc.InheritFd{Key: proto.String(key), Fd: proto.Int32(int32(4 + len(files)))})
 		files = append(files, f)
 	}
 	opts := &rpc.CriuOpts{
-		ImagesDirFd:    proto.Int32(4),
-		WorkDirFd:      proto.Int32(5),
+		ImagesDirFd:    proto.Int32(int32(imgs.Fd())),
+		WorkDirFd:      proto.Int32(int32(work.Fd())),
 		LogFile:        proto.String("restore.log"),
 		LogLevel:       proto.Int32(int32(c.logLevel)),
 		TcpEstablished: proto.Bool(true),
@@ -146,6 +160,12 @@ func (c *criuRunner) restore(ctx context.Context, o restoreOptions) (int, error)
 		InheritFd:      inherit,
 		NetworkLock:    rpc.CriuNetworkLockMethod_SKIP.Enum(),
 		RstSibling:     proto.Bool(true),
+		// The pod's mount namespace is a slave copy of the node's: its
+		// root is the node's root.
+		Root:       proto.String("/"),
+		AutoExtMnt: proto.Bool(true),
+		ExtMasters: proto.Bool(true),
+		ExtSharing: proto.Bool(true),
 	}
 	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -197,6 +217,18 @@ func (c *criuRunner) check(ctx context.Context) (int, error) {
 	return v, nil
 }
 
+// dropHarmless removes lines CRIU prints on every run here that say nothing
+// about a failure.
+func dropHarmless(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.Contains(l, "RLIMIT_NOFILE") && !strings.Contains(l, "XDG_RUNTIME_DIR") && !strings.Contains(l, "kdat cache") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
 func versionString(v int) string {
 	return fmt.Sprintf("%d.%d.%d", v/10000, v/100%100, v%100)
 }
@@ -204,6 +236,12 @@ func versionString(v int) string {
 // call runs one request through a fresh "criu swrk". files are handed to CRIU
 // at fds 4, 5, ... (fd 3 is the RPC socket).
 func (c *criuRunner) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
+	return c.callAs(ctx, 0, 0, typ, opts, files)
+}
+
+// callAs is call with CRIU's real uid and gid set to uid and gid (its
+// effective ids stay root, so it keeps its capabilities and file access).
+func (c *criuRunner) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("criu rpc socket: %w", err)
@@ -212,6 +250,11 @@ func (c *criuRunner) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.Cr
 	server := os.NewFile(uintptr(fds[1]), "criu-rpc-server")
 	defer client.Close()
 	cmd := exec.CommandContext(ctx, c.path, "swrk", "3")
+	if uid != 0 || gid != 0 {
+		argv := criuAsCommand(c.self, uid, gid, c.path, "swrk", "3")
+		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
+		opts.Unprivileged = proto.Bool(true)
+	}
 	cmd.ExtraFiles = append([]*os.File{server}, files...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 64 << 10}
@@ -227,7 +270,7 @@ func (c *criuRunner) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.Cr
 		return nil, fmt.Errorf("criu %s: %w", strings.ToLower(typ.String()), ctx.Err())
 	}
 	if rerr != nil {
-		if s := strings.TrimSpace(stderr.String()); s != "" {
+		if s := strings.TrimSpace(dropHarmless(stderr.String())); s != "" {
 			return nil, fmt.Errorf("criu %s: %w: %s", strings.ToLower(typ.String()), rerr, s)
 		}
 		if werr != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -137,4 +138,38 @@ func processesInNetns(ino uint64) []int {
 		}
 	}
 	return pids
+}
+
+// privateMountPoint makes dir a mount point of its own with private
+// propagation (as `ip netns` does for /run/netns), so that the netns bind
+// mounts under it never propagate into pods' mount namespaces and pods can
+// drop the whole directory from their view with one unmount.
+func privateMountPoint(dir string) error {
+	mounted, err := isMountPoint(dir)
+	if err != nil {
+		return err
+	}
+	if !mounted {
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind-mount %s on itself: %w", dir, err)
+		}
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make %s a private mount: %w", dir, err)
+	}
+	return nil
+}
+
+func isMountPoint(dir string) (bool, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			return true, nil
+		}
+	}
+	return false, nil
 }

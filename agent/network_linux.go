@@ -168,3 +168,11 @@ func hostVeths(bridge string) []string {
 	}
 	return names
 }
+
+func deleteLinkByName(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil
+	}
+	return netlink.LinkDel(l)
+}

@@ -34,9 +34,14 @@ type podSpec struct {
 	Argv     []string     `json:"argv,omitempty"`
 	Env      []string     `json:"env,omitempty"`
 	Dir      string       `json:"dir,omitempty"`
-	UID      uint32       `json:"uid"`
-	GID      uint32       `json:"gid"`
-	Groups   []uint32     `json:"groups,omitempty"`
+	// HideMounts are unmounted in the pod's mount namespace: the bind
+	// mounts that keep the other pods' network namespaces alive must not
+	// be copied into a pod (they would keep those namespaces alive and be
+	// dumped with it).
+	HideMounts []string `json:"hide_mounts,omitempty"`
+	UID        uint32   `json:"uid"`
+	GID        uint32   `json:"gid"`
+	Groups     []uint32 `json:"groups,omitempty"`
 }
 
 // podRuntime is a live pod on this node.
@@ -63,7 +68,8 @@ func (p *podRuntime) exitCode() int {
 	return -1
 }
 
-// outputSink receives what a pod writes on its stdout and stderr.
+// outputSink receives what a pod writes on its stdout and stderr, in order,
+// from one goroutine per stream; data is nil once the stream has ended.
 type outputSink func(stream string, data []byte)
 
 // podHost makes and removes pods on this node.
@@ -112,18 +118,20 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *
 	if err != nil {
 		return nil, err
 	}
-	p = &podRuntime{spec: spec, nsPath: nsPath, exited: make(chan struct{}), pipes: map[string]string{}}
+	pod := &podRuntime{spec: spec, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
 	defer func() {
 		if err != nil {
-			h.destroy(p)
+			h.destroy(pod)
 		}
 	}()
+	p = pod
 	outW, errW, err := h.openPipes(p, sink)
 	if err != nil {
 		return nil, err
 	}
 	defer outW.Close()
 	defer errW.Close()
+	spec.HideMounts = []string{filepath.Dir(nsPath)}
 	initSpec, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode pod init: %w", err)
@@ -137,14 +145,14 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *
 	cmd.Env = []string{podInitEnv + "=" + string(initSpec)}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, outW, errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNS,
 		// CRIU needs the pod's PID 1 to lead its own session.
 		Setsid: true,
 	}
 	if err := withNetns(nsPath, func() error { return startCmd(cmd) }); err != nil {
 		return nil, fmt.Errorf("start pod %s: %w", spec.Name, err)
 	}
-	p.pid = cmd.Process.Pid
+	p.pid, p.exited = cmd.Process.Pid, make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
@@ -164,12 +172,13 @@ func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir 
 	if err != nil {
 		return nil, err
 	}
-	p = &podRuntime{spec: spec, nsPath: nsPath, exited: make(chan struct{}), pipes: map[string]string{}}
+	pod := &podRuntime{spec: spec, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
 	defer func() {
 		if err != nil {
-			h.destroy(p)
+			h.destroy(pod)
 		}
 	}()
+	p = pod
 	outW, errW, err := h.openPipes(p, sink)
 	if err != nil {
 		return nil, err
@@ -191,7 +200,7 @@ func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir 
 	if err != nil {
 		return nil, fmt.Errorf("restore pod %s: %w", spec.Name, err)
 	}
-	p.pid = pid
+	p.pid, p.exited = pid, make(chan struct{})
 	go func() {
 		var ws unix.WaitStatus
 		for {
@@ -244,6 +253,7 @@ func copyOutput(r io.Reader, stream string, sink outputSink) {
 			sink(stream, append([]byte(nil), buf[:n]...))
 		}
 		if err != nil {
+			sink(stream, nil)
 			return
 		}
 	}
@@ -316,6 +326,26 @@ func PodInit() int {
 	if len(spec.Argv) == 0 {
 		return fail(127, "no command to run")
 	}
+	// The pod sees the node's filesystems, as slaves: mounts made on the
+	// node still reach it, and nothing it mounts leaks out. Its own /proc
+	// belongs to its pid namespace, which CRIU's parasite needs to dump a
+	// process that is not root.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fail(127, "make mounts private to the pod: %v", err)
+	}
+	for _, m := range spec.HideMounts {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fail(127, "hide %s from the pod: %v", m, err)
+		}
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fail(127, "mount the pod's /proc: %v", err)
+	}
+	// stdin was opened in the node's mount namespace; CRIU can only dump
+	// files whose mount it finds in the pod's, so open /dev/null again here.
+	if err := reopenStdin(); err != nil {
+		return fail(127, "open /dev/null: %v", err)
+	}
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return fail(127, "set hostname: %v", err)
 	}
@@ -341,8 +371,26 @@ func PodInit() int {
 	if err != nil {
 		return fail(127, "%v", err)
 	}
+	// Only stdin, stdout and stderr go to the pod: a descriptor inherited
+	// from whatever started the agent would be dumped with the pod, and
+	// CRIU cannot restore files from outside the pod's mount namespace.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fail(127, "close inherited descriptors: %v", err)
+	}
 	err = syscall.Exec(path, spec.Argv, spec.Env)
 	return fail(126, "exec %s: %v", path, err)
+}
+
+func reopenStdin() error {
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	if fd != 0 {
+		defer unix.Close(fd)
+		return unix.Dup3(fd, 0, 0)
+	}
+	return nil
 }
 
 // lookPath finds a command as a shell with env's PATH would.

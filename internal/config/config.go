@@ -12,6 +12,7 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -666,4 +667,9 @@ func abs(n int) int {
 		return -n
 	}
 	return n
+}
+
+// Write prints c as a TOML config file (what `cruzd --print-config` shows).
+func Write(w io.Writer, c Config) error {
+	return toml.NewEncoder(w).Encode(c)
 }

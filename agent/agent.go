@@ -1,0 +1,315 @@
+// Package agent is cruzd, the per-node root daemon of Cruz. It owns every
+// privileged operation: pods (network, pid, uts and ipc namespaces), the
+// packet filter that holds a pod's traffic, CRIU dumps and restores, and the
+// checkpoint store. Users reach it through an HTTP API on a unix socket that
+// identifies them by the socket's peer credentials.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/config"
+	"github.com/cruz-hpc/cruz/internal/store"
+	"golang.org/x/sys/unix"
+)
+
+// Version is the agent's version, reported by GET /v1/version.
+const Version = "0.1.0"
+
+// Agent is one node's cruzd.
+type Agent struct {
+	cfg         config.Config
+	log         *slog.Logger
+	store       *store.Store
+	host        *podHost
+	criuVersion int
+	node        string
+	subnet      netip.Prefix
+
+	mu   sync.Mutex
+	jobs map[string]*job
+}
+
+// New checks the node (CRIU version and kernel support, the pod bridge, the
+// run and store directories), then cleans up after an agent that died:
+// every pod of a job that was running is killed and removed, and the job is
+// marked lost, to be restarted from its latest checkpoint.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	criu := &criuRunner{path: cfg.CRIU.Path, logLevel: cfg.CRIU.LogLevel, self: self}
+	v, err := criu.check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{cfg.Agent.RunDir, 0o755}, {filepath.Join(cfg.Agent.RunDir, "jobs"), 0o711}, {filepath.Join(cfg.Agent.RunDir, "netns"), 0o700}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return nil, fmt.Errorf("create run directory %s: %w (agent.run_dir in the config)", d.path, err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return nil, fmt.Errorf("chmod %s: %w", d.path, err)
+		}
+	}
+	if err := privateMountPoint(filepath.Join(cfg.Agent.RunDir, "netns")); err != nil {
+		return nil, err
+	}
+	key, err := store.LoadKey(cfg.Agent.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load the manifest signing key (agent.key_file): %w", err)
+	}
+	st, err := store.Open(cfg.Store.Dir, key)
+	if err != nil {
+		return nil, fmt.Errorf("open checkpoint store (store.dir): %w", err)
+	}
+	if _, err := ensureBridge(cfg.Network.Bridge, cfg.Network.MTU); err != nil {
+		return nil, err
+	}
+	node, _ := os.Hostname()
+	a := &Agent{
+		cfg: cfg, log: log, store: st, criuVersion: v, node: node,
+		subnet: cfg.SubnetPrefix(),
+		host:   &podHost{runDir: cfg.Agent.RunDir, bridge: cfg.Network.Bridge, mtu: cfg.Network.MTU, criu: criu, self: self},
+		jobs:   map[string]*job{},
+	}
+	if err := a.reconcile(ctx); err != nil {
+		return nil, fmt.Errorf("reconcile state left by the previous agent: %w", err)
+	}
+	log.Info("agent ready", "criu", versionString(v), "node", node, "bridge", cfg.Network.Bridge,
+		"subnet", cfg.Network.Subnet, "store", cfg.Store.Dir, "jobs", len(a.jobs))
+	return a, nil
+}
+
+// CRIUVersion is the version of the CRIU the agent checked at start.
+func (a *Agent) CRIUVersion() string { return versionString(a.criuVersion) }
+
+// Shutdown ends every running job of this agent: its pods are killed and
+// removed and the job is marked lost, so that nothing outlives the agent and
+// the job can be restarted from its latest checkpoint.
+func (a *Agent) Shutdown(ctx context.Context) {
+	for _, j := range a.jobList() {
+		j.op.Lock()
+		if j.hasPods() {
+			a.log.Info("ending job at agent shutdown", "job", j.id())
+			a.teardown(j, api.Frame{Error: "the cruz agent on this node stopped; restart the job from its latest checkpoint with: cruz restart " + j.id()})
+			a.setState(j, api.StateLost, "the agent stopped while the job ran")
+		}
+		j.op.Unlock()
+	}
+}
+
+func (a *Agent) jobList() []*job {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*job, 0, len(a.jobs))
+	for _, j := range a.jobs {
+		out = append(out, j)
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].rec.Created.Before(out[k].rec.Created) })
+	return out
+}
+
+func (a *Agent) jobDir(id string) string { return filepath.Join(a.cfg.Agent.RunDir, "jobs", id) }
+
+// reconcile loads the job records a previous agent left, removes every pod
+// of theirs that is still on the node and every pod netns or veth that no
+// record explains, and removes half-written checkpoints.
+func (a *Agent) reconcile(ctx context.Context) error {
+	entries, err := os.ReadDir(filepath.Join(a.cfg.Agent.RunDir, "jobs"))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		dir := filepath.Join(a.cfg.Agent.RunDir, "jobs", e.Name())
+		b, err := os.ReadFile(filepath.Join(dir, "job.json"))
+		if err != nil {
+			a.log.Warn("removing job directory without a readable record", "dir", dir, "err", err)
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		var rec jobRecord
+		if err := json.Unmarshal(b, &rec); err != nil || rec.ID != e.Name() {
+			a.log.Warn("removing job directory with a bad record", "dir", dir, "err", err)
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		out, err := openOutputLog(filepath.Join(dir, "output"), rec.UID)
+		if err != nil {
+			return err
+		}
+		j := &job{rec: rec, out: out, pods: map[string]*podRuntime{}}
+		if holdsPods(rec.State) && rec.State != api.StateStopped {
+			a.log.Warn("job was running when the previous agent ended; removing its pods", "job", rec.ID)
+			j.rec.State, j.rec.Message = api.StateLost, "the agent restarted while the job ran; restart it from its latest checkpoint"
+			j.out.append(api.Frame{Error: "the cruz agent restarted while the job ran; restart it from its latest checkpoint with: cruz restart " + rec.ID})
+			if err := a.persist(j); err != nil {
+				return err
+			}
+		}
+		a.jobs[rec.ID] = j
+	}
+	// Remove every pod netns and veth on the node: after an agent restart no
+	// pod is running (the pods of running jobs were just declared lost).
+	nsDir := filepath.Join(a.cfg.Agent.RunDir, "netns")
+	nss, _ := os.ReadDir(nsDir)
+	for _, e := range nss {
+		p := &podRuntime{spec: podSpec{Name: e.Name()}, nsPath: filepath.Join(nsDir, e.Name()), exited: closedChan()}
+		a.log.Info("removing leftover pod", "pod", e.Name())
+		a.host.destroy(p)
+	}
+	for _, name := range hostVeths(a.cfg.Network.Bridge) {
+		a.log.Info("removing leftover veth", "veth", name)
+		_ = deleteLinkByName(name)
+	}
+	if n, err := a.store.CleanTemp(""); err != nil {
+		a.log.Warn("cleaning half-written checkpoints", "err", err)
+	} else if n > 0 {
+		a.log.Info("removed half-written checkpoints", "count", n)
+	}
+	return nil
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// persist writes the job's record atomically.
+func (a *Agent) persist(j *job) error {
+	j.mu.Lock()
+	b, err := json.MarshalIndent(j.rec, "", "  ")
+	id := j.rec.ID
+	j.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	dir := a.jobDir(id)
+	tmp := filepath.Join(dir, ".job.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("save job %s: %w", id, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "job.json")); err != nil {
+		return fmt.Errorf("save job %s: %w", id, err)
+	}
+	return nil
+}
+
+// usedAddrs lists the pod addresses held by jobs that have pods or may be
+// restarted into them (stopped or lost jobs keep their addresses, which move
+// with their ranks).
+func (a *Agent) usedAddrs(except string) map[netip.Addr]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	used := map[netip.Addr]string{}
+	for id, j := range a.jobs {
+		if id == except {
+			continue
+		}
+		j.mu.Lock()
+		if holdsAddrs(j.rec.State) {
+			for _, p := range j.rec.Pods {
+				used[p.Addr.Addr()] = id
+			}
+		}
+		j.mu.Unlock()
+	}
+	return used
+}
+
+// allocAddrs picks n free addresses of the pod subnet (the first host address
+// is left for a gateway). Caller holds allocMu.
+func (a *Agent) allocAddrs(n int) ([]netip.Prefix, error) {
+	used := a.usedAddrs("")
+	var out []netip.Prefix
+	first := a.subnet.Masked().Addr().Next().Next()
+	for ip := first; a.subnet.Contains(ip) && len(out) < n; ip = ip.Next() {
+		if !a.subnet.Contains(ip.Next()) { // the broadcast address
+			break
+		}
+		if _, taken := used[ip]; !taken {
+			out = append(out, netip.PrefixFrom(ip, a.subnet.Bits()))
+		}
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("the pod subnet %s has fewer than %d free addresses: remove old jobs (cruz rm) or widen network.subnet", a.subnet, n)
+	}
+	return out, nil
+}
+
+// lookup finds a job by id or, failing that, by name among the caller's jobs,
+// and checks that the caller may act on it.
+func (a *Agent) lookup(c caller, ref string) (*job, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	j, ok := a.jobs[ref]
+	if !ok {
+		var matches []*job
+		for _, cand := range a.jobs {
+			if cand.rec.Name == ref && (c.UID == 0 || cand.rec.UID == c.UID) {
+				matches = append(matches, cand)
+			}
+		}
+		switch len(matches) {
+		case 0:
+			return nil, errorf(errNotFound, "job %q does not exist on this node (cruz status lists your jobs)", ref)
+		case 1:
+			j = matches[0]
+		default:
+			ids := make([]string, len(matches))
+			for i, m := range matches {
+				ids[i] = m.rec.ID
+			}
+			sort.Strings(ids)
+			return nil, errorf(errBadRequest, "job name %q matches several jobs (%v): use the job id", ref, ids)
+		}
+	}
+	if c.UID != 0 && j.rec.UID != c.UID {
+		return nil, errorf(errForbidden, "job %s belongs to user %s: you (uid %d) can act only on your own jobs", j.rec.ID, j.rec.User, c.UID)
+	}
+	return j, nil
+}
+
+// Errors that the API maps to HTTP statuses.
+var (
+	errBadRequest = errors.New("bad request")
+	errNotFound   = errors.New("not found")
+	errForbidden  = errors.New("forbidden")
+	errConflict   = errors.New("conflict")
+)
+
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+func errorf(kind error, format string, a ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, a...)}
+}
+
+// CloseInheritedFiles marks every descriptor above stderr that this process
+// inherited as close-on-exec, so none of them leaks into a pod or CRIU.
+// Go does not do this for descriptors it did not open itself.
+func CloseInheritedFiles() error {
+	return unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+}

@@ -1,0 +1,378 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/store"
+	"golang.org/x/sys/unix"
+)
+
+// caller is who sent a request, from the unix socket's peer credentials:
+// the kernel vouches for them, so a client cannot claim to be someone else.
+type caller struct {
+	UID    uint32
+	GID    uint32
+	Groups []uint32
+	User   string
+}
+
+type callerKey struct{}
+
+// peerCaller reads the peer credentials of a unix socket connection, and the
+// peer's supplementary groups from /proc (checked to belong to the same uid).
+func peerCaller(conn net.Conn) (caller, error) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return caller{}, errors.New("not a unix socket connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return caller{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return caller{}, err
+	}
+	if cerr != nil {
+		return caller{}, cerr
+	}
+	c := caller{UID: cred.Uid, GID: cred.Gid, User: strconv.Itoa(int(cred.Uid))}
+	if u, err := user.LookupId(strconv.Itoa(int(cred.Uid))); err == nil {
+		c.User = u.Username
+	}
+	c.Groups = peerGroups(int(cred.Pid), cred.Uid)
+	return c, nil
+}
+
+func peerGroups(pid int, uid uint32) []uint32 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	var groups []uint32
+	uidOK := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			uidOK = len(f) > 0 && f[0] == strconv.Itoa(int(uid))
+		}
+		if v, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, g := range strings.Fields(v) {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+					groups = append(groups, uint32(n))
+				}
+			}
+		}
+	}
+	if !uidOK {
+		return nil
+	}
+	return groups
+}
+
+// Serve answers the API on the unix socket in the config until ctx ends.
+func (a *Agent) Serve(ctx context.Context) error {
+	sock := a.cfg.Agent.Socket
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("another cruzd already listens on %s: stop it first, or give this one another agent.socket", sock)
+	}
+	_ = os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	// Anyone may connect; every request is then checked against the
+	// caller's uid.
+	if err := os.Chmod(sock, 0o666); err != nil {
+		ln.Close()
+		return fmt.Errorf("chmod socket: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			c, err := peerCaller(conn)
+			if err != nil {
+				a.log.Warn("refusing a connection without peer credentials", "err", err)
+				return ctx
+			}
+			return context.WithValue(ctx, callerKey{}, c)
+		},
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	a.log.Info("listening", "socket", sock)
+	err = srv.Serve(ln)
+	_ = os.Remove(sock)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Handler is the API.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", a.withCaller(a.handleVersion))
+	mux.HandleFunc("GET /v1/jobs", a.withCaller(a.handleJobs))
+	mux.HandleFunc("POST /v1/jobs", a.withCaller(a.handleRun))
+	mux.HandleFunc("GET /v1/jobs/{job}", a.withCaller(a.handleJob))
+	mux.HandleFunc("DELETE /v1/jobs/{job}", a.withCaller(a.handleRemove))
+	mux.HandleFunc("POST /v1/jobs/{job}/checkpoint", a.withCaller(a.handleCheckpoint))
+	mux.HandleFunc("GET /v1/jobs/{job}/checkpoints", a.withCaller(a.handleCheckpoints))
+	mux.HandleFunc("POST /v1/jobs/{job}/restart", a.withCaller(a.handleRestart))
+	mux.HandleFunc("GET /v1/jobs/{job}/attach", a.withCaller(a.handleAttach))
+	mux.HandleFunc("POST /v1/jobs/{job}/signal", a.withCaller(a.handleSignal))
+	return mux
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c caller) error
+
+func (a *Agent) withCaller(h handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, ok := r.Context().Value(callerKey{}).(caller)
+		if !ok {
+			writeError(w, errorf(errForbidden, "the agent could not tell who you are (no peer credentials): connect through its unix socket"))
+			return
+		}
+		if err := h(w, r, c); err != nil {
+			a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "uid", c.UID, "err", err)
+			writeError(w, err)
+		}
+	}
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, errBadRequest):
+		status = http.StatusBadRequest
+	case errors.Is(err, errNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, errForbidden):
+		status = http.StatusForbidden
+	case errors.Is(err, errConflict):
+		status = http.StatusConflict
+	}
+	writeJSON(w, status, api.ErrorBody{Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON request body strictly: unknown fields are an error.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(errBadRequest, "bad request body: %v", err)
+	}
+	return nil
+}
+
+func (a *Agent) handleVersion(w http.ResponseWriter, _ *http.Request, _ caller) error {
+	writeJSON(w, http.StatusOK, api.Version{Agent: Version, CRIU: a.CRIUVersion(), Node: a.node})
+	return nil
+}
+
+func (a *Agent) handleJobs(w http.ResponseWriter, _ *http.Request, c caller) error {
+	list := api.JobList{Jobs: []api.Job{}}
+	for _, j := range a.jobList() {
+		if c.UID == 0 || j.rec.UID == c.UID {
+			list.Jobs = append(list.Jobs, a.info(j))
+		}
+	}
+	writeJSON(w, http.StatusOK, list)
+	return nil
+}
+
+func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request, c caller) error {
+	j, err := a.lookup(c, r.PathValue("job"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a.info(j))
+	return nil
+}
+
+// info is the API view of a job.
+func (a *Agent) info(j *job) api.Job {
+	j.mu.Lock()
+	rec := j.rec
+	pids := map[string]int{}
+	for name, p := range j.pods {
+		pids[name] = p.pid
+	}
+	j.mu.Unlock()
+	out := api.Job{ID: rec.ID, Name: rec.Name, User: rec.User, UID: rec.UID, State: rec.State, Message: rec.Message,
+		NP: rec.Request.NP, Argv: rec.Request.Argv, ExitCode: rec.ExitCode, Created: rec.Created, Updated: rec.Updated,
+		LastCheckpoint: rec.LastCheckpoint, Pods: []api.Pod{}}
+	for _, p := range rec.Pods {
+		out.Pods = append(out.Pods, api.Pod{Name: p.Name, Role: p.Role, Rank: p.Rank, Hostname: p.Hostname,
+			IP: p.Addr.Addr().String(), MAC: podMAC(p.Addr.Addr()).String(), PID: pids[p.Name], Node: a.node})
+	}
+	if list, _, err := a.store.List(rec.ID); err == nil {
+		out.Checkpoints = len(list)
+		if len(list) > 0 {
+			out.LastCheckpoint = list[len(list)-1].ID
+		}
+	}
+	return out
+}
+
+func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.RunRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	j, err := a.Run(r.Context(), c, req)
+	if j == nil {
+		return err
+	}
+	// A job that failed to start still has output (mpiexec's complaint,
+	// say) and an end: the client sees them like any other run's.
+	a.stream(w, r, j, 0)
+	return nil
+}
+
+func (a *Agent) handleRestart(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.RestartRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	j, from, err := a.Restart(r.Context(), c, r.PathValue("job"), req.Checkpoint)
+	if err != nil {
+		return err
+	}
+	a.stream(w, r, j, from)
+	return nil
+}
+
+func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request, c caller) error {
+	j, err := a.lookup(c, r.PathValue("job"))
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	from := j.rec.OutputStart
+	j.mu.Unlock()
+	a.stream(w, r, j, from)
+	return nil
+}
+
+// stream sends the job, then its output frames from offset from, until the
+// frame that ends the run or the client goes away (the job goes on).
+func (a *Agent) stream(w http.ResponseWriter, r *http.Request, j *job, from int64) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	info := a.info(j)
+	if err := enc.Encode(api.Frame{Job: &info}); err != nil {
+		return
+	}
+	if flusher != nil {
+		flusher.Flush()
+	}
+	_ = j.out.follow(r.Context(), from, func(f api.Frame) error {
+		if err := enc.Encode(f); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	})
+}
+
+func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.CheckpointRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	// The checkpoint must not be cut short because the client went away.
+	m, err := a.Checkpoint(context.WithoutCancel(r.Context()), c, r.PathValue("job"), req.Stop)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a.checkpointInfo(m))
+	return nil
+}
+
+func (a *Agent) checkpointInfo(m *store.Manifest) api.Checkpoint {
+	ck := api.Checkpoint{ID: m.ID, Job: m.Job, Created: m.Created, Stopped: m.Stopped, Bytes: m.Bytes,
+		Phases: m.Phases, Dir: filepath.Join(a.store.Root(), m.Job, m.ID)}
+	// The time to a durable checkpoint: traffic held, pods dumped, committed.
+	if _, ok := ck.Phases["total"]; !ok && ck.Phases != nil {
+		ck.Phases["total"] = ck.Phases["block"] + ck.Phases["dump"] + ck.Phases["commit"]
+	}
+	for _, p := range m.Pods {
+		ck.Pods = append(ck.Pods, api.CheckpointPod{Name: p.Name, Bytes: p.Bytes, DumpMS: p.DumpMillis})
+	}
+	return ck
+}
+
+func (a *Agent) handleCheckpoints(w http.ResponseWriter, r *http.Request, c caller) error {
+	j, err := a.lookup(c, r.PathValue("job"))
+	if err != nil {
+		return err
+	}
+	list, problems, err := a.store.List(j.id())
+	if err != nil {
+		return err
+	}
+	out := api.CheckpointList{Checkpoints: []api.Checkpoint{}, Problems: problems}
+	for i := range list {
+		out.Checkpoints = append(out.Checkpoints, a.checkpointInfo(&list[i]))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.SignalRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := a.Signal(c, r.PathValue("job"), syscall.Signal(req.Signal)); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (a *Agent) handleRemove(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := a.Remove(c, r.PathValue("job"), r.URL.Query().Get("checkpoints") == "1"); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+	return nil
+}

@@ -1,0 +1,71 @@
+// Command cruzd is the Cruz node agent: it runs as root, one per node, and
+// owns pods, the packet filter, CRIU and the checkpoint store.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cruz-hpc/cruz/agent"
+	"github.com/cruz-hpc/cruz/internal/config"
+)
+
+func main() {
+	if agent.IsPodInit(os.Args) {
+		os.Exit(agent.PodInit())
+	}
+	if agent.IsCRIUAs(os.Args) {
+		os.Exit(agent.ExecCRIUAs(os.Args))
+	}
+	if err := agent.CloseInheritedFiles(); err != nil {
+		fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
+		os.Exit(1)
+	}
+	configPath := flag.String("config", "", "TOML config file (default: built-in defaults; see configs/cruzd.toml)")
+	printConfig := flag.Bool("print-config", false, "print the effective config as TOML and exit")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "cruzd: unexpected argument %q (cruzd takes only flags; see cruzd -h)\n", flag.Arg(0))
+		os.Exit(2)
+	}
+	cfg := config.Default()
+	if *configPath != "" {
+		var err error
+		if cfg, err = config.Load(*configPath); err != nil {
+			fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	if *printConfig {
+		if err := config.Write(os.Stdout, cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Agent.LogLevel))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "cruzd: must run as root (it creates namespaces and runs CRIU); users talk to it with cruz")
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	a, err := agent.New(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
+		os.Exit(1)
+	}
+	err = a.Serve(ctx)
+	a.Shutdown(context.Background())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
+		os.Exit(1)
+	}
+}

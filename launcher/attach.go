@@ -1,0 +1,71 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+)
+
+// ExitStopped is `cruz run`'s exit status when a checkpoint stopped the job
+// (EX_TEMPFAIL: try again later, with cruz restart).
+const ExitStopped = 75
+
+// forwardedSignals are passed on to the job while a client is attached.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// Follow copies an attached job's output to stdout and stderr, forwards
+// signals the client gets to the job, and returns the exit status the client
+// should exit with: the job's, ExitStopped, or 1 when the run ended in error
+// or the agent went away.
+func Follow(ctx context.Context, c *api.Client, s *api.Stream, stdout, stderr io.Writer) int {
+	defer s.Close()
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	jobID := make(chan string, 1)
+	go func() {
+		id := <-jobID
+		for sig := range sigs {
+			if err := c.Signal(ctx, id, int(sig.(syscall.Signal))); err != nil {
+				fmt.Fprintf(stderr, "cruz: forwarding %v to job %s: %v\n", sig, id, err)
+			}
+		}
+	}()
+	var id string
+	for {
+		f, err := s.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+				fmt.Fprintf(stderr, "cruz: the agent closed the connection before job %s ended (is cruzd running?); the job may still run: cruz status %s\n", id, id)
+			} else {
+				fmt.Fprintf(stderr, "cruz: lost the job's stream: %v; the job may still run: cruz status %s\n", err, id)
+			}
+			return 1
+		}
+		switch {
+		case f.Job != nil:
+			if id == "" {
+				id = f.Job.ID
+				jobID <- id
+			}
+		case f.Stream == "stdout":
+			_, _ = stdout.Write(f.Data)
+		case f.Stream == "stderr":
+			_, _ = stderr.Write(f.Data)
+		case f.Exit != nil:
+			return f.Exit.Code
+		case f.Stopped != nil:
+			fmt.Fprintf(stderr, "cruz: job %s stopped at checkpoint %s; resume it with: cruz restart %s\n", id, f.Stopped.Checkpoint, id)
+			return ExitStopped
+		case f.Error != "":
+			fmt.Fprintf(stderr, "cruz: job %s: %s\n", id, f.Error)
+			return 1
+		}
+	}
+}

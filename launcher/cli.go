@@ -1,0 +1,364 @@
+package launcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+)
+
+const usage = `usage: cruz [--socket PATH] COMMAND [ARGS]
+
+Commands:
+  run [--name NAME] [--np N] [--plain] -- CMD ARGS...
+                        start an MPI job of N ranks, each in its own pod, and
+                        stream its output; exits with the job's status
+                        (75 if a checkpoint stopped it)
+  checkpoint [--stop] [--json] JOB
+                        checkpoint a running job; --stop ends it there
+  restart [--checkpoint ID] JOB
+                        restore a job from a checkpoint (default: the latest
+                        good one) and stream it like run
+  status [--json] [JOB] list your jobs, or show one
+  checkpoints [--json] JOB
+                        list a job's checkpoints (ids, times, sizes, phases)
+  attach JOB            stream a running job's output
+  signal JOB SIGNAL     send a signal (name or number) to a job
+  rm [--checkpoints] JOB
+                        end a job and forget it (and delete its checkpoints)
+  version               show the versions of cruz, the agent and CRIU
+
+JOB is a job id or, if unique, a job name. The agent's socket is
+$CRUZ_SOCKET or ` + api.DefaultSocket + `.
+`
+
+// Main runs the cruz command line and returns its exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	global := flag.NewFlagSet("cruz", flag.ContinueOnError)
+	global.SetOutput(stderr)
+	global.Usage = func() { fmt.Fprint(stderr, usage) }
+	socket := global.String("socket", envOr("CRUZ_SOCKET", api.DefaultSocket), "the agent's unix socket")
+	if err := global.Parse(args); err != nil {
+		return 2
+	}
+	if global.NArg() == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	c := api.NewClient(*socket)
+	cmd, rest := global.Arg(0), global.Args()[1:]
+	cmds := map[string]func(context.Context, *api.Client, []string, io.Writer, io.Writer) int{
+		"run": cmdRun, "checkpoint": cmdCheckpoint, "restart": cmdRestart, "status": cmdStatus,
+		"checkpoints": cmdCheckpoints, "attach": cmdAttach, "signal": cmdSignal, "rm": cmdRemove,
+		"version": cmdVersion,
+	}
+	run, ok := cmds[cmd]
+	if !ok {
+		if cmd == "help" || cmd == "-h" {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "cruz: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	return run(ctx, c, rest, stdout, stderr)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// parse parses flags that may come before or after the positional
+// arguments (cruz checkpoint JOB --stop) and checks their number.
+func parse(fs *flag.FlagSet, args []string, minPos, maxPos int, what string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) < minPos || len(pos) > maxPos {
+		return nil, fmt.Errorf("usage: cruz %s %s", fs.Name(), what)
+	}
+	return pos, nil
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// fail prints an error the way every cruz command does and returns 1.
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "cruz: %v\n", err)
+	return 1
+}
+
+func usageError(stderr io.Writer, err error) int {
+	if !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stderr, "cruz: %v\n", err)
+	}
+	return 2
+}
+
+func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("run", stderr)
+	name := fs.String("name", "", "job name (default: the command's name)")
+	np := fs.Int("np", 1, "number of MPI ranks, one pod each")
+	plain := fs.Bool("plain", false, "run CMD as is in one pod, without mpiexec")
+	if err := fs.Parse(args); err != nil {
+		return usageError(stderr, err)
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return usageError(stderr, errors.New("usage: cruz run [--name NAME] [--np N] [--plain] -- CMD ARGS..."))
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return fail(stderr, fmt.Errorf("find the working directory: %w", err))
+	}
+	s, err := c.Run(ctx, api.RunRequest{Name: *name, NP: *np, Argv: argv, Env: os.Environ(), Dir: dir, Plain: *plain})
+	if err != nil {
+		return fail(stderr, err)
+	}
+	return Follow(ctx, c, s, stdout, stderr)
+}
+
+func cmdRestart(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("restart", stderr)
+	ckpt := fs.String("checkpoint", "", "checkpoint id (default: the latest good one)")
+	pos, err := parse(fs, args, 1, 1, "[--checkpoint ID] JOB")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	s, err := c.Restart(ctx, pos[0], api.RestartRequest{Checkpoint: *ckpt})
+	if err != nil {
+		return fail(stderr, err)
+	}
+	return Follow(ctx, c, s, stdout, stderr)
+}
+
+func cmdAttach(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("attach", stderr)
+	pos, err := parse(fs, args, 1, 1, "JOB")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	s, err := c.Attach(ctx, pos[0])
+	if err != nil {
+		return fail(stderr, err)
+	}
+	return Follow(ctx, c, s, stdout, stderr)
+}
+
+func cmdCheckpoint(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("checkpoint", stderr)
+	stop := fs.Bool("stop", false, "stop the job with this checkpoint (cruz restart resumes it)")
+	asJSON := fs.Bool("json", false, "print the checkpoint as JSON")
+	pos, err := parse(fs, args, 1, 1, "[--stop] [--json] JOB")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	ck, err := c.Checkpoint(ctx, pos[0], api.CheckpointRequest{Stop: *stop})
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, ck)
+	}
+	fmt.Fprintln(stdout, ck.ID)
+	return 0
+}
+
+func cmdStatus(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, args, 0, 1, "[--json] [JOB]")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	var jobs []api.Job
+	if len(pos) == 1 {
+		j, err := c.Job(ctx, pos[0])
+		if err != nil {
+			return fail(stderr, err)
+		}
+		if *asJSON {
+			return printJSON(stdout, stderr, j)
+		}
+		jobs = []api.Job{j}
+	} else {
+		if jobs, err = c.Jobs(ctx); err != nil {
+			return fail(stderr, err)
+		}
+		if *asJSON {
+			return printJSON(stdout, stderr, api.JobList{Jobs: jobs})
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tNAME\tUSER\tSTATE\tRANKS\tCHECKPOINTS\tLAST\tCREATED")
+	for _, j := range jobs {
+		state := j.State
+		if j.ExitCode != nil {
+			state += " (" + strconv.Itoa(*j.ExitCode) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.ID, j.Name, j.User, state, j.NP, j.Checkpoints,
+			dash(j.LastCheckpoint), j.Created.Local().Format(time.DateTime))
+	}
+	tw.Flush()
+	if len(pos) == 1 && len(jobs) == 1 {
+		j := jobs[0]
+		if j.Message != "" {
+			fmt.Fprintf(stdout, "\n%s\n", j.Message)
+		}
+		fmt.Fprintln(stdout)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "POD\tROLE\tIP\tMAC\tPID")
+		for _, p := range j.Pods {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.Role, p.IP, p.MAC, pidString(p.PID))
+		}
+		tw.Flush()
+	}
+	return 0
+}
+
+func cmdCheckpoints(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("checkpoints", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, args, 1, 1, "[--json] JOB")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	l, err := c.Checkpoints(ctx, pos[0])
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, l)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECKPOINT\tCREATED\tSIZE\tSTOPPED\tBLOCK\tDUMP\tCOMMIT\tTOTAL")
+	for _, ck := range l.Checkpoints {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%dms\t%dms\t%dms\t%dms\n", ck.ID, ck.Created.Local().Format(time.DateTime),
+			humanBytes(ck.Bytes), ck.Stopped, ck.Phases["block"], ck.Phases["dump"], ck.Phases["commit"], ck.Phases["total"])
+	}
+	tw.Flush()
+	for _, p := range l.Problems {
+		fmt.Fprintf(stderr, "cruz: skipped: %s\n", p)
+	}
+	return 0
+}
+
+func cmdSignal(ctx context.Context, c *api.Client, args []string, _, stderr io.Writer) int {
+	fs := newFlags("signal", stderr)
+	pos, err := parse(fs, args, 2, 2, "JOB SIGNAL")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	sig, err := parseSignal(pos[1])
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	if err := c.Signal(ctx, pos[0], int(sig)); err != nil {
+		return fail(stderr, err)
+	}
+	return 0
+}
+
+func cmdRemove(ctx context.Context, c *api.Client, args []string, _, stderr io.Writer) int {
+	fs := newFlags("rm", stderr)
+	ckpts := fs.Bool("checkpoints", false, "also delete the job's checkpoints")
+	pos, err := parse(fs, args, 1, 1, "[--checkpoints] JOB")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	if err := c.Remove(ctx, pos[0], *ckpts); err != nil {
+		return fail(stderr, err)
+	}
+	return 0
+}
+
+func cmdVersion(ctx context.Context, c *api.Client, _ []string, stdout, stderr io.Writer) int {
+	v, err := c.Version(ctx)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintf(stdout, "agent %s on %s, CRIU %s\n", v.Agent, v.Node, v.CRIU)
+	return 0
+}
+
+func printJSON(stdout, stderr io.Writer, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fail(stderr, err)
+	}
+	return 0
+}
+
+var signalNames = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TERM": syscall.SIGTERM, "CONT": syscall.SIGCONT,
+	"STOP": syscall.SIGSTOP, "ALRM": syscall.SIGALRM,
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	if sig, ok := signalNames[strings.TrimPrefix(strings.ToUpper(s), "SIG")]; ok {
+		return sig, nil
+	}
+	names := make([]string, 0, len(signalNames))
+	for n := range signalNames {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return 0, fmt.Errorf("unknown signal %q: use a number or one of %s", s, strings.Join(names, ", "))
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func pidString(pid int) string {
+	if pid == 0 {
+		return "-"
+	}
+	return strconv.Itoa(pid)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}
