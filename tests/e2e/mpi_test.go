@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cruz-hpc/cruz/tests/testenv"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// expectedAllreduce is what mpi_allreduce prints for np ranks and iters
+// iterations, computed independently of MPI (see tests/apps/mpi_allreduce.c).
+func expectedAllreduce(np, iters int) []string {
+	lines := []string{fmt.Sprintf("start ranks %d", np)}
+	var acc int64
+	for i := 1; i <= iters; i++ {
+		var sum int64
+		for r := 0; r < np; r++ {
+			sum += int64(r+1) * int64(i) * int64(i) % 1000003
+		}
+		acc += sum
+		lines = append(lines, fmt.Sprintf("iter %d sum %d acc %d", i, sum, acc))
+	}
+	return append(lines, fmt.Sprintf("result %d ranks %d iters %d", acc, np, iters))
+}
+
+func outputLines(s string) []string {
+	return strings.Split(strings.TrimRight(s, "\n"), "\n")
+}
+
+// TestMPICheckpointStopRestart: a 4-rank MPICH job in 4 rank pods (plus the
+// mpiexec pod), run as an unprivileged user, is checkpointed 3 times while it
+// runs, then stopped by a checkpoint and restarted; its output, line by line,
+// is exactly what an uninterrupted run prints.
+func TestMPICheckpointStopRestart(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 4, 50
+	app := testenv.Bin(t, "mpi_allreduce")
+	want := expectedAllreduce(np, iters)
+
+	run := a.startCruz(u, dir, "run", "--name", "ar", "--np", fmt.Sprint(np), "--", app, fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	j := a.status(u, "ar")
+	require.Equal(t, "running", j.State)
+	require.Len(t, j.Pods, np+1, "one pod per rank plus mpiexec's")
+	ips := map[string]bool{}
+	for _, p := range j.Pods {
+		assert.NotZero(t, p.PID, "pod %s has a PID 1", p.Name)
+		ips[p.IP] = true
+	}
+	assert.Len(t, ips, np+1, "every pod has its own address")
+	// The ranks run as the user, in their own network namespace.
+	for _, p := range j.Pods {
+		out, err := exec.Command("ps", "-o", "user=", "-p", fmt.Sprint(p.PID)).Output()
+		require.NoError(t, err)
+		assert.Equal(t, "cruzt1", strings.TrimSpace(string(out)), "pod %s runs as the user", p.Name)
+	}
+
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, a.checkpoint(u, "ar"))
+		time.Sleep(300 * time.Millisecond)
+	}
+	stopID := a.checkpoint(u, "ar", "--stop")
+	first := run.wait(t, time.Minute)
+	require.Equal(t, 75, first.Code, "cruz run exits 75 when a checkpoint stops the job; stderr:\n%s", first.Stderr)
+	assert.Contains(t, first.Stderr, stopID)
+	assert.Equal(t, "stopped", a.status(u, "ar").State)
+	a.requireNoLeaks() // a stopped job has no pod left
+
+	second := a.cruz(u, dir, "restart", "ar")
+	require.Equal(t, 0, second.Code, "restart: %s", second.Stderr)
+	got := append(outputLines(first.Stdout), outputLines(second.Stdout)...)
+	require.Equal(t, want, got, "the output of the run and its restart, joined, is the uninterrupted run's")
+	assert.Equal(t, []string{"ckpt-0001", "ckpt-0002", "ckpt-0003"}, ids)
+	assert.Equal(t, "exited", a.status(u, "ar").State)
+	a.requireNoLeaks()
+}
