@@ -52,6 +52,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
+	if err := checkFilter(); err != nil {
+		return nil, err
+	}
 	criu := &criuRunner{path: cfg.CRIU.Path, logLevel: cfg.CRIU.LogLevel, self: self}
 	v, err := criu.check(ctx)
 	if err != nil {

@@ -24,9 +24,24 @@ const blockScript = `table inet ` + filterTable + ` {
 }
 `
 
+// nftPath is the nft binary, found once by checkFilter.
+var nftPath = "nft"
+
+// checkFilter finds nft, which the packet filter needs, and says how to get
+// it when it is missing.
+func checkFilter() error {
+	for _, p := range []string{"nft", "/usr/sbin/nft", "/sbin/nft"} {
+		if path, err := exec.LookPath(p); err == nil {
+			nftPath = path
+			return nil
+		}
+	}
+	return fmt.Errorf("nft (nftables) not found: cruzd holds pod traffic with nftables; install it (apt-get install nftables, or make deps)")
+}
+
 // blockPodTraffic installs the drop table in the pod's netns (idempotent).
 func blockPodTraffic(ctx context.Context, nsPath string) error {
-	if _, err := runInNetns(ctx, nsPath, blockScript, "nft", "-f", "-"); err != nil {
+	if _, err := runInNetns(ctx, nsPath, blockScript, nftPath, "-f", "-"); err != nil {
 		return fmt.Errorf("block pod traffic: %w", err)
 	}
 	return nil
@@ -38,7 +53,7 @@ func unblockPodTraffic(ctx context.Context, nsPath string) error {
 	if err != nil || !blocked {
 		return err
 	}
-	if _, err := runInNetns(ctx, nsPath, "", "nft", "delete", "table", "inet", filterTable); err != nil {
+	if _, err := runInNetns(ctx, nsPath, "", nftPath, "delete", "table", "inet", filterTable); err != nil {
 		return fmt.Errorf("unblock pod traffic: %w", err)
 	}
 	return nil
@@ -46,7 +61,7 @@ func unblockPodTraffic(ctx context.Context, nsPath string) error {
 
 // podTrafficBlocked tells whether the drop table exists in the pod's netns.
 func podTrafficBlocked(ctx context.Context, nsPath string) (bool, error) {
-	out, err := runInNetns(ctx, nsPath, "", "nft", "list", "tables")
+	out, err := runInNetns(ctx, nsPath, "", nftPath, "list", "tables")
 	if err != nil {
 		return false, fmt.Errorf("list pod filter tables: %w", err)
 	}

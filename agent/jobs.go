@@ -589,11 +589,10 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string) (*job, in
 	}
 	var m *store.Manifest
 	var dir string
+	var skipped []string
 	if id == "" {
-		var skipped []string
 		m, dir, skipped, err = a.store.Latest(j.id())
 		for _, s := range skipped {
-			j.out.append(api.Frame{Stream: "stderr", Data: []byte("cruz: skipping checkpoint: " + s + "\n")})
 			a.log.Warn("skipping checkpoint", "job", j.id(), "reason", s)
 		}
 		if err == nil && m == nil {
@@ -624,6 +623,11 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string) (*job, in
 		}
 	}
 	start := j.out.offset()
+	// The restart's client is streamed from start: what it must hear about
+	// the checkpoints skipped on the way goes after it.
+	for _, s := range skipped {
+		j.out.append(api.Frame{Stream: "stderr", Data: []byte("cruz: skipping checkpoint: " + s + "\n")})
+	}
 	j.mu.Lock()
 	j.rec.Pods, j.rec.ExitCode, j.rec.OutputStart = saved.Pods, nil, start
 	j.mu.Unlock()
