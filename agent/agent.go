@@ -71,6 +71,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 			return nil, fmt.Errorf("chmod %s: %w", d.path, err)
 		}
 	}
+	if err := sharedRoot(log); err != nil {
+		return nil, err
+	}
 	if err := privateMountPoint(filepath.Join(cfg.Agent.RunDir, "netns")); err != nil {
 		return nil, err
 	}

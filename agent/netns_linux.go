@@ -173,3 +173,32 @@ func isMountPoint(dir string) (bool, error) {
 	}
 	return false, nil
 }
+
+// sharedRoot makes the node's mounts shared (as systemd does at boot), so
+// that the pods' mount namespaces, which are slave copies of the node's,
+// follow the node: a filesystem unmounted on the node is gone from the pods
+// too, instead of living on in them and being dumped with them.
+func sharedRoot(log interface{ Info(string, ...any) }) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 6 && f[4] == "/" {
+			for _, opt := range f[6:] {
+				if opt == "-" {
+					break
+				}
+				if strings.HasPrefix(opt, "shared:") {
+					return nil
+				}
+			}
+		}
+	}
+	log.Info("making the node's mounts shared (mount --make-rshared /), as systemd does, so that pods follow the node's unmounts")
+	if err := unix.Mount("", "/", "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make / shared: %w", err)
+	}
+	return nil
+}

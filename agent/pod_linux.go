@@ -333,7 +333,7 @@ func PodInit() int {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fail(127, "make mounts private to the pod: %v", err)
 	}
-	for _, m := range spec.HideMounts {
+	for _, m := range append(spec.HideMounts, nsfsMounts()...) {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			return fail(127, "hide %s from the pod: %v", m, err)
 		}
@@ -379,6 +379,26 @@ func PodInit() int {
 	}
 	err = syscall.Exec(path, spec.Argv, spec.Env)
 	return fail(126, "exec %s: %v", path, err)
+}
+
+// nsfsMounts lists the namespace bind mounts (other agents' pod netns,
+// `ip netns` names) in this mount namespace, deepest first. A pod must not
+// hold them: they would keep those namespaces alive and be dumped with it.
+func nsfsMounts() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - fstype source super
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) > 4 && len(g) > 0 && g[0] == "nsfs" {
+			out = append([]string{f[4]}, out...)
+		}
+	}
+	return out
 }
 
 func reopenStdin() error {
