@@ -63,7 +63,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{cfg.Agent.RunDir, 0o755}, {filepath.Join(cfg.Agent.RunDir, "jobs"), 0o711}, {filepath.Join(cfg.Agent.RunDir, "netns"), 0o700}} {
+	}{{cfg.Agent.RunDir, 0o755}, {filepath.Join(cfg.Agent.RunDir, "jobs"), 0o711}} {
 		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return nil, fmt.Errorf("create run directory %s: %w (agent.run_dir in the config)", d.path, err)
 		}
@@ -72,9 +72,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 		}
 	}
 	if err := sharedRoot(log); err != nil {
-		return nil, err
-	}
-	if err := privateMountPoint(filepath.Join(cfg.Agent.RunDir, "netns")); err != nil {
 		return nil, err
 	}
 	key, err := store.LoadKey(cfg.Agent.KeyFile)
@@ -161,8 +158,13 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			return err
 		}
 		j := &job{rec: rec, out: out, pods: map[string]*podRuntime{}}
-		if holdsPods(rec.State) && rec.State != api.StateStopped {
-			a.log.Warn("job was running when the previous agent ended; removing its pods", "job", rec.ID)
+		if holdsPods(rec.State) {
+			// The pods' network namespaces die with their last process.
+			for pod, ino := range rec.Netns {
+				a.log.Warn("removing a pod of a job that ran when the previous agent ended", "job", rec.ID, "pod", pod)
+				killNetns(ino)
+			}
+			j.rec.Netns = nil
 			j.rec.State, j.rec.Message = api.StateLost, "the agent restarted while the job ran; restart it from its latest checkpoint"
 			j.out.append(api.Frame{Error: "the cruz agent restarted while the job ran; restart it from its latest checkpoint with: cruz restart " + rec.ID})
 			if err := a.persist(j); err != nil {
@@ -171,15 +173,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.jobs[rec.ID] = j
 	}
-	// Remove every pod netns and veth on the node: after an agent restart no
+	// Remove every veth left on the pod bridge: after an agent restart no
 	// pod is running (the pods of running jobs were just declared lost).
-	nsDir := filepath.Join(a.cfg.Agent.RunDir, "netns")
-	nss, _ := os.ReadDir(nsDir)
-	for _, e := range nss {
-		p := &podRuntime{spec: podSpec{Name: e.Name()}, nsPath: filepath.Join(nsDir, e.Name()), exited: closedChan()}
-		a.log.Info("removing leftover pod", "pod", e.Name())
-		a.host.destroy(p)
-	}
 	for _, name := range hostVeths(a.cfg.Network.Bridge) {
 		a.log.Info("removing leftover veth", "veth", name)
 		_ = deleteLinkByName(name)

@@ -42,6 +42,9 @@ type jobRecord struct {
 	Updated  time.Time      `json:"updated"`
 	// LastCheckpoint is the newest checkpoint this agent committed.
 	LastCheckpoint string `json:"last_checkpoint,omitempty"`
+	// Netns maps each live pod to its network namespace's inode, so that
+	// an agent that restarts after a crash can find and remove the pods.
+	Netns map[string]uint64 `json:"netns,omitempty"`
 	// OutputStart is where the current run's frames start in the output
 	// log: a restart's client is streamed from there.
 	OutputStart int64 `json:"output_start"`
@@ -296,7 +299,14 @@ func (a *Agent) startPods(ctx context.Context, j *job) error {
 func (a *Agent) addPod(j *job, p *podRuntime) {
 	j.mu.Lock()
 	j.pods[p.spec.Name] = p
+	if j.rec.Netns == nil {
+		j.rec.Netns = map[string]uint64{}
+	}
+	j.rec.Netns[p.spec.Name] = p.ns.ino
 	j.mu.Unlock()
+	if err := a.persist(j); err != nil {
+		a.log.Error("saving job state", "job", j.id(), "err", err)
+	}
 	if p.spec.Role != "rank" {
 		go a.watchMain(j, p)
 	}
@@ -350,6 +360,7 @@ func (a *Agent) teardown(j *job, final api.Frame) {
 	wg.Wait()
 	j.mu.Lock()
 	j.pods = map[string]*podRuntime{}
+	j.rec.Netns = nil
 	j.ending = false
 	j.mu.Unlock()
 	j.out.append(final)
@@ -695,6 +706,10 @@ func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, dir 
 	j.mu.Lock()
 	for _, p := range restored {
 		j.pods[p.spec.Name] = p
+		if j.rec.Netns == nil {
+			j.rec.Netns = map[string]uint64{}
+		}
+		j.rec.Netns[p.spec.Name] = p.ns.ino
 	}
 	j.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
@@ -709,7 +724,7 @@ func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, dir 
 			go a.watchMain(j, p)
 		}
 	}
-	return nil
+	return a.persist(j)
 }
 
 // Signal forwards sig to the job's main process (mpiexec, which passes it on

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -60,18 +59,31 @@ func withNetns(nsPath string, fn func() error) error {
 	})
 }
 
-// createNetns makes a new network namespace and keeps it alive with a bind
-// mount at nsPath (like `ip netns add`, but under the agent's run directory).
-func createNetns(nsPath string) error {
-	if err := os.MkdirAll(filepath.Dir(nsPath), 0o755); err != nil {
-		return fmt.Errorf("create netns dir: %w", err)
+// podNetns is a pod's network namespace, kept alive by the agent holding a
+// descriptor to it rather than by a bind mount: a bind mount would be copied
+// into every pod's mount namespace (and dumped with it), and a namespace
+// held by a descriptor cannot outlive the agent and the pod's processes.
+type podNetns struct {
+	f   *os.File
+	ino uint64
+}
+
+// path names the namespace for code that wants a path (setns, netlink,
+// CRIU's inherit-fd): the agent's own descriptor, through /proc.
+func (n *podNetns) path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.f.Fd()) }
+
+// close drops the agent's hold on the namespace; it goes away once no
+// process is left in it.
+func (n *podNetns) close() {
+	if n != nil && n.f != nil {
+		n.f.Close()
 	}
-	f, err := os.OpenFile(nsPath, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
-	if err != nil {
-		return fmt.Errorf("create netns file %s: %w", nsPath, err)
-	}
-	f.Close()
-	err = runOSThread(func() (bool, error) {
+}
+
+// newPodNetns makes a new network namespace.
+func newPodNetns() (*podNetns, error) {
+	var f *os.File
+	err := runOSThread(func() (bool, error) {
 		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 		if err != nil {
 			return false, fmt.Errorf("open current netns: %w", err)
@@ -80,33 +92,27 @@ func createNetns(nsPath string) error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return false, fmt.Errorf("unshare netns: %w", err)
 		}
-		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		merr := unix.Mount(src, nsPath, "none", unix.MS_BIND, "")
-		if merr != nil {
-			merr = fmt.Errorf("bind-mount netns at %s: %w", nsPath, merr)
+		f, err = os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			err = fmt.Errorf("open new netns: %w", err)
 		}
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			return true, errors.Join(merr, fmt.Errorf("return to the agent's netns: %w", err))
+		if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
+			return true, errors.Join(err, fmt.Errorf("return to the agent's netns: %w", serr))
 		}
-		return false, merr
+		return false, err
 	})
 	if err != nil {
-		_ = os.Remove(nsPath)
-		return err
+		if f != nil {
+			f.Close()
+		}
+		return nil, err
 	}
-	return nil
-}
-
-// deleteNetns drops the bind mount that keeps a pod netns alive and removes the
-// file. A missing namespace is not an error, so cleanup can be repeated.
-func deleteNetns(nsPath string) error {
-	if err := unix.Unmount(nsPath, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount netns %s: %w", nsPath, err)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat new netns: %w", err)
 	}
-	if err := os.Remove(nsPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove netns file %s: %w", nsPath, err)
-	}
-	return nil
+	return &podNetns{f: f, ino: st.Ino}, nil
 }
 
 // netnsInode returns the inode number that identifies the namespace at path
@@ -138,40 +144,6 @@ func processesInNetns(ino uint64) []int {
 		}
 	}
 	return pids
-}
-
-// privateMountPoint makes dir a mount point of its own with private
-// propagation (as `ip netns` does for /run/netns), so that the netns bind
-// mounts under it never propagate into pods' mount namespaces and pods can
-// drop the whole directory from their view with one unmount.
-func privateMountPoint(dir string) error {
-	mounted, err := isMountPoint(dir)
-	if err != nil {
-		return err
-	}
-	if !mounted {
-		if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind-mount %s on itself: %w", dir, err)
-		}
-	}
-	if err := unix.Mount("", dir, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("make %s a private mount: %w", dir, err)
-	}
-	return nil
-}
-
-func isMountPoint(dir string) (bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == dir {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // sharedRoot makes the node's mounts shared (as systemd does at boot), so

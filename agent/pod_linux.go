@@ -34,20 +34,16 @@ type podSpec struct {
 	Argv     []string     `json:"argv,omitempty"`
 	Env      []string     `json:"env,omitempty"`
 	Dir      string       `json:"dir,omitempty"`
-	// HideMounts are unmounted in the pod's mount namespace: the bind
-	// mounts that keep the other pods' network namespaces alive must not
-	// be copied into a pod (they would keep those namespaces alive and be
-	// dumped with it).
-	HideMounts []string `json:"hide_mounts,omitempty"`
-	UID        uint32   `json:"uid"`
-	GID        uint32   `json:"gid"`
-	Groups     []uint32 `json:"groups,omitempty"`
+	UID      uint32       `json:"uid"`
+	GID      uint32       `json:"gid"`
+	Groups   []uint32     `json:"groups,omitempty"`
 }
 
 // podRuntime is a live pod on this node.
 type podRuntime struct {
 	spec   podSpec
-	nsPath string
+	ns     *podNetns
+	nsPath string // ns.path()
 	pid    int
 	// pipes maps "pipe:[INODE]" of the pipes the pod writes its stdout
 	// and stderr to; a restore swaps in new pipes under the same keys.
@@ -81,31 +77,29 @@ type podHost struct {
 	self   string // this executable, re-run as the pod's init
 }
 
-func (h *podHost) nsPath(pod string) string { return filepath.Join(h.runDir, "netns", pod) }
-
 // setupNet makes the pod's netns and link. With blocked, the Cruz filter is
 // installed before the link comes up, so that a pod restored there never
 // answers its peers' retransmissions with resets while it is being restored.
-func (h *podHost) setupNet(ctx context.Context, spec podSpec, blocked bool) (nsPath string, err error) {
-	nsPath = h.nsPath(spec.Name)
-	if err := createNetns(nsPath); err != nil {
-		return "", err
+func (h *podHost) setupNet(ctx context.Context, spec podSpec, blocked bool) (ns *podNetns, err error) {
+	ns, err = newPodNetns()
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			_ = deleteHostVeth(spec.Name)
-			_ = deleteNetns(nsPath)
+			ns.close()
 		}
 	}()
 	if blocked {
-		if err := blockPodTraffic(ctx, nsPath); err != nil {
-			return "", err
+		if err := blockPodTraffic(ctx, ns.path()); err != nil {
+			return nil, err
 		}
 	}
-	if err := attachPod(podLink{Pod: spec.Name, NsPath: nsPath, Bridge: h.bridge, Addr: spec.Addr, MTU: h.mtu}); err != nil {
-		return "", err
+	if err := attachPod(podLink{Pod: spec.Name, NsPath: ns.path(), Bridge: h.bridge, Addr: spec.Addr, MTU: h.mtu}); err != nil {
+		return nil, err
 	}
-	return nsPath, nil
+	return ns, nil
 }
 
 // podInitEnv carries the pod init's instructions from the agent to the
@@ -114,11 +108,12 @@ const podInitEnv = "CRUZ_POD_INIT"
 
 // start makes a new pod and starts spec.Argv as its PID 1.
 func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *podRuntime, err error) {
-	nsPath, err := h.setupNet(ctx, spec, false)
+	ns, err := h.setupNet(ctx, spec, false)
 	if err != nil {
 		return nil, err
 	}
-	pod := &podRuntime{spec: spec, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
+	nsPath := ns.path()
+	pod := &podRuntime{spec: spec, ns: ns, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
 	defer func() {
 		if err != nil {
 			h.destroy(pod)
@@ -131,7 +126,6 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *
 	}
 	defer outW.Close()
 	defer errW.Close()
-	spec.HideMounts = []string{filepath.Dir(nsPath)}
 	initSpec, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode pod init: %w", err)
@@ -168,11 +162,12 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *
 // ("pipe:[INODE]" -> stream). The pod's traffic stays blocked: the caller
 // unblocks all pods of a job together, once every one is restored.
 func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir string, pipes map[string]string, sink outputSink, timeout time.Duration) (p *podRuntime, err error) {
-	nsPath, err := h.setupNet(ctx, spec, true)
+	ns, err := h.setupNet(ctx, spec, true)
 	if err != nil {
 		return nil, err
 	}
-	pod := &podRuntime{spec: spec, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
+	nsPath := ns.path()
+	pod := &podRuntime{spec: spec, ns: ns, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
 	defer func() {
 		if err != nil {
 			h.destroy(pod)
@@ -270,11 +265,7 @@ func (p *podRuntime) signal(sig syscall.Signal) error {
 // resumeStopped sends SIGCONT to every process of the pod, undoing a dump
 // that left it stopped.
 func (p *podRuntime) resumeStopped() {
-	ino, err := netnsInode(p.nsPath)
-	if err != nil {
-		return
-	}
-	for _, pid := range processesInNetns(ino) {
+	for _, pid := range processesInNetns(p.ns.ino) {
 		_ = unix.Kill(pid, unix.SIGCONT)
 	}
 }
@@ -292,14 +283,19 @@ func (h *podHost) destroy(p *podRuntime) {
 	}
 	// Processes that sit in the netns without being in the pod's pid
 	// namespace (a CRIU restore that failed half-way) go too.
-	if ino, err := netnsInode(p.nsPath); err == nil {
-		for _, pid := range processesInNetns(ino) {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
+	if p.ns != nil {
+		killNetns(p.ns.ino)
 	}
 	_ = deleteHostVeth(p.spec.Name)
-	_ = deleteNetns(p.nsPath)
+	p.ns.close()
 	p.readers.Wait()
+}
+
+// killNetns kills every process in the network namespace with inode ino.
+func killNetns(ino uint64) {
+	for _, pid := range processesInNetns(ino) {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
 }
 
 // podInitArg is the hidden first argument that makes the agent binary act as
@@ -333,7 +329,7 @@ func PodInit() int {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fail(127, "make mounts private to the pod: %v", err)
 	}
-	for _, m := range append(spec.HideMounts, nsfsMounts()...) {
+	for _, m := range nsfsMounts() {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			return fail(127, "hide %s from the pod: %v", m, err)
 		}

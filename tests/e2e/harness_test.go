@@ -295,11 +295,12 @@ func (a *agent) requireNoLeaks() {
 	if err == nil {
 		require.Empty(a.t, strings.TrimSpace(string(out)), "veths left on bridge %s", a.bridge)
 	}
-	// A pod process is one that runs in a network namespace other than
-	// the node's; the test users own nothing else that lives on.
+	// A pod process of this agent runs in a network namespace other than
+	// the node's, with this agent's socket in its environment (cruz passes
+	// its environment, CRUZ_SOCKET included, to the job).
 	var hostNet unix.Stat_t
 	require.NoError(a.t, unix.Stat("/proc/self/ns/net", &hostNet))
-	for _, pid := range podProcesses(hostNet.Ino) {
+	for _, pid := range podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket) {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		a.t.Errorf("pod process %d (%s) is still running", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
 	}
@@ -313,8 +314,9 @@ func (a *agent) requireNoLeaks() {
 }
 
 // podProcesses lists processes of the test users (uid >= 1000) that run in
-// a network namespace other than hostNet.
-func podProcesses(hostNet uint64) []int {
+// a network namespace other than hostNet and, if env is given, have it in
+// their environment.
+func podProcesses(hostNet uint64, env ...string) []int {
 	var pids []int
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
@@ -326,8 +328,19 @@ func podProcesses(hostNet uint64) []int {
 		if unix.Stat(filepath.Join("/proc", p.Name()), &st) != nil || st.Uid < 1000 {
 			continue
 		}
-		if unix.Stat(filepath.Join("/proc", p.Name(), "ns", "net"), &ns) == nil && ns.Ino != hostNet {
+		if unix.Stat(filepath.Join("/proc", p.Name(), "ns", "net"), &ns) != nil || ns.Ino == hostNet {
+			continue
+		}
+		if len(env) == 0 {
 			pids = append(pids, pid)
+			continue
+		}
+		environ, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "environ"))
+		for _, kv := range bytes.Split(environ, []byte{0}) {
+			if string(kv) == env[0] {
+				pids = append(pids, pid)
+				break
+			}
 		}
 	}
 	return pids
