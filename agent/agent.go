@@ -52,6 +52,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
+	// A second agent on the same node would "clean up" the first one's
+	// pods: refuse before touching anything.
+	if err := checkSocketFree(cfg.Agent.Socket); err != nil {
+		return nil, err
+	}
 	if err := checkFilter(); err != nil {
 		return nil, err
 	}

@@ -47,10 +47,10 @@ type dumpOptions struct {
 	ImagesDir string // where the images go (exists, empty)
 	WorkDir   string // where CRIU's log goes (exists)
 	NetnsPath string // the pod netns, external to CRIU
-	// UID and GID own the pod's processes. CRIU runs with them as its real
-	// ids (and root as its effective ids): the kernel lets a process read
-	// another's resource limits only if their real ids match or it holds
-	// CAP_SYS_RESOURCE, which root may lack (some sandboxes drop it).
+	// UID and GID own the pod's processes. CRIU runs as them, with root's
+	// capabilities: the kernel lets a process read another's resource
+	// limits only if their ids match or it holds CAP_SYS_RESOURCE, which
+	// root may lack (some sandboxes drop it).
 	UID, GID uint32
 	// KeepRunning resumes the pod right after the dump. Otherwise the pod
 	// is left stopped (SIGSTOP) after the dump, so that nothing it does can
@@ -239,8 +239,8 @@ func (c *criuRunner) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.Cr
 	return c.callAs(ctx, 0, 0, typ, opts, files)
 }
 
-// callAs is call with CRIU's real uid and gid set to uid and gid (its
-// effective ids stay root, so it keeps its capabilities and file access).
+// callAs is call with CRIU running as uid and gid (all of its ids) but with
+// root's capabilities, in CRIU's unprivileged mode (see criuexec_linux.go).
 func (c *criuRunner) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

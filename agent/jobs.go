@@ -587,6 +587,9 @@ func parallel(pods []*podRuntime, fn func(*podRuntime) error) error {
 // and lets the pods' traffic flow only once all of them are restored.
 func (a *Agent) Restart(ctx context.Context, c caller, ref, id string) (*job, int64, error) {
 	j, err := a.lookup(c, ref)
+	if errors.Is(err, errNotFound) {
+		j, err = a.adopt(c, ref, err)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -659,6 +662,46 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string) (*job, in
 	a.setState(j, api.StateRunning, "")
 	log.Info("restart done", "ms", time.Since(t0).Milliseconds())
 	return j, start, nil
+}
+
+// adopt makes a job known to this agent from its checkpoints alone (the
+// node rebooted and lost its run directory, say): the newest checkpoint
+// with a valid signature holds the job's record. Only its owner or root may.
+func (a *Agent) adopt(c caller, id string, notFound error) (*job, error) {
+	if store.ValidateJobID(id) != nil {
+		return nil, notFound
+	}
+	list, _, err := a.store.List(id)
+	if err != nil || len(list) == 0 {
+		return nil, notFound
+	}
+	m := list[len(list)-1]
+	if c.UID != 0 && m.Owner.UID != c.UID {
+		return nil, errorf(errForbidden, "job %s belongs to uid %d: you (uid %d) can act only on your own jobs", id, m.Owner.UID, c.UID)
+	}
+	var rec jobRecord
+	if err := json.Unmarshal(m.Spec, &rec); err != nil || rec.ID != id {
+		return nil, errorf(errConflict, "checkpoint %s of job %s has no usable job record", m.ID, id)
+	}
+	rec.State, rec.Message, rec.Netns, rec.OutputStart, rec.ExitCode = api.StateLost, "known from its checkpoints only", nil, 0, nil
+	if err := os.MkdirAll(a.jobDir(id), 0o700); err != nil {
+		return nil, fmt.Errorf("create job directory: %w", err)
+	}
+	out, err := openOutputLog(filepath.Join(a.jobDir(id), "output"), rec.UID)
+	if err != nil {
+		return nil, err
+	}
+	j := &job{rec: rec, out: out, pods: map[string]*podRuntime{}}
+	a.mu.Lock()
+	if existing, ok := a.jobs[id]; ok {
+		a.mu.Unlock()
+		out.close()
+		return existing, nil
+	}
+	a.jobs[id] = j
+	a.mu.Unlock()
+	a.log.Info("job adopted from its checkpoints", "job", id, "checkpoint", m.ID, "by", c.UID)
+	return j, a.persist(j)
 }
 
 func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, dir string) (err error) {

@@ -93,9 +93,8 @@ func (a *Agent) Serve(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return fmt.Errorf("create socket directory: %w", err)
 	}
-	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("another cruzd already listens on %s: stop it first, or give this one another agent.socket", sock)
+	if err := checkSocketFree(sock); err != nil {
+		return err
 	}
 	_ = os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
@@ -133,6 +132,15 @@ func (a *Agent) Serve(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// checkSocketFree refuses to go on when another agent answers on sock.
+func checkSocketFree(sock string) error {
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("another cruzd already listens on %s: stop it first, or give this one another agent.socket", sock)
+	}
+	return nil
 }
 
 // Handler is the API.
