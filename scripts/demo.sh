@@ -49,6 +49,11 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 for f in "$CRUZ" "$CRUZD" "$APP"; do
 	[ -x "$f" ] || die "$f is missing: run \`make build\` (or set CRUZ_BIN)"
 done
+if ! command -v python3 >/dev/null 2>&1; then # reads cruz's JSON below
+	info "installing python3 (apt-get install python3-minimal)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-minimal >/dev/null ||
+		die "python3 is missing and could not be installed: apt-get install python3-minimal"
+fi
 case $ITERS in '' | *[!0-9]*) die "CRUZ_DEMO_ITERS=$ITERS is not a number" ;; esac
 [ "$ITERS" -ge 40 ] || die "CRUZ_DEMO_ITERS=$ITERS is too short to checkpoint in the middle: use 40 or more"
 
@@ -70,7 +75,7 @@ cleanup() {
 		[ -n "$WORK" ] && rm -rf "$WORK"
 	elif [ -n "$WORK" ]; then
 		echo "demo: kept for inspection: $WORK (outputs); the jobs ref and demo of user $DEMO_USER" \
-			"(cruz status, cruz checkpoints; CRIU logs under /run/cruz/jobs/JOB/criu/); the next demo removes them" >&2
+			"(cruz status, cruz checkpoints; CRIU logs under /run/cruz/jobs/JOB/criu/); the next demo removes the jobs, rm -rf the directory yourself" >&2
 	fi
 	if [ -n "$AGENT_PID" ]; then
 		info "stopping the agent this demo started (pid $AGENT_PID)"
@@ -92,6 +97,11 @@ trap 'exit 143' TERM
 say "the cruz agent"
 if "$CRUZ" --socket "$SOCK" version >/dev/null 2>&1; then
 	info "an agent already answers on $SOCK: $("$CRUZ" --socket "$SOCK" version)"
+elif ss -xlnH 2>/dev/null | awk '{ print $5 }' | grep -qxF "$SOCK"; then
+	# Something listens there but does not answer: never start a second
+	# cruzd with the same run directory, its start-up clean-up would end the
+	# first one's jobs.
+	die "something listens on $SOCK but \`cruz version\` gets no answer: $("$CRUZ" --socket "$SOCK" version 2>&1 || true)"
 else
 	info "no agent on $SOCK: starting $CRUZD with its built-in defaults (log: $AGENT_LOG)"
 	mkdir -p "$(dirname "$AGENT_LOG")"
@@ -132,12 +142,13 @@ else
 	fi
 fi
 [ "$(id -u "$DEMO_USER")" != 0 ] || die "the demo user must not be root"
+DEMO_GID=$(id -g "$DEMO_USER")
 DEMO_HOME=$(getent passwd "$DEMO_USER" | cut -d: -f6)
 
 # as_user CMD ARGS: run CMD as the demo user in the working directory, with a
 # clean environment (cruz run hands its environment to the job).
 as_user() {
-	(cd "${WORK:-/}" && exec setpriv --reuid="$DEMO_USER" --regid="$DEMO_USER" --init-groups \
+	(cd "${WORK:-/}" && exec setpriv --reuid="$DEMO_USER" --regid="$DEMO_GID" --init-groups \
 		env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$DEMO_HOME" USER="$DEMO_USER" LOGNAME="$DEMO_USER" \
 		LANG=C.UTF-8 CRUZ_SOCKET="$SOCK" "$@")
 }
@@ -247,8 +258,20 @@ as_user "$CRUZ" checkpoints demo | sed 's/^/    /'
 # ------------------------------------------------------------- the restart
 say "cruz restart demo"
 t0=$(now)
+as_user "$CRUZ" restart demo >"$WORK/restart.out" 2>"$WORK/restart.err" &
+BG_PID=$!
+T_FIRST="?"
+while kill -0 "$BG_PID" 2>/dev/null; do
+	if [ -s "$WORK/restart.out" ]; then
+		T_FIRST=$(secs "$t0" "$(now)")
+		break
+	fi
+	sleep 0.05
+done
+info "first line of output after the restart came ${T_FIRST} s after cruz restart began"
 rc=0
-as_user "$CRUZ" restart demo >"$WORK/restart.out" 2>"$WORK/restart.err" || rc=$?
+wait "$BG_PID" || rc=$?
+BG_PID=""
 T_RESTART=$(secs "$t0" "$(now)")
 if [ "$rc" != 0 ]; then
 	sed 's/^/    /' "$WORK/restart.err" >&2
@@ -278,7 +301,7 @@ grep -q "^iter $ITERS " "$WORK/combined.out" || die "the job did not reach itera
 say "summary"
 CK_JSON=$(as_user "$CRUZ" checkpoints --json demo)
 T_TOTAL=$(secs "$T_START" "$(now)")
-JOB_JSON=$JOB_JSON CK_JSON=$CK_JSON RESULT=$GOT_RESULT T_REF=$T_REF T_RESTART=$T_RESTART T_TOTAL=$T_TOTAL \
+JOB_JSON=$JOB_JSON CK_JSON=$CK_JSON RESULT=$GOT_RESULT T_REF=$T_REF T_FIRST=$T_FIRST T_RESTART=$T_RESTART T_TOTAL=$T_TOTAL \
 	CK_WALL="$CK1=$T_CK1 $CK2=$T_CK2 $CK3=$T_CK3" python3 - <<'PY'
 import json, os
 
@@ -304,13 +327,13 @@ print("checkpoints: %d" % len(cks))
 for c in cks:
     ph = c.get("phases_ms") or {}
     per_pod = ", ".join("%s %s/%d ms" % (p["name"].split("-", 1)[-1], size(p["bytes"]), p["dump_ms"]) for p in c.get("pods") or [])
-    print("  %s%s: %s; paused %d ms (block %d + dump %d), commit %d ms; cruz checkpoint took %s s"
-          % (c["id"], " (stop)" if c["stopped"] else "", size(c["bytes"]), ph.get("block", 0) + ph.get("dump", 0),
+    print("  %s%s: %s, traffic held %d ms (block %d + dump %d + commit %d); cruz checkpoint took %s s"
+          % (c["id"], " (stop)" if c["stopped"] else "", size(c["bytes"]), ph.get("total", 0),
              ph.get("block", 0), ph.get("dump", 0), ph.get("commit", 0), wall.get(c["id"], "?")))
-    print("    per pod (size/dump time): " + per_pod)
+    print("    per pod (image size / dump time): " + per_pod)
 print("result: " + os.environ["RESULT"])
-print("timings: reference run %s s, restart to end %s s, whole demo %s s"
-      % (os.environ["T_REF"], os.environ["T_RESTART"], os.environ["T_TOTAL"]))
+print("timings: reference run %s s; restart: first output after %s s, job done after %s s; whole demo %s s"
+      % (os.environ["T_REF"], os.environ["T_FIRST"], os.environ["T_RESTART"], os.environ["T_TOTAL"]))
 PY
 
 OK=1
