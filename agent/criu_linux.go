@@ -301,7 +301,7 @@ func exchange(sock *os.File, req *rpc.CriuReq) (*rpc.CriuResp, error) {
 		return nil, fmt.Errorf("decode answer: %w", err)
 	}
 	if !resp.GetSuccess() {
-		msg := resp.GetCrErrmsg()
+		msg := strings.TrimSpace(dropHarmless(resp.GetCrErrmsg()))
 		if msg == "" {
 			msg = "operation failed"
 		}
