@@ -107,23 +107,16 @@ func (h *podHost) setupNet(ctx context.Context, spec podSpec, blocked bool) (ns 
 const podInitEnv = "CRUZ_POD_INIT"
 
 // start makes a new pod and starts spec.Argv as its PID 1.
-func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *podRuntime, err error) {
-	ns, err := h.setupNet(ctx, spec, false)
+func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (_ *podRuntime, err error) {
+	p, outW, errW, err := h.newPod(ctx, spec, false, sink)
 	if err != nil {
 		return nil, err
 	}
-	nsPath := ns.path()
-	pod := &podRuntime{spec: spec, ns: ns, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
 	defer func() {
 		if err != nil {
-			h.destroy(pod)
+			h.destroy(p)
 		}
 	}()
-	p = pod
-	outW, errW, err := h.openPipes(p, sink)
-	if err != nil {
-		return nil, err
-	}
 	defer outW.Close()
 	defer errW.Close()
 	initSpec, err := json.Marshal(spec)
@@ -143,7 +136,7 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *
 		// CRIU needs the pod's PID 1 to lead its own session.
 		Setsid: true,
 	}
-	if err := withNetns(nsPath, func() error { return startCmd(cmd) }); err != nil {
+	if err := withNetns(p.nsPath, func() error { return startCmd(cmd) }); err != nil {
 		return nil, fmt.Errorf("start pod %s: %w", spec.Name, err)
 	}
 	p.pid, p.exited = cmd.Process.Pid, make(chan struct{})
@@ -161,23 +154,16 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (p *
 // restores its process tree from imagesDir. pipes are the dump-time pipe keys
 // ("pipe:[INODE]" -> stream). The pod's traffic stays blocked: the caller
 // unblocks all pods of a job together, once every one is restored.
-func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir string, pipes map[string]string, sink outputSink, timeout time.Duration) (p *podRuntime, err error) {
-	ns, err := h.setupNet(ctx, spec, true)
+func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir string, pipes map[string]string, sink outputSink, timeout time.Duration) (_ *podRuntime, err error) {
+	p, outW, errW, err := h.newPod(ctx, spec, true, sink)
 	if err != nil {
 		return nil, err
 	}
-	nsPath := ns.path()
-	pod := &podRuntime{spec: spec, ns: ns, nsPath: nsPath, exited: closedChan(), pipes: map[string]string{}}
 	defer func() {
 		if err != nil {
-			h.destroy(pod)
+			h.destroy(p)
 		}
 	}()
-	p = pod
-	outW, errW, err := h.openPipes(p, sink)
-	if err != nil {
-		return nil, err
-	}
 	defer outW.Close()
 	defer errW.Close()
 	replace := map[string]*os.File{}
@@ -191,7 +177,7 @@ func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir 
 			return nil, fmt.Errorf("pod %s: unknown stream %q in checkpoint", spec.Name, stream)
 		}
 	}
-	pid, err := h.criu.restore(ctx, restoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: nsPath, Pipes: replace, Timeout: timeout})
+	pid, err := h.criu.restore(ctx, restoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: p.nsPath, Pipes: replace, Timeout: timeout})
 	if err != nil {
 		return nil, fmt.Errorf("restore pod %s: %w", spec.Name, err)
 	}
@@ -208,6 +194,22 @@ func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir 
 		close(p.exited)
 	}()
 	return p, nil
+}
+
+// newPod makes a pod's network (blocked or not) and its stdout and stderr
+// pipes, whose read ends copy to sink; the caller starts or restores its
+// processes with the write ends and closes them.
+func (h *podHost) newPod(ctx context.Context, spec podSpec, blocked bool, sink outputSink) (p *podRuntime, outW, errW *os.File, err error) {
+	ns, err := h.setupNet(ctx, spec, blocked)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p = &podRuntime{spec: spec, ns: ns, nsPath: ns.path(), exited: closedChan(), pipes: map[string]string{}}
+	if outW, errW, err = h.openPipes(p, sink); err != nil {
+		h.destroy(p)
+		return nil, nil, nil, err
+	}
+	return p, outW, errW, nil
 }
 
 // openPipes makes the pod's stdout and stderr pipes, starts copying their

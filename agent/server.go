@@ -121,6 +121,9 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	go func() {
 		<-ctx.Done()
+		// End the jobs first, so that every attached client gets the
+		// frame that says why, then let the streams drain and close.
+		a.Shutdown(context.Background())
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)

@@ -143,6 +143,13 @@ func (a *agent) log() string {
 // pods it could not remove itself, the bridge, the netns mount point, dirs.
 func (a *agent) cleanup() {
 	a.stop()
+	// Pods the agent could not remove (a test that failed half-way).
+	var hostNet unix.Stat_t
+	if unix.Stat("/proc/self/ns/net", &hostNet) == nil {
+		for _, pid := range podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket) {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
 	if a.t.Failed() {
 		a.t.Logf("agent log (%s):\n%s", a.logPath, tail(a.log(), 80))
 	}

@@ -1,0 +1,426 @@
+package e2e
+
+// cruzd ending under its jobs: killed (a crash: the next cruzd must clean up
+// what the dead one left and mark its jobs lost, restartable from their
+// checkpoints) or stopped (SIGTERM: it ends its jobs' pods itself); and many
+// jobs in a row leaving nothing behind.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/testenv"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// ownPodProcesses lists the live processes in this agent's pods (see the
+// harness's podProcesses: a pod's processes have this agent's CRUZ_SOCKET
+// in their environment). Zombies are not counted.
+func (a *agent) ownPodProcesses() []int {
+	var hostNet unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &hostNet); err != nil {
+		a.t.Fatalf("stat /proc/self/ns/net: %v", err)
+	}
+	return podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket)
+}
+
+// netnsOf returns the inode of the network namespace of every pod of j, from
+// the pod's PID 1 as the node sees it.
+func netnsOf(t *testing.T, jobs ...api.Job) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	for _, j := range jobs {
+		for _, p := range j.Pods {
+			require.NotZero(t, p.PID, "pod %s has no PID 1", p.Name)
+			var st unix.Stat_t
+			require.NoError(t, unix.Stat(fmt.Sprintf("/proc/%d/ns/net", p.PID), &st), "pod %s", p.Name)
+			out[p.Name] = st.Ino
+		}
+	}
+	return out
+}
+
+// inNetns lists every process of the node (of any user) in the network
+// namespace with inode ino. A pod's netns lives as long as a process holds
+// it, as the agent keeps no bind mount of it.
+func inNetns(ino uint64) []int {
+	var pids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join("/proc", p.Name(), "ns", "net"), &st) == nil && st.Ino == ino {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// requireNetnsGone checks that no process is left in any of the pods'
+// network namespaces, so that they are gone with their veths.
+func requireNetnsGone(t *testing.T, netns map[string]uint64) {
+	t.Helper()
+	for pod, ino := range netns {
+		assert.Empty(t, inNetns(ino), "processes left in the network namespace of pod %s", pod)
+	}
+}
+
+// startCleanAgent is startAgent, and when the test ends it stops the agent
+// and kills whatever process is left in its pods (the harness's cleanup
+// removes the bridge and directories, not processes), so that a failed test
+// leaves no job running on the node. A process left by an agent that stopped
+// cleanly is a leak, and fails the test.
+func startCleanAgent(t *testing.T, opt agentOptions) *agent {
+	t.Helper()
+	a := startAgent(t, opt)
+	t.Cleanup(func() {
+		a.stop()
+		for _, pid := range a.ownPodProcesses() {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			t.Errorf("pod process %d (%s) outlived the agent; killing it", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	return a
+}
+
+// awaitRunning waits until job ref of u is running with every pod up.
+func awaitRunning(t *testing.T, a *agent, u testenv.User, ref string) api.Job {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := a.cruz(u, "", "status", "--json", ref)
+		var j api.Job
+		if r.Code == 0 && json.Unmarshal([]byte(r.Stdout), &j) == nil && j.State == api.StateRunning && len(j.Pods) > 0 {
+			up := true
+			for _, p := range j.Pods {
+				up = up && p.PID != 0
+			}
+			if up {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s of %s is not running with all its pods after 30s: %s %s", ref, u.Name, r.Stdout, r.Stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// awaitOwnPodProcesses waits until at least n processes run in the agent's
+// pods (see ownPodProcesses).
+func awaitOwnPodProcesses(t *testing.T, a *agent, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		own := a.ownPodProcesses()
+		if len(own) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes in the agent's pods after 30s, want %d or more: %v", len(own), n, own)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// crash kills cruzd with SIGKILL, as a crash would, and waits for it.
+func (a *agent) crash() {
+	a.t.Helper()
+	require.NotNil(a.t, a.cmd, "no cruzd to kill")
+	require.NoError(a.t, a.cmd.Process.Kill())
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+		a.t.Fatalf("cruzd %d did not die within 30s of SIGKILL", a.cmd.Process.Pid)
+	}
+	a.cmd = nil
+}
+
+// alive tells whether pid is a live (not zombie) process.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) STATE ...; comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// lostStream matches what a cruz client says when its agent goes away.
+var lostStream = regexp.MustCompile(`lost the job's stream|the agent closed the connection`)
+
+// requireSuffixOf checks that got is the end of want, and returns where in
+// want it starts.
+func requireSuffixOf(t *testing.T, want, got []string, what string) int {
+	t.Helper()
+	require.NotEmpty(t, got, "%s printed nothing", what)
+	require.LessOrEqual(t, len(got), len(want), "%s printed more than a whole run:\n%s", what, strings.Join(got, "\n"))
+	at := len(want) - len(got)
+	require.Equal(t, want[at:], got, "%s is the end of the uninterrupted run's output", what)
+	return at
+}
+
+// TestAgentCrashReconcile: cruzd dies (SIGKILL) under a running MPI job and
+// a plain job. The next cruzd removes every pod the dead one left (netns,
+// veth, processes still running) and marks both jobs lost; the MPI job is
+// restarted from its checkpoint and ends with the right result, and the
+// clients of the first run say they lost their stream.
+func TestAgentCrashReconcile(t *testing.T) {
+	a := startCleanAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 2, 60
+	want := expectedAllreduce(np, iters)
+
+	run := a.startCruz(u, dir, "run", "--name", "ar", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	// A job that writes nothing outlives the agent as it is.
+	sleeper := a.startCruz(u, dir, "run", "--plain", "--name", "sleeper", "--", "/bin/sleep", "600")
+	sj := awaitRunning(t, a, u, "sleeper")
+	j := awaitRunning(t, a, u, "ar")
+	require.Len(t, j.Pods, np+1)
+	// mpiexec, a proxy and a rank per rank pod, and the sleeper (once its
+	// pod init has become sleep: until then its environment is not the
+	// user's).
+	awaitOwnPodProcesses(t, a, 2*np+2)
+
+	ck := a.checkpoint(u, j.ID)
+	// Let the job print well past the checkpoint: that output is re-run.
+	time.Sleep(time.Second)
+	seen := strings.Count(run.stdout.String(), "\n")
+	run.waitOutput(t, fmt.Sprintf("iter %d ", seen+2), 30*time.Second)
+	netns := netnsOf(t, a.status(u, j.ID), sj)
+	a.crash()
+
+	// What the dead agent left: at least the sleeper, in its netns, with
+	// its veth on the bridge.
+	sleeperPID := sj.Pods[0].PID
+	require.True(t, alive(sleeperPID), "the sleeper pod (pid %d) outlives the agent", sleeperPID)
+	require.NotEmpty(t, inNetns(netns[sj.Pods[0].Name]), "the sleeper's netns outlives the agent")
+	out, err := exec.Command("ip", "-o", "link", "show", "master", a.bridge).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NotEmpty(t, strings.TrimSpace(string(out)), "the sleeper's veth outlives the agent")
+
+	for _, c := range []*cruzCmd{run, sleeper} {
+		r := c.wait(t, 30*time.Second)
+		assert.Equal(t, 1, r.Code, "cruz %v exits 1 when its agent dies; stderr:\n%s", c.cmd.Args[1:], r.Stderr)
+		assert.Regexp(t, lostStream, r.Stderr, "cruz %v", c.cmd.Args[1:])
+		assert.Contains(t, r.Stderr, "cruz status", "it says how to find out about the job")
+	}
+	first := outputLines(run.stdout.String())
+	require.Equal(t, want[:len(first)], first, "the first run's output is the start of the job's")
+
+	a.start()
+	a.requireNoLeaks()
+	requireNetnsGone(t, netns)
+	assert.False(t, alive(sleeperPID), "the sleeper pod was killed")
+	for _, ref := range []string{j.ID, sj.ID} {
+		lost := a.status(u, ref)
+		assert.Equal(t, api.StateLost, lost.State, "job %s", ref)
+		assert.Contains(t, lost.Message, "restart it from its latest checkpoint", "job %s", ref)
+		for _, p := range lost.Pods {
+			assert.Zero(t, p.PID, "lost job %s has no pod process", ref)
+		}
+	}
+
+	r := a.cruz(u, dir, "restart", j.ID)
+	require.Equal(t, 0, r.Code, "restart from %s: stderr:\n%s", ck, r.Stderr)
+	at := requireSuffixOf(t, want, outputLines(r.Stdout), "the restart")
+	assert.Less(t, at, len(first), "the restart re-runs what the job printed between %s and the crash", ck)
+	assert.Equal(t, api.StateExited, a.status(u, j.ID).State)
+
+	r = a.cruz(u, dir, "restart", sj.ID)
+	assert.Equal(t, 1, r.Code)
+	assert.Contains(t, r.Stderr, "has no checkpoints", "the sleeper had no checkpoint to restart from")
+	a.requireNoLeaks()
+}
+
+// TestAgentShutdownEndsJobs: SIGTERM to cruzd ends its jobs' pods before it
+// exits; after it starts again the jobs are lost, and one with a checkpoint
+// restarts from it and ends normally.
+func TestAgentShutdownEndsJobs(t *testing.T) {
+	a := startCleanAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const last = 200
+
+	run := a.startCruz(u, dir, "run", "--plain", "--name", "cnt", "--", testenv.Bin(t, "counter"), fmt.Sprint(last), "30")
+	run.waitOutput(t, "line 5\n", 30*time.Second)
+	id := a.status(u, "cnt").ID
+	ck := a.checkpoint(u, id)
+	time.Sleep(time.Second) // let what the checkpointed process printed reach the client
+	atCk := strings.Count(run.stdout.String(), "\n")
+	sleeper := a.startCruz(u, dir, "run", "--plain", "--name", "sleeper", "--", "/bin/sleep", "600")
+	sj := awaitRunning(t, a, u, "sleeper")
+	awaitOwnPodProcesses(t, a, 2)
+	netns := netnsOf(t, a.status(u, id), sj)
+
+	t0 := time.Now()
+	a.stop()
+	assert.Less(t, time.Since(t0), 20*time.Second, "cruzd stops promptly on SIGTERM")
+	a.requireNoLeaks()
+	requireNetnsGone(t, netns)
+	assert.False(t, alive(sj.Pods[0].PID), "the agent ended the sleeper's pod")
+	for _, c := range []*cruzCmd{run, sleeper} {
+		r := c.wait(t, 30*time.Second)
+		assert.Equal(t, 1, r.Code, "cruz %v exits 1 when the agent stops; stderr:\n%s", c.cmd.Args[1:], r.Stderr)
+		assert.Contains(t, r.Stderr, "the cruz agent on this node stopped", "cruz %v", c.cmd.Args[1:])
+		assert.Regexp(t, `with: cruz restart [0-9a-f]+\n`, r.Stderr, "cruz %v says how to restart the job", c.cmd.Args[1:])
+	}
+	first := outputLines(run.stdout.String())
+	require.Less(t, len(first), last, "the job did not end by itself before the agent stopped")
+
+	a.start()
+	for _, ref := range []string{id, sj.ID} {
+		j := a.status(u, ref)
+		assert.Equal(t, api.StateLost, j.State, "job %s", ref)
+		assert.Contains(t, j.Message, "agent stopped", "job %s", ref)
+	}
+	r := a.cruz(u, dir, "restart", id)
+	require.Equal(t, 0, r.Code, "restart from %s: stderr:\n%s", ck, r.Stderr)
+	s := counterFrom(t, outputLines(r.Stdout), last)
+	assert.LessOrEqual(t, s-1, atCk, "restarted from %s", ck)
+	assert.Equal(t, api.StateExited, a.status(u, id).State)
+
+	r = a.cruz(u, dir, "restart", sj.ID)
+	assert.Equal(t, 1, r.Code)
+	assert.Contains(t, r.Stderr, "has no checkpoints")
+	a.requireNoLeaks()
+}
+
+// requireNoCRIUWork checks that no CRIU work directory (logs of a dump or
+// restore) is left in any job's run directory: they are removed when the
+// operation succeeds.
+func requireNoCRIUWork(t *testing.T, a *agent) {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(a.runDir, "jobs", "*", "criu", "*"))
+	require.NoError(t, err)
+	require.Empty(t, dirs, "CRIU work directories left after successful checkpoints and restarts")
+}
+
+// TestNoLeaksAfterManyJobs: plain and MPI jobs, run to their end,
+// checkpointed while running, stopped and restarted, removed, leave nothing
+// on the node.
+func TestNoLeaksAfterManyJobs(t *testing.T) {
+	a := startCleanAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	counter := testenv.Bin(t, "counter")
+	var ids []string
+
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprintf("plain%d", i)
+		switch i % 3 {
+		case 0: // runs to its end
+			r := a.cruz(u, dir, "run", "--plain", "--name", name, "--", counter, "3", "5")
+			require.Equal(t, 0, r.Code, "%s: %s", name, r.Stderr)
+			require.Equal(t, wantCounterLines(1, 3), outputLines(r.Stdout))
+		case 1: // checkpointed while it runs
+			run := a.startCruz(u, dir, "run", "--plain", "--name", name, "--", counter, "40", "25")
+			run.waitOutput(t, "line 3\n", 30*time.Second)
+			a.checkpoint(u, name)
+			r := run.wait(t, 30*time.Second)
+			require.Equal(t, 0, r.Code, "%s: %s", name, r.Stderr)
+			require.Equal(t, wantCounterLines(1, 40), outputLines(r.Stdout))
+		case 2: // stopped by a checkpoint and restarted
+			run := a.startCruz(u, dir, "run", "--plain", "--name", name, "--", counter, "40", "25")
+			run.waitOutput(t, "line 3\n", 30*time.Second)
+			a.checkpoint(u, name, "--stop")
+			r1 := run.wait(t, 30*time.Second)
+			require.Equal(t, 75, r1.Code, "%s: %s", name, r1.Stderr)
+			r2 := a.cruz(u, dir, "restart", name)
+			require.Equal(t, 0, r2.Code, "%s: %s", name, r2.Stderr)
+			require.Equal(t, wantCounterLines(1, 40), append(outputLines(r1.Stdout), outputLines(r2.Stdout)...))
+		}
+		ids = append(ids, a.status(u, name).ID)
+		requireNoCRIUWork(t, a)
+	}
+
+	app := testenv.Bin(t, "mpi_allreduce")
+	for i, mode := range []string{"end", "checkpoint", "stop"} {
+		name := fmt.Sprintf("mpi%d", i)
+		want := expectedAllreduce(2, 30)
+		run := a.startCruz(u, dir, "run", "--name", name, "--np", "2", "--", app, "30", "60")
+		var got []string
+		switch mode {
+		case "end":
+		case "checkpoint":
+			run.waitOutput(t, "iter 3 ", 60*time.Second)
+			a.checkpoint(u, name)
+		case "stop":
+			run.waitOutput(t, "iter 3 ", 60*time.Second)
+			a.checkpoint(u, name, "--stop")
+			r := run.wait(t, 60*time.Second)
+			require.Equal(t, 75, r.Code, "%s: %s", name, r.Stderr)
+			got = outputLines(r.Stdout)
+			run = a.startCruz(u, dir, "restart", name)
+		}
+		r := run.wait(t, 60*time.Second)
+		require.Equal(t, 0, r.Code, "%s: %s", name, r.Stderr)
+		require.Equal(t, want, append(got, outputLines(r.Stdout)...), "%s", name)
+		ids = append(ids, a.status(u, name).ID)
+		requireNoCRIUWork(t, a)
+	}
+
+	a.requireNoLeaks()
+	// Removing jobs removes their run directories, and with --checkpoints
+	// their checkpoints.
+	for i, id := range ids {
+		args := []string{"rm", id}
+		if i%2 == 0 {
+			args = []string{"rm", "--checkpoints", id}
+		}
+		r := a.cruz(u, "", args...)
+		require.Equal(t, 0, r.Code, "cruz %v: %s", args, r.Stderr)
+		_, err := os.Stat(filepath.Join(a.runDir, "jobs", id))
+		assert.True(t, os.IsNotExist(err), "run directory of removed job %s is gone", id)
+		if i%2 == 0 {
+			_, err := os.Stat(filepath.Join(a.store, id))
+			assert.True(t, os.IsNotExist(err), "checkpoints of job %s removed with --checkpoints are gone", id)
+		}
+	}
+	r := a.cruz(u, "", "status", "--json")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	assert.Contains(t, r.Stdout, `"jobs": []`)
+
+	a.requireNoLeaks()
+	entries, _ := os.ReadDir(filepath.Join(a.runDir, "netns"))
+	assert.Empty(t, entries, "nothing in run_dir/netns")
+	jobs, _ := os.ReadDir(filepath.Join(a.runDir, "jobs"))
+	assert.Empty(t, jobs, "nothing in run_dir/jobs once every job is removed")
+	stored, _ := os.ReadDir(a.store)
+	for _, e := range stored {
+		assert.False(t, strings.HasPrefix(e.Name(), "."), "hidden leftover %s in the store", e.Name())
+		cks, _ := os.ReadDir(filepath.Join(a.store, e.Name()))
+		for _, c := range cks {
+			assert.False(t, strings.HasPrefix(c.Name(), ".tmp-") || strings.HasPrefix(c.Name(), ".del-"),
+				"leftover %s/%s in the store", e.Name(), c.Name())
+		}
+	}
+}
+
+// wantCounterLines is what counter prints from line from to line to.
+func wantCounterLines(from, to int) []string {
+	var out []string
+	for i := from; i <= to; i++ {
+		out = append(out, fmt.Sprintf("line %d", i))
+	}
+	return out
+}
