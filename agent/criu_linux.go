@@ -107,9 +107,12 @@ func (c *criuRunner) dump(ctx context.Context, o dumpOptions) (dumpStats, error)
 		NetworkLock:  rpc.CriuNetworkLockMethod_SKIP.Enum(),
 		LeaveRunning: proto.Bool(true),
 		LeaveStopped: proto.Bool(!o.KeepRunning),
-		AutoExtMnt:   proto.Bool(true),
-		ExtMasters:   proto.Bool(true),
-		ExtSharing:   proto.Bool(true),
+		// Deleted files a job still has open (scratch files, shared
+		// memory) are saved in the images up to this size each.
+		GhostLimit: proto.Uint32(64 << 20),
+		AutoExtMnt: proto.Bool(true),
+		ExtMasters: proto.Bool(true),
+		ExtSharing: proto.Bool(true),
 	}
 	if o.Timeout > 0 {
 		opts.Timeout = proto.Uint32(uint32(o.Timeout.Seconds()) + 1)
@@ -335,6 +338,7 @@ var criuHints = []struct{ needle, advice string }{
 	{"Unexpected rt vDSO area bounds", "this CRIU is too old for the kernel; install CRIU >= 4.2 (make deps)"},
 	{"Can't get 1:16 opt", "this CRIU cannot dump TCP sockets on Linux >= 6.16; install CRIU >= 4.2 (make deps)"},
 	{"has bad size", "a file the pod had open changed after the checkpoint; pods must not share open files with other processes"},
+	{"Can't dump ghost file", "the job holds a large deleted file open (often MPI shared memory in /dev/shm); keep MPI on TCP (mpi.env in the config: UCX_TLS=tcp,self) or close such files"},
 	{"No space left on device", "the checkpoint store or run directory is full; free space or point store.dir elsewhere"},
 	{"unreachable sharing", "the pod was entered with a new mount namespace (e.g. `ip netns exec`); start pods only through cruzd"},
 }

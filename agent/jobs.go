@@ -198,8 +198,10 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 			Env: env, Dir: req.Dir, UID: c.UID, GID: c.GID, Groups: c.Groups}
 	}
 	if req.Plain {
+		// mpi.env applies here too: an MPICH program run with one rank
+		// (a singleton) must stay off shared memory, which would be a
+		// deleted file in /dev/shm for CRIU to carry.
 		rec.Pods = []podSpec{mk(id+"-main", "main", 0, addrs[0], req.Argv)}
-		rec.Pods[0].Env = req.Env
 	} else {
 		rec.Pods = append(rec.Pods, mk(id+"-mpiexec", "mpiexec", -1, addrs[0], nil))
 		hosts := make([]string, req.NP)

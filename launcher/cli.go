@@ -24,7 +24,8 @@ Commands:
   run [--name NAME] [--np N] [--plain] -- CMD ARGS...
                         start an MPI job of N ranks, each in its own pod, and
                         stream its output; exits with the job's status
-                        (75 if a checkpoint stopped it)
+                        (75 if a checkpoint stopped it); with --np 1 (the
+                        default) or --plain, CMD runs as is in one pod
   checkpoint [--stop] [--json] JOB
                         checkpoint a running job; --stop ends it there
   restart [--checkpoint ID] JOB
@@ -124,8 +125,8 @@ func usageError(stderr io.Writer, err error) int {
 func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", stderr)
 	name := fs.String("name", "", "job name (default: the command's name)")
-	np := fs.Int("np", 1, "number of MPI ranks, one pod each")
-	plain := fs.Bool("plain", false, "run CMD as is in one pod, without mpiexec")
+	np := fs.Int("np", 1, "number of MPI ranks, one pod each (1: CMD runs as is in one pod)")
+	plain := fs.Bool("plain", false, "run CMD as is in one pod, without mpiexec (the default for --np 1)")
 	if err := fs.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}
@@ -136,6 +137,11 @@ func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io
 	dir, err := os.Getwd()
 	if err != nil {
 		return fail(stderr, fmt.Errorf("find the working directory: %w", err))
+	}
+	// One rank needs no mpiexec: a non-MPI command runs as it is, and an MPI
+	// program initialises as an MPICH singleton.
+	if *np == 1 {
+		*plain = true
 	}
 	s, err := c.Run(ctx, api.RunRequest{Name: *name, NP: *np, Argv: argv, Env: os.Environ(), Dir: dir, Plain: *plain})
 	if err != nil {

@@ -82,3 +82,25 @@ func TestMPICheckpointStopRestart(t *testing.T) {
 	assert.Equal(t, "exited", a.status(u, "ar").State)
 	a.requireNoLeaks()
 }
+
+// TestSingletonMPIJob: with one rank (the default), an MPICH program runs in
+// one pod without mpiexec, as a singleton, and checkpoints and restarts like
+// any job: mpi.env keeps it off shared memory, which CRIU could not carry.
+func TestSingletonMPIJob(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const iters = 30
+	run := a.startCruz(u, dir, "run", "--name", "one", "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "60")
+	run.waitOutput(t, "iter 2 ", 30*time.Second)
+	j := a.status(u, "one")
+	require.Len(t, j.Pods, 1, "one rank, one pod, no mpiexec")
+	a.checkpoint(u, "one")
+	a.checkpoint(u, "one", "--stop")
+	first := run.wait(t, time.Minute)
+	require.Equal(t, 75, first.Code, "stderr:\n%s", first.Stderr)
+	second := a.cruz(u, dir, "restart", "one")
+	require.Equal(t, 0, second.Code, "restart: %s", second.Stderr)
+	require.Equal(t, expectedAllreduce(1, iters), append(outputLines(first.Stdout), outputLines(second.Stdout)...))
+	a.requireNoLeaks()
+}
