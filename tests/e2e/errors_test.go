@@ -197,7 +197,7 @@ func TestAgentRejectsBadConfig(t *testing.T) {
 // TestUnknownJob: every command on a job that does not exist fails with
 // exit status 1 and says so.
 func TestUnknownJob(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	for _, args := range [][]string{
 		{"checkpoint", "nosuchjob"},
@@ -234,7 +234,7 @@ func stoppedCounterJob(t *testing.T, a *agent, u testenv.User, dir, name string)
 // TestBadCLIInput: malformed requests get a usage error (exit 2) or a
 // refusal (exit 1) that says what is wrong and what would be accepted.
 func TestBadCLIInput(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 
@@ -351,7 +351,7 @@ func counterFrom(t *testing.T, lines []string, last int) int {
 // was; without an id cruz restart says it skips it and restores the newest
 // good checkpoint instead, from which the job runs on to its normal end.
 func TestCorruptCheckpointRefused(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	const last = 100
@@ -420,7 +420,7 @@ func TestCorruptCheckpointRefused(t *testing.T) {
 // TestCheckpointOfFinishedJob: a job that has ended cannot be checkpointed,
 // and the refusal says why.
 func TestCheckpointOfFinishedJob(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	r := a.cruz(u, dir, "run", "--plain", "--name", "short", "--", testenv.Bin(t, "counter"), "3", "10")

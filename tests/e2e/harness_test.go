@@ -143,10 +143,13 @@ func (a *agent) log() string {
 // pods it could not remove itself, the bridge, the netns mount point, dirs.
 func (a *agent) cleanup() {
 	a.stop()
-	// Pods the agent could not remove (a test that failed half-way).
+	// A stopped agent has ended every pod of its jobs: one that outlived it
+	// is a leak (and is killed, so that it does not outlive the test).
 	var hostNet unix.Stat_t
 	if unix.Stat("/proc/self/ns/net", &hostNet) == nil {
 		for _, pid := range podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket) {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			a.t.Errorf("pod process %d (%s) outlived the agent; killing it", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
 			_ = unix.Kill(pid, unix.SIGKILL)
 		}
 	}

@@ -79,25 +79,6 @@ func requireNetnsGone(t *testing.T, netns map[string]uint64) {
 	}
 }
 
-// startCleanAgent is startAgent, and when the test ends it stops the agent
-// and kills whatever process is left in its pods (the harness's cleanup
-// removes the bridge and directories, not processes), so that a failed test
-// leaves no job running on the node. A process left by an agent that stopped
-// cleanly is a leak, and fails the test.
-func startCleanAgent(t *testing.T, opt agentOptions) *agent {
-	t.Helper()
-	a := startAgent(t, opt)
-	t.Cleanup(func() {
-		a.stop()
-		for _, pid := range a.ownPodProcesses() {
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			t.Errorf("pod process %d (%s) outlived the agent; killing it", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-	})
-	return a
-}
-
 // awaitRunning waits until job ref of u is running with every pod up.
 func awaitRunning(t *testing.T, a *agent, u testenv.User, ref string) api.Job {
 	t.Helper()
@@ -183,7 +164,7 @@ func requireSuffixOf(t *testing.T, want, got []string, what string) int {
 // restarted from its checkpoint and ends with the right result, and the
 // clients of the first run say they lost their stream.
 func TestAgentCrashReconcile(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	const np, iters = 2, 60
@@ -256,7 +237,7 @@ func TestAgentCrashReconcile(t *testing.T) {
 // exits; after it starts again the jobs are lost, and one with a checkpoint
 // restarts from it and ends normally.
 func TestAgentShutdownEndsJobs(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	const last = 200
@@ -319,7 +300,7 @@ func requireNoCRIUWork(t *testing.T, a *agent) {
 // checkpointed while running, stopped and restarted, removed, leave nothing
 // on the node.
 func TestNoLeaksAfterManyJobs(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	counter := testenv.Bin(t, "counter")

@@ -72,7 +72,7 @@ func runAs(t *testing.T, u testenv.User, name string, args ...string) result {
 // job, with a message saying whose it is, and does not see it in its list;
 // the job runs on untouched. Root sees it and may checkpoint it.
 func TestOtherUserCannotActOnJob(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u1 := testenv.LookupUser(t, "cruzt1")
 	u2 := testenv.LookupUser(t, "cruzt2")
 	dir := testenv.TempDirFor(t, u1)
@@ -148,7 +148,7 @@ func TestOtherUserCannotActOnJob(t *testing.T) {
 // TestCheckpointImagesNotReadableByOthers: a checkpoint's files are root's;
 // its owner may read but not change them, and nobody else may read them.
 func TestCheckpointImagesNotReadableByOthers(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u1 := testenv.LookupUser(t, "cruzt1")
 	u2 := testenv.LookupUser(t, "cruzt2")
 	dir := testenv.TempDirFor(t, u1)
@@ -224,7 +224,7 @@ func TestCheckpointImagesNotReadableByOthers(t *testing.T) {
 // with no capabilities, as PID 1 of a pid namespace that holds nothing else
 // but its children, on a host named after the pod.
 func TestPodsRunAsUserWithoutPrivilege(t *testing.T) {
-	a := startCleanAgent(t, agentOptions{})
+	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	script := `echo "uid=$(id -u) gid=$(id -g)"
