@@ -765,6 +765,9 @@ func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, dir 
 		return err
 	}
 	for _, p := range restored {
+		pushPendingTCP(p.ns.ino)
+	}
+	for _, p := range restored {
 		if p.spec.Role != "rank" {
 			go a.watchMain(j, p)
 		}
