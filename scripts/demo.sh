@@ -59,6 +59,7 @@ case $ITERS in '' | *[!0-9]*) die "CRUZ_DEMO_ITERS=$ITERS is not a number" ;; es
 
 T_START=$(now)
 AGENT_PID=""
+BRIDGE_WAS_THERE=1
 WORK=""
 BG_PID=""
 OK=0
@@ -86,6 +87,9 @@ cleanup() {
 			kill -KILL "$AGENT_PID" 2>/dev/null
 		fi
 		wait "$AGENT_PID" 2>/dev/null
+		# The pod bridge is the node's, kept by cruzd across restarts; a
+		# demo that brought the agent up leaves the machine as it found it.
+		if [ "$BRIDGE_WAS_THERE" = 0 ]; then ip link del cruz0 2>/dev/null; fi
 	fi
 	exit "$rc"
 }
@@ -104,6 +108,7 @@ elif ss -xlnH 2>/dev/null | awk '{ print $5 }' | grep -qxF "$SOCK"; then
 	die "something listens on $SOCK but \`cruz version\` gets no answer: $("$CRUZ" --socket "$SOCK" version 2>&1 || true)"
 else
 	info "no agent on $SOCK: starting $CRUZD with its built-in defaults (log: $AGENT_LOG)"
+	if ip link show cruz0 >/dev/null 2>&1; then BRIDGE_WAS_THERE=1; else BRIDGE_WAS_THERE=0; fi
 	mkdir -p "$(dirname "$AGENT_LOG")"
 	echo "--- cruz demo: starting cruzd at $(date -Is)" >>"$AGENT_LOG"
 	"$CRUZD" </dev/null >>"$AGENT_LOG" 2>&1 &
