@@ -35,6 +35,7 @@ type Agent struct {
 	criuVersion int
 	node        string
 	subnet      netip.Prefix
+	pool        netip.Prefix // where pod addresses come from, inside subnet
 
 	mu   sync.Mutex
 	jobs map[string]*job
@@ -58,6 +59,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 		return nil, err
 	}
 	if err := checkFilter(); err != nil {
+		return nil, err
+	}
+	// CRIU's kernel checks connect over loopback: in a node's own new
+	// network namespace (cruz cluster up) lo starts down.
+	if err := setLinkUp("lo"); err != nil {
 		return nil, err
 	}
 	criu := &criuRunner{path: cfg.CRIU.Path, logLevel: cfg.CRIU.LogLevel, self: self}
@@ -87,13 +93,24 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint store (store.dir): %w", err)
 	}
+	if cfg.Agent.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Agent.Hostname)); err != nil {
+			return nil, fmt.Errorf("set the host name to %q (agent.hostname): %w", cfg.Agent.Hostname, err)
+		}
+	}
 	if _, err := ensureBridge(cfg.Network.Bridge, cfg.Network.MTU); err != nil {
 		return nil, err
+	}
+	if cfg.Network.Uplink != "" {
+		if err := attachUplink(ctx, cfg.Network.Uplink, cfg.Network.Bridge, uplinkWait); err != nil {
+			return nil, err
+		}
 	}
 	node, _ := os.Hostname()
 	a := &Agent{
 		cfg: cfg, log: log, store: st, criuVersion: v, node: node,
 		subnet: cfg.SubnetPrefix(),
+		pool:   cfg.PoolPrefix(),
 		host:   &podHost{runDir: cfg.Agent.RunDir, bridge: cfg.Network.Bridge, mtu: cfg.Network.MTU, criu: criu, self: self},
 		jobs:   map[string]*job{},
 	}
@@ -240,24 +257,43 @@ func (a *Agent) usedAddrs(except string) map[netip.Addr]string {
 	return used
 }
 
-// allocAddrs picks n free addresses of the pod subnet (the first host address
-// is left for a gateway). Caller holds allocMu.
+// allocAddrs picks n free addresses of the node's pool (network.pool, by
+// default the whole pod subnet), with the subnet's prefix length. The
+// subnet's network, first host (left for a gateway) and broadcast
+// addresses, and the pool's own network and broadcast addresses, are never
+// used. Caller holds allocMu.
 func (a *Agent) allocAddrs(n int) ([]netip.Prefix, error) {
-	used := a.usedAddrs("")
-	var out []netip.Prefix
-	first := a.subnet.Masked().Addr().Next().Next()
-	for ip := first; a.subnet.Contains(ip) && len(out) < n; ip = ip.Next() {
-		if !a.subnet.Contains(ip.Next()) { // the broadcast address
-			break
-		}
-		if _, taken := used[ip]; !taken {
-			out = append(out, netip.PrefixFrom(ip, a.subnet.Bits()))
-		}
-	}
+	out := pickAddrs(a.subnet, a.pool, a.usedAddrs(""), n)
 	if len(out) < n {
+		if a.pool != a.subnet {
+			return nil, fmt.Errorf("this node's address pool %s (of subnet %s) has fewer than %d free addresses: remove old jobs (cruz rm) or widen network.pool", a.pool, a.subnet, n)
+		}
 		return nil, fmt.Errorf("the pod subnet %s has fewer than %d free addresses: remove old jobs (cruz rm) or widen network.subnet", a.subnet, n)
 	}
 	return out, nil
+}
+
+// pickAddrs returns up to n addresses of pool that are not in used, as
+// allocAddrs describes.
+func pickAddrs(subnet, pool netip.Prefix, used map[netip.Addr]string, n int) []netip.Prefix {
+	if !pool.IsValid() {
+		pool = subnet
+	}
+	subNet := subnet.Masked().Addr()
+	gateway := subNet.Next()
+	var out []netip.Prefix
+	for ip := pool.Masked().Addr().Next(); pool.Contains(ip) && len(out) < n; ip = ip.Next() {
+		if !pool.Contains(ip.Next()) || !subnet.Contains(ip.Next()) { // a broadcast address
+			break
+		}
+		if ip == gateway || !subnet.Contains(ip) {
+			continue
+		}
+		if _, taken := used[ip]; !taken {
+			out = append(out, netip.PrefixFrom(ip, subnet.Bits()))
+		}
+	}
+	return out
 }
 
 // lookup finds a job by id or, failing that, by name among the caller's jobs,

@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -59,6 +61,58 @@ func ensureBridge(name string, mtu int) (netlink.Link, error) {
 		return nil, fmt.Errorf("bring up bridge %s: %w", name, err)
 	}
 	return l, nil
+}
+
+// uplinkWait is how long the agent waits at start for network.uplink to
+// appear: `cruz cluster up` moves it into the node's netns just after it
+// starts the agent.
+const uplinkWait = 10 * time.Second
+
+// attachUplink waits up to wait for the interface uplink to exist in the
+// agent's netns, then enslaves it to the pod bridge and brings it up, so that
+// the node's pods share that LAN. The node itself needs no address on it.
+func attachUplink(ctx context.Context, uplink, bridge string, wait time.Duration) error {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("find pod bridge %s: %w", bridge, err)
+	}
+	deadline := time.Now().Add(wait)
+	var l netlink.Link
+	for {
+		if l, err = netlink.LinkByName(uplink); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("uplink interface %s (network.uplink) did not appear in the node's network namespace within %s: "+
+				"create it (or move it into this namespace) before starting cruzd, or fix network.uplink: %w", uplink, wait, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if l.Attrs().MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMaster(l, br); err != nil {
+			return fmt.Errorf("add uplink %s (network.uplink) to pod bridge %s: %w", uplink, bridge, err)
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring up uplink %s (network.uplink): %w", uplink, err)
+	}
+	return nil
+}
+
+// setLinkUp brings up the interface name of the agent's netns.
+func setLinkUp(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find interface %s: %w", name, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring up interface %s: %w", name, err)
+	}
+	return nil
 }
 
 // podLink describes a pod's attachment to the node's bridge.

@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/cluster"
 )
 
-const usage = `usage: cruz [--socket PATH] COMMAND [ARGS]
+const usage = `usage: cruz [--socket PATH | --node NODE] COMMAND [ARGS]
 
 Commands:
   run [--name NAME] [--np N] [--plain] -- CMD ARGS...
@@ -39,9 +40,22 @@ Commands:
   rm [--checkpoints] JOB
                         end a job and forget it (and delete its checkpoints)
   version               show the versions of cruz, the agent and CRIU
+  cluster up [--nodes N] [--subnet CIDR] [--store DIR] [--lan NAME] [--dir DIR]
+                        (root) start a local virtual cluster of N nodes,
+                        each a cruzd in its own network namespace
+  cluster status [--json] [--dir DIR]
+                        list the virtual cluster's nodes
+  cluster env [--node NODE] [--dir DIR]
+                        print export CRUZ_SOCKET=... for node1 (or NODE)
+  cluster down [--purge] [--lan NAME] [--dir DIR]
+                        (root) stop the virtual cluster and remove it;
+                        --purge also deletes its checkpoint store
 
-JOB is a job id or, if unique, a job name. The agent's socket is
-$CRUZ_SOCKET or ` + api.DefaultSocket + `.
+JOB is a job id or, if unique, a job name. The agent's socket is --socket,
+else that of --node NODE of the virtual cluster, else $CRUZ_SOCKET, else
+` + api.DefaultSocket + ` (or, if no agent answers there and a virtual
+cluster is up, node1's). The virtual cluster's directory is $CRUZ_CLUSTER_DIR
+or ` + cluster.DefaultDir + `.
 `
 
 // Main runs the cruz command line and returns its exit status.
@@ -49,7 +63,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	global := flag.NewFlagSet("cruz", flag.ContinueOnError)
 	global.SetOutput(stderr)
 	global.Usage = func() { fmt.Fprint(stderr, usage) }
-	socket := global.String("socket", envOr("CRUZ_SOCKET", api.DefaultSocket), "the agent's unix socket")
+	socket := global.String("socket", "", "the agent's unix socket")
+	node := global.String("node", "", "a node of the virtual cluster (cruz cluster status lists them)")
 	if err := global.Parse(args); err != nil {
 		return 2
 	}
@@ -57,8 +72,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	c := api.NewClient(*socket)
 	cmd, rest := global.Arg(0), global.Args()[1:]
+	if cmd == "cluster" {
+		return cmdCluster(ctx, rest, stdout, stderr)
+	}
+	sock, err := agentSocket(*socket, *node)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	c := api.NewClient(sock)
 	cmds := map[string]func(context.Context, *api.Client, []string, io.Writer, io.Writer) int{
 		"run": cmdRun, "checkpoint": cmdCheckpoint, "restart": cmdRestart, "status": cmdStatus,
 		"checkpoints": cmdCheckpoints, "attach": cmdAttach, "signal": cmdSignal, "rm": cmdRemove,

@@ -77,6 +77,10 @@ type AgentConfig struct {
 	RunDir   string `toml:"run_dir"`   // pods' netns bind mounts, job state
 	KeyFile  string `toml:"key_file"`  // root-only secret that signs checkpoint manifests
 	LogLevel string `toml:"log_level"` // debug|info|warn|error
+	// Hostname, if set, is given to the agent's UTS namespace at start
+	// (sethostname) and is then the node's name. Only meaningful for an
+	// agent started in its own UTS namespace, as `cruz cluster up` does.
+	Hostname string `toml:"hostname"`
 }
 
 // NetworkConfig describes the bridge the pods are attached to and the
@@ -86,6 +90,13 @@ type NetworkConfig struct {
 	Bridge string `toml:"bridge"` // pod bridge in the node's netns
 	Subnet string `toml:"subnet"` // IPv4 CIDR pods get addresses from
 	MTU    int    `toml:"mtu"`
+	// Uplink, if set, is an interface of the node's netns that cruzd
+	// enslaves to the pod bridge at start, putting the pods on that LAN.
+	Uplink string `toml:"uplink"`
+	// Pool, if set, is the part of Subnet this node's pods get addresses
+	// from (several nodes sharing one subnet each use their own pool).
+	// Empty means the whole subnet.
+	Pool string `toml:"pool"`
 }
 
 // StoreConfig locates checkpoint images.
@@ -204,6 +215,46 @@ func (c Config) SubnetPrefix() netip.Prefix {
 	return p
 }
 
+// PoolPrefix returns the prefix pods take addresses from: network.pool if
+// set, else the whole network.subnet. Like SubnetPrefix it returns the zero
+// Prefix for invalid values, which Validate rules out.
+func (c Config) PoolPrefix() netip.Prefix {
+	if c.Network.Pool == "" {
+		return c.SubnetPrefix()
+	}
+	p, err := netip.ParsePrefix(c.Network.Pool)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// examplePool is a pool inside sub for error messages: its second /24, or
+// sub itself when it is that small.
+func examplePool(sub netip.Prefix) string {
+	if sub.Bits() >= 24 {
+		return sub.String()
+	}
+	b := sub.Masked().Addr().As4()
+	b[2]++
+	return netip.PrefixFrom(netip.AddrFrom4(b), 24).Masked().String()
+}
+
+// isHostname accepts what sethostname takes and resolvers expect: up to 64
+// bytes of letters, digits, '-' and '.'.
+func isHostname(s string) bool {
+	if len(s) == 0 || len(s) > 64 || s[0] == '-' || s[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // wants says, for every key, what a valid value looks like; it completes the
 // sentence "<value> is not ...". Keeping it in one table keeps the type and
 // range errors for a key consistent.
@@ -214,10 +265,13 @@ var wants = map[string]string{
 	"agent.run_dir":   "an absolute path",
 	"agent.key_file":  "an absolute path",
 	"agent.log_level": `one of "debug", "info", "warn", "error"`,
+	"agent.hostname":  `empty, or a host name: 1 to 64 letters, digits, '-' and '.'`,
 	"network":         "a table",
 	"network.bridge":  `a Linux interface name: 1 to 15 bytes, without '/', ':' or whitespace, and not "." or ".."`,
 	"network.subnet":  "an IPv4 CIDR with a prefix length from 8 to 30",
 	"network.mtu":     "an integer from 576 to 9000",
+	"network.uplink":  `empty, or a Linux interface name other than network.bridge: 1 to 15 bytes, without '/', ':' or whitespace`,
+	"network.pool":    "empty, or an IPv4 CIDR inside network.subnet, without host bits set",
 	"store":           "a table",
 	"store.dir":       "an absolute path",
 	"criu":            "a table",
@@ -253,6 +307,9 @@ func (c Config) validate() []error {
 	default:
 		bad("agent.log_level", c.Agent.LogLevel)
 	}
+	if c.Agent.Hostname != "" && !isHostname(c.Agent.Hostname) {
+		bad("agent.hostname", c.Agent.Hostname)
+	}
 
 	if !isIfname(c.Network.Bridge) {
 		bad("network.bridge", c.Network.Bridge)
@@ -267,6 +324,18 @@ func (c Config) validate() []error {
 	}
 	if c.Network.MTU < 576 || c.Network.MTU > 9000 {
 		bad("network.mtu", c.Network.MTU)
+	}
+	if c.Network.Uplink != "" && (!isIfname(c.Network.Uplink) || c.Network.Uplink == c.Network.Bridge) {
+		bad("network.uplink", c.Network.Uplink)
+	}
+	if c.Network.Pool != "" {
+		sub := c.SubnetPrefix()
+		if p, err := netip.ParsePrefix(c.Network.Pool); err != nil || !p.Addr().Is4() || p != p.Masked() {
+			bad("network.pool", c.Network.Pool)
+		} else if sub.IsValid() && (p.Bits() < sub.Bits() || !sub.Contains(p.Addr())) {
+			errs = append(errs, fmt.Errorf("network.pool: %s is not inside network.subnet %s; pick a part of the subnet (example: %s)",
+				show(c.Network.Pool), show(c.Network.Subnet), show(examplePool(sub))))
+		}
 	}
 
 	if !isAbsPath(c.Store.Dir) {

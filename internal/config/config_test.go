@@ -353,6 +353,16 @@ func TestValidate(t *testing.T) {
 		{"criu log level", func(c *Config) { c.CRIU.LogLevel = 7 }, "criu.log_level: 7 is not"},
 		{"mpiexec", func(c *Config) { c.MPI.Mpiexec = "" }, `mpi.mpiexec: "" is not`},
 		{"env", func(c *Config) { c.MPI.Env = append(c.MPI.Env, "NOEQUALS") }, `mpi.env[3]: "NOEQUALS" is not a "KEY=VALUE" string`},
+		{"hostname", func(c *Config) { c.Agent.Hostname = "a b" }, `agent.hostname: "a b" is not empty, or a host name`},
+		{"long hostname", func(c *Config) { c.Agent.Hostname = strings.Repeat("n", 65) }, `agent.hostname: "nnnn`},
+		{"uplink name", func(c *Config) { c.Network.Uplink = "eth/0" }, `network.uplink: "eth/0" is not empty, or a Linux interface name`},
+		{"uplink is the bridge", func(c *Config) { c.Network.Uplink = "cruz0" }, `network.uplink: "cruz0" is not empty, or a Linux interface name other than network.bridge`},
+		{"pool syntax", func(c *Config) { c.Network.Pool = "10.203.1.0" }, `network.pool: "10.203.1.0" is not empty, or an IPv4 CIDR inside network.subnet`},
+		{"pool host bits", func(c *Config) { c.Network.Pool = "10.203.1.1/24" }, `network.pool: "10.203.1.1/24" is not`},
+		{"pool ipv6", func(c *Config) { c.Network.Pool = "fd00::/64" }, `network.pool: "fd00::/64" is not`},
+		{"pool outside subnet", func(c *Config) { c.Network.Pool = "10.204.1.0/24" },
+			`network.pool: "10.204.1.0/24" is not inside network.subnet "10.203.0.0/16"; pick a part of the subnet (example: "10.203.1.0/24")`},
+		{"pool wider than subnet", func(c *Config) { c.Network.Pool = "10.0.0.0/8" }, `network.pool: "10.0.0.0/8" is not inside network.subnet`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -364,6 +374,32 @@ func TestValidate(t *testing.T) {
 			assert.Len(t, strings.Split(err.Error(), "\n"), 1, "only the mutated key is wrong")
 		})
 	}
+}
+
+func TestParseClusterNodeKeys(t *testing.T) {
+	c, err := parse(t, "version = 1\n[agent]\nhostname = \"node3\"\n[network]\nuplink = \"eth0\"\npool = \"10.203.3.0/24\"\n")
+	require.NoError(t, err)
+	assert.Equal(t, "node3", c.Agent.Hostname)
+	assert.Equal(t, "eth0", c.Network.Uplink)
+	assert.Equal(t, netip.MustParsePrefix("10.203.3.0/24"), c.PoolPrefix())
+	assert.Equal(t, netip.MustParsePrefix("10.203.0.0/16"), c.SubnetPrefix())
+
+	// Defaults: no host name, no uplink, the pool is the whole subnet.
+	d := Default()
+	assert.Empty(t, d.Agent.Hostname)
+	assert.Empty(t, d.Network.Uplink)
+	assert.Empty(t, d.Network.Pool)
+	assert.Equal(t, d.SubnetPrefix(), d.PoolPrefix())
+
+	// The pool may be the subnet itself.
+	_, err = parse(t, "version = 1\nnetwork.pool = \"10.203.0.0/16\"\n")
+	require.NoError(t, err)
+
+	// The error names the file and the key.
+	_, err = parse(t, "version = 1\n[network]\nsubnet = \"192.168.0.0/24\"\npool = \"10.203.1.0/24\"\n")
+	requireErrorContains(t, err, `network.pool: "10.203.1.0/24" is not inside network.subnet "192.168.0.0/24"`)
+	_, err = parse(t, "version = 1\nnetwork.uplink = 7\n")
+	requireErrorContains(t, err, "network.uplink: 7 is not")
 }
 
 func TestSubnetPrefix(t *testing.T) {

@@ -1,0 +1,620 @@
+// Package cluster runs a local virtual Cruz cluster: several nodes on one
+// machine, each of them a cruzd started in its own network and UTS
+// namespaces, their pods on one LAN.
+//
+// A node is the cruzd process itself: `Up` starts the cruzd binary with
+// CLONE_NEWNET|CLONE_NEWUTS, so the node's network namespace lives exactly as
+// long as its agent (no `ip netns add`, no namespace bind mounts: pods copy
+// the node's mounts, and namespace bind mounts there break CRIU restores).
+// The LAN is a bridge in the root network namespace, without an address;
+// every node has a veth pair whose root end is on that bridge and whose other
+// end is the node's eth0, which the node's cruzd adds to its pod bridge
+// (network.uplink). All pods share one subnet, each node handing out
+// addresses from its own /24 of it (network.pool). The checkpoint store and
+// the manifest key are shared by every node, as a cluster file system would
+// be.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/config"
+	"github.com/cruz-hpc/cruz/internal/store"
+	"github.com/vishvananda/netlink"
+)
+
+// Defaults of Options.
+const (
+	DefaultDir    = "/run/cruz-cluster"
+	DefaultLAN    = "czlan0"
+	DefaultSubnet = "10.203.0.0/16"
+	DefaultStore  = "/var/lib/cruz-cluster/store"
+	DefaultNodes  = 3
+	MaxNodes      = 200
+	// StateFile is the name of the cluster's state file in its directory.
+	StateFile = "cluster.json"
+	// nodeUplink is the name of a node's LAN interface in its netns.
+	nodeUplink = "eth0"
+	// maxLANName leaves room for "-NNN" in the LAN veths' names (15 bytes).
+	maxLANName = 11
+)
+
+// Timeouts of Up and Down.
+var (
+	startTimeout = 30 * time.Second // for every node's agent to answer
+	termTimeout  = 15 * time.Second // from SIGTERM to SIGKILL
+	killTimeout  = 5 * time.Second  // after SIGKILL
+)
+
+// ErrNotUp means that there is no cluster state file in the directory.
+var ErrNotUp = errors.New("no cluster is up")
+
+// Options says what cluster Up makes.
+type Options struct {
+	Nodes  int    // number of nodes, 1..MaxNodes
+	Dir    string // cluster directory: state file, key, nodes' run dirs
+	LAN    string // name of the LAN bridge in the root netns
+	Subnet string // IPv4 subnet of every pod, /8 to /16
+	Store  string // checkpoint store shared by the nodes
+	Cruzd  string // cruzd binary (default: CruzdPath())
+	Log    io.Writer
+}
+
+func (o *Options) defaults() {
+	if o.Dir == "" {
+		o.Dir = DefaultDir
+	}
+	if o.LAN == "" {
+		o.LAN = DefaultLAN
+	}
+	if o.Subnet == "" {
+		o.Subnet = DefaultSubnet
+	}
+	if o.Store == "" {
+		o.Store = DefaultStore
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+}
+
+// Node is one virtual node.
+type Node struct {
+	Name   string `json:"name"`
+	PID    int    `json:"pid"`
+	Socket string `json:"socket"`
+	Pool   string `json:"pool"`
+	Log    string `json:"log"`
+	RunDir string `json:"run_dir"`
+	Config string `json:"config"`
+	Veth   string `json:"veth"` // its LAN veth in the root netns
+	Alive  bool   `json:"alive"`
+}
+
+// State is what cluster.json holds.
+type State struct {
+	Dir     string    `json:"dir"`
+	LAN     string    `json:"lan"`
+	Subnet  string    `json:"subnet"`
+	Store   string    `json:"store"`
+	KeyFile string    `json:"key_file"`
+	Created time.Time `json:"created"`
+	Nodes   []Node    `json:"nodes"`
+}
+
+// Node returns the node called name.
+func (s *State) Node(name string) (Node, error) {
+	names := make([]string, 0, len(s.Nodes))
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, nil
+		}
+		names = append(names, n.Name)
+	}
+	return Node{}, fmt.Errorf("the cluster in %s has no node %q; its nodes are %s", s.Dir, name, strings.Join(names, ", "))
+}
+
+// CruzdPath is the cruzd binary a cluster runs: $CRUZ_BIN/cruzd if CRUZ_BIN
+// is set, else the cruzd next to the running executable.
+func CruzdPath() (string, error) {
+	if d := os.Getenv("CRUZ_BIN"); d != "" {
+		return filepath.Join(d, "cruzd"), nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own executable: %w", err)
+	}
+	return filepath.Join(filepath.Dir(self), "cruzd"), nil
+}
+
+// Load reads the state file of the cluster in dir. Without one it returns
+// an error wrapping ErrNotUp.
+func Load(dir string) (*State, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w in %s (start one with: cruz cluster up)", ErrNotUp, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read cluster state: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("cluster state %s is damaged (%v): remove the cluster with: cruz cluster down --dir %s", filepath.Join(dir, StateFile), err, dir)
+	}
+	return &s, nil
+}
+
+// Status loads the cluster in dir and tells which of its nodes' agents run.
+func Status(dir string) (*State, error) {
+	s, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	for i := range s.Nodes {
+		s.Nodes[i].Alive = isNodeProcess(s.Nodes[i].PID, s.Nodes[i].Config)
+	}
+	return s, nil
+}
+
+func requireRoot(what string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("cruz cluster %s must run as root (it creates network namespaces and interfaces and runs cruzd): run it with sudo", what)
+	}
+	return nil
+}
+
+func isIfname(s string) bool {
+	return s != "" && len(s) < 16 && !strings.ContainsAny(s, "/: \t\n\x00")
+}
+
+// vethName is the root end of node k's LAN veth.
+func vethName(lan string, k int) string { return fmt.Sprintf("%s-%d", lan, k) }
+
+// nodePool is node k's /24 of the subnet.
+func nodePool(sub netip.Prefix, k int) netip.Prefix {
+	b := sub.Masked().Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(k) << 8
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 24)
+}
+
+func (o *Options) check() (netip.Prefix, error) {
+	if o.Nodes < 1 || o.Nodes > MaxNodes {
+		return netip.Prefix{}, fmt.Errorf("--nodes %d is out of range: a cluster has 1 to %d nodes", o.Nodes, MaxNodes)
+	}
+	if !filepath.IsAbs(o.Dir) {
+		return netip.Prefix{}, fmt.Errorf("--dir %q is not an absolute path", o.Dir)
+	}
+	if !filepath.IsAbs(o.Store) {
+		return netip.Prefix{}, fmt.Errorf("--store %q is not an absolute path", o.Store)
+	}
+	if !isIfname(o.LAN) || len(o.LAN) > maxLANName {
+		return netip.Prefix{}, fmt.Errorf("--lan %q is not an interface name of 1 to %d bytes without '/', ':' or whitespace (the nodes' veths are named LAN-K)", o.LAN, maxLANName)
+	}
+	sub, err := netip.ParsePrefix(o.Subnet)
+	if err != nil || !sub.Addr().Is4() || sub.Bits() < 8 || sub.Bits() > 16 || sub != sub.Masked() {
+		return netip.Prefix{}, fmt.Errorf("--subnet %q is not an IPv4 CIDR with a prefix length from 8 to 16 and no host bits set (each node takes a /24 of it; example: %s)", o.Subnet, DefaultSubnet)
+	}
+	if len(filepath.Join(o.Dir, fmt.Sprintf("node%d", o.Nodes), "cruzd.sock")) > 107 {
+		return netip.Prefix{}, fmt.Errorf("--dir %q is too long for the nodes' unix sockets (at most 107 bytes): pick a shorter directory", o.Dir)
+	}
+	return sub, nil
+}
+
+// Up makes the cluster: the LAN bridge, and per node a run directory, a
+// config, a cruzd in new network and UTS namespaces and its LAN veth. It
+// waits until every node's agent answers and writes the state file. On any
+// error it removes everything it made.
+func Up(ctx context.Context, o Options) (st *State, err error) {
+	o.defaults()
+	if err := requireRoot("up"); err != nil {
+		return nil, err
+	}
+	sub, err := o.check()
+	if err != nil {
+		return nil, err
+	}
+	if s, err := Load(o.Dir); err == nil {
+		return nil, fmt.Errorf("a cluster of %d nodes is already up in %s (cruz cluster status lists them): remove it first with: cruz cluster down --dir %s", len(s.Nodes), o.Dir, o.Dir)
+	} else if !errors.Is(err, ErrNotUp) {
+		return nil, err
+	}
+	if pids := findNodeProcesses(o.Dir); len(pids) > 0 {
+		return nil, fmt.Errorf("cruzd processes %v of a cluster in %s are still running without a state file: remove them with: cruz cluster down --dir %s --lan %s", pids, o.Dir, o.Dir, o.LAN)
+	}
+	if _, err := netlink.LinkByName(o.LAN); err == nil {
+		return nil, fmt.Errorf("interface %s already exists: another cluster uses it, or one was left over (remove it with: cruz cluster down --dir DIR --lan %s), or pick another name with --lan", o.LAN, o.LAN)
+	}
+	cruzd := o.Cruzd
+	if cruzd == "" {
+		if cruzd, err = CruzdPath(); err != nil {
+			return nil, err
+		}
+	}
+	if fi, err := os.Stat(cruzd); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return nil, fmt.Errorf("cruzd binary %s not found or not executable: install cruzd next to cruz (make build), or set CRUZ_BIN to its directory", cruzd)
+	}
+
+	st = &State{Dir: o.Dir, LAN: o.LAN, Subnet: sub.String(), Store: o.Store,
+		KeyFile: filepath.Join(o.Dir, "key", "cluster.key"), Created: time.Now().UTC()}
+	defer func() {
+		if err != nil {
+			fmt.Fprintf(o.Log, "cluster up failed; removing what it made\n")
+			if derr := Down(context.Background(), DownOptions{Dir: o.Dir, LAN: o.LAN, Log: o.Log}); derr != nil {
+				err = fmt.Errorf("%w; removing the partial cluster also failed: %v", err, derr)
+			}
+		}
+	}()
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cluster directory: %w", err)
+	}
+	if err := os.Chmod(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	key, err := store.LoadKey(st.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := store.Open(o.Store, key); err != nil {
+		return nil, fmt.Errorf("checkpoint store (--store): %w", err)
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: o.LAN, MTU: 1500}}
+	if err := netlink.LinkAdd(br); err != nil {
+		return nil, fmt.Errorf("create LAN bridge %s: %w", o.LAN, err)
+	}
+	lan, err := netlink.LinkByName(o.LAN)
+	if err != nil {
+		return nil, fmt.Errorf("find LAN bridge %s: %w", o.LAN, err)
+	}
+	if err := netlink.LinkSetUp(lan); err != nil {
+		return nil, fmt.Errorf("bring up LAN bridge %s: %w", o.LAN, err)
+	}
+
+	exited := make([]chan struct{}, o.Nodes)
+	for k := 1; k <= o.Nodes; k++ {
+		n, done, err := startNode(o, st, sub, k, cruzd, lan)
+		if err != nil {
+			return nil, err
+		}
+		st.Nodes = append(st.Nodes, n)
+		exited[k-1] = done
+	}
+	deadline := time.Now().Add(startTimeout)
+	for i, n := range st.Nodes {
+		if err := awaitNode(ctx, n, exited[i], deadline); err != nil {
+			return nil, err
+		}
+		st.Nodes[i].Alive = true
+		fmt.Fprintf(o.Log, "%s is up: pid %d, pool %s, socket %s\n", n.Name, n.PID, n.Pool, n.Socket)
+	}
+	if err := writeState(st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// startNode writes node k's config and starts its cruzd in new network and
+// UTS namespaces, then gives it its LAN interface.
+func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan netlink.Link) (Node, chan struct{}, error) {
+	name := fmt.Sprintf("node%d", k)
+	run := filepath.Join(o.Dir, name)
+	n := Node{Name: name, RunDir: run, Socket: filepath.Join(run, "cruzd.sock"), Pool: nodePool(sub, k).String(),
+		Log: filepath.Join(run, "cruzd.log"), Config: filepath.Join(run, "cruzd.toml"), Veth: vethName(o.LAN, k)}
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		return n, nil, fmt.Errorf("create run directory of %s: %w", name, err)
+	}
+	cfg := config.Default()
+	cfg.Agent.Socket, cfg.Agent.RunDir, cfg.Agent.KeyFile, cfg.Agent.Hostname = n.Socket, run, st.KeyFile, name
+	cfg.Network.Subnet, cfg.Network.Pool, cfg.Network.Uplink = sub.String(), n.Pool, nodeUplink
+	cfg.Store.Dir = o.Store
+	if err := cfg.Validate(); err != nil {
+		return n, nil, fmt.Errorf("config of %s: %w", name, err)
+	}
+	f, err := os.OpenFile(n.Config, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return n, nil, fmt.Errorf("write config of %s: %w", name, err)
+	}
+	fmt.Fprintf(f, "# cruzd config of virtual node %s, written by cruz cluster up.\n", name)
+	err = config.Write(f, cfg)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, nil, fmt.Errorf("write config of %s: %w", name, err)
+	}
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return n, nil, fmt.Errorf("open log of %s: %w", name, err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(cruzd, "--config", n.Config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS, Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return n, nil, fmt.Errorf("start cruzd of %s: %w", name, err)
+	}
+	n.PID = cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	// The node's end is made directly in the netns of the node's cruzd,
+	// named eth0; the agent waits for it (network.uplink).
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: n.Veth, MTU: 1500, MasterIndex: lan.Attrs().Index},
+		PeerName:      nodeUplink,
+		PeerNamespace: netlink.NsPid(n.PID),
+	}
+	err = netlink.LinkAdd(veth)
+	if err != nil {
+		err = fmt.Errorf("create LAN veth %s of %s: %w", n.Veth, name, err)
+	} else {
+		var l netlink.Link
+		if l, err = netlink.LinkByName(n.Veth); err != nil {
+			err = fmt.Errorf("find LAN veth %s: %w", n.Veth, err)
+		} else if err = netlink.LinkSetUp(l); err != nil {
+			err = fmt.Errorf("bring up LAN veth %s: %w", n.Veth, err)
+		}
+	}
+	if err != nil {
+		// Most likely the agent died at once, and its netns with it.
+		select {
+		case <-done:
+			return n, done, exitedError(n)
+		case <-time.After(100 * time.Millisecond):
+		}
+		return n, done, err
+	}
+	return n, done, nil
+}
+
+func exitedError(n Node) error {
+	return fmt.Errorf("cruzd of %s exited at start; the end of its log:\n%s", n.Name, logTail(n.Log, 15))
+}
+
+// awaitNode waits until the node's agent answers on its socket.
+func awaitNode(ctx context.Context, n Node, exited chan struct{}, deadline time.Time) error {
+	for {
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		v, err := api.NewClient(n.Socket).Version(c)
+		cancel()
+		if err == nil {
+			if v.Node != n.Name {
+				return fmt.Errorf("%s's agent reports node name %q: is another cruzd serving %s?", n.Name, v.Node, n.Socket)
+			}
+			return nil
+		}
+		select {
+		case <-exited:
+			return exitedError(n)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cruzd of %s did not answer on %s within %s; the end of its log:\n%s", n.Name, n.Socket, startTimeout, logTail(n.Log, 15))
+		}
+	}
+}
+
+func logTail(path string, lines int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	l := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func writeState(st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(st.Dir, "."+StateFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write cluster state: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(st.Dir, StateFile)); err != nil {
+		return fmt.Errorf("write cluster state: %w", err)
+	}
+	return nil
+}
+
+// DownOptions says which cluster Down removes.
+type DownOptions struct {
+	Dir   string // default DefaultDir
+	LAN   string // LAN bridge if the state file is gone; default DefaultLAN
+	Purge bool   // also delete the checkpoint store and the key
+	Log   io.Writer
+}
+
+// Down removes the cluster in dir: it ends every node's cruzd (SIGTERM, which
+// ends the pods of its jobs; SIGKILL after 15 s), deletes the LAN veths and
+// bridge, the nodes' run directories and the state file. The checkpoint
+// store and the key that signs it stay unless Purge is set. It works on a
+// cluster that is partly up or already down.
+func Down(ctx context.Context, o DownOptions) error {
+	if o.Dir == "" {
+		o.Dir = DefaultDir
+	}
+	if o.LAN == "" {
+		o.LAN = DefaultLAN
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if err := requireRoot("down"); err != nil {
+		return err
+	}
+	storeDir := ""
+	if st, err := Load(o.Dir); err == nil {
+		o.LAN, storeDir = st.LAN, st.Store
+	} else if !errors.Is(err, ErrNotUp) {
+		fmt.Fprintf(o.Log, "warning: %v\n", err)
+	}
+	var errs []error
+	// Every cruzd started with a config in this directory, whether or not
+	// the state file lists it.
+	pids := findNodeProcesses(o.Dir)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	if left := awaitGone(ctx, pids, termTimeout); len(left) > 0 {
+		fmt.Fprintf(o.Log, "cruzd %v did not end within %s of SIGTERM; killing\n", left, termTimeout)
+		for _, pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if left := awaitGone(ctx, left, killTimeout); len(left) > 0 {
+			errs = append(errs, fmt.Errorf("cruzd %v did not die after SIGKILL", left))
+		}
+	}
+	if err := deleteLAN(o.LAN); err != nil {
+		errs = append(errs, err)
+	}
+	entries, _ := os.ReadDir(o.Dir)
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "node") {
+			if err := os.RemoveAll(filepath.Join(o.Dir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, f := range []string{StateFile, "." + StateFile + ".tmp"} {
+		if err := os.Remove(filepath.Join(o.Dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if o.Purge {
+		if storeDir != "" {
+			if err := os.RemoveAll(storeDir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.RemoveAll(filepath.Join(o.Dir, "key")); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_ = os.Remove(o.Dir) // only if empty: the key stays with the store
+	return errors.Join(errs...)
+}
+
+// deleteLAN deletes every veth on the LAN bridge and the bridge itself.
+func deleteLAN(name string) error {
+	br, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return fmt.Errorf("%s is a %s, not the cluster's LAN bridge: give the right one with --lan", name, br.Type())
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			// A veth whose node's netns just died is gone already.
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
+				errs = append(errs, fmt.Errorf("delete LAN veth %s: %w", l.Attrs().Name, err))
+			}
+		}
+	}
+	if err := netlink.LinkDel(br); err != nil {
+		errs = append(errs, fmt.Errorf("delete LAN bridge %s: %w", name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// findNodeProcesses lists the live processes run as `... --config
+// DIR/nodeK/cruzd.toml`: the node agents of the cluster in dir.
+func findNodeProcesses(dir string) []int {
+	dir = filepath.Clean(dir)
+	var pids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		args := cmdline(pid)
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "--config" && filepath.Dir(filepath.Dir(args[i+1])) == dir &&
+				strings.HasPrefix(filepath.Base(filepath.Dir(args[i+1])), "node") && alive(pid) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// isNodeProcess tells whether pid is a live cruzd run with config.
+func isNodeProcess(pid int, config string) bool {
+	if pid <= 0 || !alive(pid) {
+		return false
+	}
+	args := cmdline(pid)
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--config" && args[i+1] == config {
+			return true
+		}
+	}
+	return false
+}
+
+func cmdline(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// alive tells whether pid is a live (not zombie) process.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// awaitGone waits up to timeout for pids to end and returns those left.
+func awaitGone(ctx context.Context, pids []int, timeout time.Duration) []int {
+	deadline := time.Now().Add(timeout)
+	for {
+		var left []int
+		for _, pid := range pids {
+			if alive(pid) {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return left
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
