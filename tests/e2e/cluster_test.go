@@ -303,3 +303,40 @@ func TestClusterUpRollsBack(t *testing.T) {
 	r := c.clusterCmd("down", "--lan", c.lan)
 	assert.Equal(t, 0, r.Code, "down after a failed up: %s", r.Stderr)
 }
+
+// TestClusterRestartOnAnotherNode: an MPI job stopped by a checkpoint on
+// node1 restarts on node2 from the shared store (node2 has never seen it and
+// adopts it from the checkpoint's signed record), every pod with its address
+// and MAC, and finishes with the output of an uninterrupted run. A user who
+// does not own the job cannot do the same.
+func TestClusterRestartOnAnotherNode(t *testing.T) {
+	c := upCluster(t, 2)
+	st := c.status()
+	n1, n2 := c.node(t, st, "node1"), c.node(t, st, "node2")
+	u := testenv.LookupUser(t, "cruzt1")
+	other := testenv.LookupUser(t, "cruzt2")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 2, 40
+
+	run := n1.startCruz(u, dir, "run", "--name", "mv", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	before := n1.status(u, "mv")
+	n1.checkpoint(u, "mv", "--stop")
+	first := run.wait(t, time.Minute)
+	require.Equal(t, 75, first.Code, "stderr:\n%s", first.Stderr)
+
+	denied := n2.cruz(other, "", "restart", before.ID)
+	assert.Equal(t, 1, denied.Code)
+	assert.Contains(t, denied.Stderr, "your own jobs")
+
+	second := n2.cruz(u, dir, "restart", before.ID)
+	require.Equal(t, 0, second.Code, "restart on node2: %s", second.Stderr)
+	require.Equal(t, expectedAllreduce(np, iters), append(outputLines(first.Stdout), outputLines(second.Stdout)...))
+	after := n2.status(u, before.ID)
+	require.Len(t, after.Pods, len(before.Pods))
+	for i, p := range after.Pods {
+		assert.Equal(t, before.Pods[i].IP, p.IP, "pod %s keeps its address", p.Name)
+		assert.Equal(t, before.Pods[i].MAC, p.MAC, "pod %s keeps its MAC", p.Name)
+		assert.Equal(t, "node2", p.Node)
+	}
+}
