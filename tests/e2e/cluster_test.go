@@ -33,26 +33,7 @@ func (c *vcluster) clusterCmd(args ...string) result {
 	c.t.Helper()
 	cmd := exec.Command(testenv.Bin(c.t, "cruz"), append(append([]string{"cluster"}, args...), "--dir", c.dir)...)
 	cmd.Env = append(os.Environ(), "PATH="+c.path)
-	var out, errb syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	require.NoError(c.t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		c.t.Fatalf("cruz cluster %v did not end within 2m; stdout:\n%s\nstderr:\n%s", args, out.String(), errb.String())
-	}
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
-	}
-	return result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+	return runCommand(c.t, cmd, 2*time.Minute)
 }
 
 func (c *vcluster) status() cluster.State {

@@ -252,6 +252,32 @@ func (c *cruzCmd) waitOutput(t *testing.T, s string, timeout time.Duration) {
 	t.Fatalf("no %q in cruz's output within %s; stdout:\n%s\nstderr:\n%s", s, timeout, c.stdout.String(), c.stderr.String())
 }
 
+// runCommand runs cmd to its end, killing it after timeout (a test failure),
+// and returns what it printed and its exit status.
+func runCommand(t *testing.T, cmd *exec.Cmd, timeout time.Duration) result {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v did not end within %s; stdout:\n%s\nstderr:\n%s", cmd.Args, timeout, stdout.String(), stderr.String())
+	}
+	res := result{Stdout: stdout.String(), Stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		res.Code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%v: %v", cmd.Args, err)
+	}
+	return res
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -29,26 +29,7 @@ func (a *agent) cruzAsRoot(args ...string) result {
 	a.t.Helper()
 	cmd := exec.Command(testenv.Bin(a.t, "cruz"), args...)
 	cmd.Env = append(os.Environ(), "CRUZ_SOCKET="+a.socket)
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	require.NoError(a.t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		a.t.Fatalf("cruz %v as root did not end within 2m", args)
-	}
-	res := result{Stdout: stdout.String(), Stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		res.Code = ee.ExitCode()
-	} else if err != nil {
-		a.t.Fatalf("cruz %v as root: %v", args, err)
-	}
-	return res
+	return runCommand(a.t, cmd, 2*time.Minute)
 }
 
 // runAs runs name as u and returns its output.
@@ -56,16 +37,7 @@ func runAs(t *testing.T, u testenv.User, name string, args ...string) result {
 	t.Helper()
 	cmd := testenv.RunAs(u, name, args...)
 	cmd.Dir = "/"
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := result{Stdout: stdout.String(), Stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		res.Code = ee.ExitCode()
-	} else {
-		require.NoError(t, err, "run %s as %s", name, u.Name)
-	}
-	return res
+	return runCommand(t, cmd, time.Minute)
 }
 
 // TestOtherUserCannotActOnJob: cruzt2 is refused every command on cruzt1's
