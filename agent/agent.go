@@ -2,7 +2,8 @@
 // privileged operation: pods (network, pid, uts and ipc namespaces), the
 // packet filter that holds a pod's traffic, CRIU dumps and restores, and the
 // checkpoint store. Users reach it through an HTTP API on a unix socket that
-// identifies them by the socket's peer credentials.
+// identifies them by the socket's peer credentials; agents and coordinators
+// may also use it over TCP (agent.listen), signed with the cluster key.
 package agent
 
 import (
@@ -31,6 +32,7 @@ type Agent struct {
 	cfg         config.Config
 	log         *slog.Logger
 	store       *store.Store
+	key         []byte // cluster key: signs manifests and TCP API requests
 	host        *podHost
 	criuVersion int
 	node        string
@@ -108,7 +110,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	}
 	node, _ := os.Hostname()
 	a := &Agent{
-		cfg: cfg, log: log, store: st, criuVersion: v, node: node,
+		cfg: cfg, log: log, store: st, key: key, criuVersion: v, node: node,
 		subnet: cfg.SubnetPrefix(),
 		pool:   cfg.PoolPrefix(),
 		host:   &podHost{runDir: cfg.Agent.RunDir, bridge: cfg.Network.Bridge, mtu: cfg.Network.MTU, criu: criu, self: self},

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -119,6 +120,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 			return context.WithValue(ctx, callerKey{}, c)
 		},
 	}
+	tcpSrv, tcpLn, err := a.listenTCP()
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	go func() {
 		<-ctx.Done()
 		// End the jobs first, so that every attached client gets the
@@ -126,8 +132,22 @@ func (a *Agent) Serve(ctx context.Context) error {
 		a.Shutdown(context.Background())
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		var wg sync.WaitGroup
+		if tcpSrv != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = tcpSrv.Shutdown(sctx) }()
+		}
 		_ = srv.Shutdown(sctx)
+		wg.Wait()
 	}()
+	if tcpSrv != nil {
+		a.log.Info("listening", "tcp", tcpLn.Addr().String())
+		go func() {
+			if err := tcpSrv.Serve(tcpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("TCP API stopped", "err", err)
+			}
+		}()
+	}
 	a.log.Info("listening", "socket", sock)
 	err = srv.Serve(ln)
 	_ = os.Remove(sock)

@@ -13,12 +13,17 @@ import (
 	"net/url"
 	"os"
 	"syscall"
+	"time"
 )
 
-// Client talks to one cruzd over its unix socket.
+// Client talks to one cruzd, over its unix socket or, signed with the
+// cluster key, over its TCP API.
 type Client struct {
-	socket string
+	socket string // unix socket, or TCP address when key is set
 	http   *http.Client
+	signed bool   // TCP API: every request is signed with key, for id
+	key    []byte // cluster key
+	id     Identity
 }
 
 // NewClient returns a client for the agent listening on socket.
@@ -31,6 +36,20 @@ func NewClient(socket string) *Client {
 		DisableCompression: true,
 	}
 	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// NewSignedClient returns a client for the TCP API of the agent at addr
+// ("IP:PORT") that acts for id, signing every request with the cluster key.
+func NewSignedClient(addr string, key []byte, id Identity) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		},
+		DisableCompression: true,
+	}
+	id.Groups = append([]uint32(nil), id.Groups...)
+	return &Client{socket: addr, http: &http.Client{Transport: tr}, signed: true, key: append([]byte(nil), key...), id: id}
 }
 
 // Error is an error answered by the agent.
@@ -61,12 +80,14 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // an *Error with the agent's message.
 func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
+	var raw []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
 		body = bytes.NewReader(b)
+		raw = b
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://cruzd"+path, body)
 	if err != nil {
@@ -75,8 +96,16 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.signed {
+		if err := SignRequest(req, c.key, c.id, raw, time.Now()); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if c.signed {
+			return nil, fmt.Errorf("talk to the cruz agent's TCP API at %s: %w", c.socket, err)
+		}
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("no cruz agent at %s: start cruzd (as root), or point CRUZ_SOCKET / --socket at its socket", c.socket)
 		}

@@ -1,6 +1,8 @@
 // Package api holds the types of cruzd's HTTP API (JSON over a unix socket)
 // and a client for it. The agent identifies callers by the socket's peer
-// credentials, so requests carry no user names.
+// credentials, so requests carry no user names; on its optional TCP API,
+// requests carry the identity they act for, signed with the cluster key
+// (see SignRequest).
 package api
 
 import "time"

@@ -81,6 +81,9 @@ type AgentConfig struct {
 	// (sethostname) and is then the node's name. Only meaningful for an
 	// agent started in its own UTS namespace, as `cruz cluster up` does.
 	Hostname string `toml:"hostname"`
+	// Listen, if set ("IP:PORT"), is where the agent also serves its API
+	// over TCP, to requests signed with the cluster key. Empty: no TCP API.
+	Listen string `toml:"listen"`
 }
 
 // NetworkConfig describes the bridge the pods are attached to and the
@@ -255,6 +258,13 @@ func isHostname(s string) bool {
 	return true
 }
 
+// isListenAddr accepts "IP:PORT" ("[IPv6]:PORT") with an IP literal, not a
+// host name, and a port from 1 to 65535.
+func isListenAddr(s string) bool {
+	ap, err := netip.ParseAddrPort(s)
+	return err == nil && ap.Port() != 0 && ap.Addr().Zone() == ""
+}
+
 // wants says, for every key, what a valid value looks like; it completes the
 // sentence "<value> is not ...". Keeping it in one table keeps the type and
 // range errors for a key consistent.
@@ -266,6 +276,7 @@ var wants = map[string]string{
 	"agent.key_file":  "an absolute path",
 	"agent.log_level": `one of "debug", "info", "warn", "error"`,
 	"agent.hostname":  `empty, or a host name: 1 to 64 letters, digits, '-' and '.'`,
+	"agent.listen":    `empty, or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
 	"network":         "a table",
 	"network.bridge":  `a Linux interface name: 1 to 15 bytes, without '/', ':' or whitespace, and not "." or ".."`,
 	"network.subnet":  "an IPv4 CIDR with a prefix length from 8 to 30",
@@ -309,6 +320,9 @@ func (c Config) validate() []error {
 	}
 	if c.Agent.Hostname != "" && !isHostname(c.Agent.Hostname) {
 		bad("agent.hostname", c.Agent.Hostname)
+	}
+	if c.Agent.Listen != "" && !isListenAddr(c.Agent.Listen) {
+		bad("agent.listen", c.Agent.Listen)
 	}
 
 	if !isIfname(c.Network.Bridge) {

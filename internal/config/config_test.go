@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -355,6 +356,11 @@ func TestValidate(t *testing.T) {
 		{"env", func(c *Config) { c.MPI.Env = append(c.MPI.Env, "NOEQUALS") }, `mpi.env[3]: "NOEQUALS" is not a "KEY=VALUE" string`},
 		{"hostname", func(c *Config) { c.Agent.Hostname = "a b" }, `agent.hostname: "a b" is not empty, or a host name`},
 		{"long hostname", func(c *Config) { c.Agent.Hostname = strings.Repeat("n", 65) }, `agent.hostname: "nnnn`},
+		{"listen host name", func(c *Config) { c.Agent.Listen = "localhost:7070" }, `agent.listen: "localhost:7070" is not empty, or "IP:PORT"`},
+		{"listen no port", func(c *Config) { c.Agent.Listen = "127.0.0.1" }, `agent.listen: "127.0.0.1" is not`},
+		{"listen port 0", func(c *Config) { c.Agent.Listen = "127.0.0.1:0" }, `agent.listen: "127.0.0.1:0" is not`},
+		{"listen port too big", func(c *Config) { c.Agent.Listen = "127.0.0.1:65536" }, `agent.listen: "127.0.0.1:65536" is not`},
+		{"listen empty host", func(c *Config) { c.Agent.Listen = ":7070" }, `agent.listen: ":7070" is not`},
 		{"uplink name", func(c *Config) { c.Network.Uplink = "eth/0" }, `network.uplink: "eth/0" is not empty, or a Linux interface name`},
 		{"uplink is the bridge", func(c *Config) { c.Network.Uplink = "cruz0" }, `network.uplink: "cruz0" is not empty, or a Linux interface name other than network.bridge`},
 		{"pool syntax", func(c *Config) { c.Network.Pool = "10.203.1.0" }, `network.pool: "10.203.1.0" is not empty, or an IPv4 CIDR inside network.subnet`},
@@ -390,6 +396,18 @@ func TestParseClusterNodeKeys(t *testing.T) {
 	assert.Empty(t, d.Network.Uplink)
 	assert.Empty(t, d.Network.Pool)
 	assert.Equal(t, d.SubnetPrefix(), d.PoolPrefix())
+
+	// agent.listen: IPv4 or IPv6 literal with a port; empty by default.
+	assert.Empty(t, d.Agent.Listen)
+	for _, ok := range []string{"127.0.0.1:7070", "0.0.0.0:1", "[::1]:65535", "10.0.0.5:443"} {
+		c, err := parse(t, fmt.Sprintf("version = 1\n[agent]\nlisten = %q\n", ok))
+		require.NoError(t, err, ok)
+		assert.Equal(t, ok, c.Agent.Listen)
+	}
+	_, err = parse(t, "version = 1\n[agent]\nlisten = \"node1:7070\"\n")
+	requireErrorContains(t, err, `agent.listen: "node1:7070" is not empty, or "IP:PORT" with an IP address literal and a port from 1 to 65535 (example: "")`)
+	_, err = parse(t, "version = 1\n[agent]\nlisten = 7070\n")
+	requireErrorContains(t, err, "agent.listen: 7070 is not")
 
 	// The pool may be the subnet itself.
 	_, err = parse(t, "version = 1\nnetwork.pool = \"10.203.0.0/16\"\n")

@@ -47,6 +47,7 @@ type agent struct {
 type agentOptions struct {
 	criuPath string // criu.path; default: the system's CRIU
 	extra    string // TOML appended to the config
+	listen   string // agent.listen: the TCP API's address; default none
 }
 
 // startAgent starts a private cruzd and stops it (and removes every trace)
@@ -76,6 +77,7 @@ socket = %q
 run_dir = %q
 key_file = %q
 log_level = "debug"
+listen = %q
 [network]
 bridge = %q
 subnet = %q
@@ -84,7 +86,7 @@ dir = %q
 [criu]
 path = %q
 timeout = "2m"
-%s`, a.socket, a.runDir, filepath.Join(dir, "key", "cluster.key"), a.bridge, a.subnet, a.store, opt.criuPath, opt.extra)
+%s`, a.socket, a.runDir, filepath.Join(dir, "key", "cluster.key"), opt.listen, a.bridge, a.subnet, a.store, opt.criuPath, opt.extra)
 	require.NoError(t, os.WriteFile(a.config, []byte(cfg), 0o644))
 	t.Cleanup(a.cleanup)
 	a.start()
