@@ -560,7 +560,7 @@ func findNodeProcesses(dir string) []int {
 		args := cmdline(pid)
 		for i := 0; i+1 < len(args); i++ {
 			if args[i] == "--config" && filepath.Dir(filepath.Dir(args[i+1])) == dir &&
-				strings.HasPrefix(filepath.Base(filepath.Dir(args[i+1])), "node") && alive(pid) {
+				strings.HasPrefix(filepath.Base(filepath.Dir(args[i+1])), "node") && Alive(pid) {
 				pids = append(pids, pid)
 				break
 			}
@@ -571,7 +571,7 @@ func findNodeProcesses(dir string) []int {
 
 // isNodeProcess tells whether pid is a live cruzd run with config.
 func isNodeProcess(pid int, config string) bool {
-	if pid <= 0 || !alive(pid) {
+	if pid <= 0 || !Alive(pid) {
 		return false
 	}
 	args := cmdline(pid)
@@ -591,8 +591,8 @@ func cmdline(pid int) []string {
 	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
 
-// alive tells whether pid is a live (not zombie) process.
-func alive(pid int) bool {
+// Alive tells whether pid is a live (not zombie) process.
+func Alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
@@ -608,7 +608,7 @@ func awaitGone(ctx context.Context, pids []int, timeout time.Duration) []int {
 	for {
 		var left []int
 		for _, pid := range pids {
-			if alive(pid) {
+			if Alive(pid) {
 				left = append(left, pid)
 			}
 		}

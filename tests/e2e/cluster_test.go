@@ -112,7 +112,7 @@ func TestCluster(t *testing.T) {
 			name := fmt.Sprintf("node%d", k+1)
 			assert.Equal(t, name, n.Name)
 			assert.True(t, n.Alive, "%s is alive", name)
-			assert.True(t, alive(n.PID), "%s's cruzd (pid %d) runs", name, n.PID)
+			assert.True(t, cluster.Alive(n.PID), "%s's cruzd (pid %d) runs", name, n.PID)
 			assert.Equal(t, filepath.Join(c.dir, name, "cruzd.sock"), n.Socket)
 			ui, ni := nsInode(t, n.PID, "uts"), nsInode(t, n.PID, "net")
 			assert.NotEqual(t, self, ui, "%s has its own UTS namespace", name)
@@ -207,7 +207,7 @@ func TestCluster(t *testing.T) {
 		r := c.clusterCmd("down")
 		require.Equal(t, 0, r.Code, "cruz cluster down: %s", r.Stderr)
 		for _, n := range st.Nodes {
-			assert.False(t, alive(n.PID), "%s's cruzd (pid %d) ended", n.Name, n.PID)
+			assert.False(t, cluster.Alive(n.PID), "%s's cruzd (pid %d) ended", n.Name, n.PID)
 			assert.NoDirExists(t, n.RunDir)
 		}
 		assert.NoFileExists(t, filepath.Join(c.dir, cluster.StateFile))

@@ -147,13 +147,10 @@ func (a *agent) cleanup() {
 	a.stop()
 	// A stopped agent has ended every pod of its jobs: one that outlived it
 	// is a leak (and is killed, so that it does not outlive the test).
-	var hostNet unix.Stat_t
-	if unix.Stat("/proc/self/ns/net", &hostNet) == nil {
-		for _, pid := range podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket) {
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			a.t.Errorf("pod process %d (%s) outlived the agent; killing it", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
+	for _, pid := range a.ownPodProcesses() {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		a.t.Errorf("pod process %d (%s) outlived the agent; killing it", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
+		_ = unix.Kill(pid, unix.SIGKILL)
 	}
 	if a.t.Failed() {
 		a.t.Logf("agent log (%s):\n%s", a.logPath, tail(a.log(), 80))
@@ -336,9 +333,7 @@ func (a *agent) requireNoLeaks() {
 	// A pod process of this agent runs in a network namespace other than
 	// the node's, with this agent's socket in its environment (cruz passes
 	// its environment, CRUZ_SOCKET included, to the job).
-	var hostNet unix.Stat_t
-	require.NoError(a.t, unix.Stat("/proc/self/ns/net", &hostNet))
-	for _, pid := range podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket) {
+	for _, pid := range a.ownPodProcesses() {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		a.t.Errorf("pod process %d (%s) is still running", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
 	}
@@ -349,6 +344,17 @@ func (a *agent) requireNoLeaks() {
 			require.False(a.t, strings.HasPrefix(c.Name(), ".tmp-"), "half-written checkpoint %s/%s left", j.Name(), c.Name())
 		}
 	}
+}
+
+// ownPodProcesses lists the processes in this agent's pods: those in a
+// network namespace other than the node's with this agent's CRUZ_SOCKET in
+// their environment (cruz passes its environment to the job).
+func (a *agent) ownPodProcesses() []int {
+	var hostNet unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &hostNet); err != nil {
+		a.t.Fatalf("stat /proc/self/ns/net: %v", err)
+	}
+	return podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket)
 }
 
 // podProcesses lists processes of the test users (uid >= 1000) that run in

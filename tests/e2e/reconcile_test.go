@@ -18,22 +18,12 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/cluster"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
-
-// ownPodProcesses lists the live processes in this agent's pods (see the
-// harness's podProcesses: a pod's processes have this agent's CRUZ_SOCKET
-// in their environment). Zombies are not counted.
-func (a *agent) ownPodProcesses() []int {
-	var hostNet unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &hostNet); err != nil {
-		a.t.Fatalf("stat /proc/self/ns/net: %v", err)
-	}
-	return podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket)
-}
 
 // netnsOf returns the inode of the network namespace of every pod of j, from
 // the pod's PID 1 as the node sees it.
@@ -132,18 +122,6 @@ func (a *agent) crash() {
 	a.cmd = nil
 }
 
-// alive tells whether pid is a live (not zombie) process.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// pid (comm) STATE ...; comm may hold spaces and parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
 // lostStream matches what a cruz client says when its agent goes away.
 var lostStream = regexp.MustCompile(`lost the job's stream|the agent closed the connection`)
 
@@ -193,7 +171,7 @@ func TestAgentCrashReconcile(t *testing.T) {
 	// What the dead agent left: at least the sleeper, in its netns, with
 	// its veth on the bridge.
 	sleeperPID := sj.Pods[0].PID
-	require.True(t, alive(sleeperPID), "the sleeper pod (pid %d) outlives the agent", sleeperPID)
+	require.True(t, cluster.Alive(sleeperPID), "the sleeper pod (pid %d) outlives the agent", sleeperPID)
 	require.NotEmpty(t, inNetns(netns[sj.Pods[0].Name]), "the sleeper's netns outlives the agent")
 	out, err := exec.Command("ip", "-o", "link", "show", "master", a.bridge).CombinedOutput()
 	require.NoError(t, err, "%s", out)
@@ -211,7 +189,7 @@ func TestAgentCrashReconcile(t *testing.T) {
 	a.start()
 	a.requireNoLeaks()
 	requireNetnsGone(t, netns)
-	assert.False(t, alive(sleeperPID), "the sleeper pod was killed")
+	assert.False(t, cluster.Alive(sleeperPID), "the sleeper pod was killed")
 	for _, ref := range []string{j.ID, sj.ID} {
 		lost := a.status(u, ref)
 		assert.Equal(t, api.StateLost, lost.State, "job %s", ref)
@@ -258,7 +236,7 @@ func TestAgentShutdownEndsJobs(t *testing.T) {
 	assert.Less(t, time.Since(t0), 20*time.Second, "cruzd stops promptly on SIGTERM")
 	a.requireNoLeaks()
 	requireNetnsGone(t, netns)
-	assert.False(t, alive(sj.Pods[0].PID), "the agent ended the sleeper's pod")
+	assert.False(t, cluster.Alive(sj.Pods[0].PID), "the agent ended the sleeper's pod")
 	for _, c := range []*cruzCmd{run, sleeper} {
 		r := c.wait(t, 30*time.Second)
 		assert.Equal(t, 1, r.Code, "cruz %v exits 1 when the agent stops; stderr:\n%s", c.cmd.Args[1:], r.Stderr)
