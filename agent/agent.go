@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/config"
@@ -40,7 +41,11 @@ type Agent struct {
 	pool        netip.Prefix // where pod addresses come from, inside subnet
 
 	mu   sync.Mutex
-	jobs map[string]*job
+	jobs map[string]*job // jobs this agent coordinates
+	// sets are the pods on this node, by job, whatever node coordinates.
+	sets map[string]*podSet
+	// clients of the other nodes' TCP API, by node and identity.
+	clients map[string]*api.Client
 }
 
 // New checks the node (CRIU version and kernel support, the pod bridge, the
@@ -103,6 +108,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	if _, err := ensureBridge(cfg.Network.Bridge, cfg.Network.MTU); err != nil {
 		return nil, err
 	}
+	if cfg.Network.Address != "" {
+		if err := setBridgeAddress(cfg.Network.Bridge, cfg.Network.Address); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Network.Uplink != "" {
 		if err := attachUplink(ctx, cfg.Network.Uplink, cfg.Network.Bridge, uplinkWait); err != nil {
 			return nil, err
@@ -111,10 +121,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	node, _ := os.Hostname()
 	a := &Agent{
 		cfg: cfg, log: log, store: st, key: key, criuVersion: v, node: node,
-		subnet: cfg.SubnetPrefix(),
-		pool:   cfg.PoolPrefix(),
-		host:   &podHost{runDir: cfg.Agent.RunDir, bridge: cfg.Network.Bridge, mtu: cfg.Network.MTU, criu: criu, self: self},
-		jobs:   map[string]*job{},
+		subnet:  cfg.SubnetPrefix(),
+		pool:    cfg.PoolPrefix(),
+		host:    &podHost{runDir: cfg.Agent.RunDir, bridge: cfg.Network.Bridge, mtu: cfg.Network.MTU, criu: criu, self: self},
+		jobs:    map[string]*job{},
+		sets:    map[string]*podSet{},
+		clients: map[string]*api.Client{},
 	}
 	if err := a.reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile state left by the previous agent: %w", err)
@@ -156,13 +168,27 @@ func (a *Agent) jobList() []*job {
 func (a *Agent) jobDir(id string) string { return filepath.Join(a.cfg.Agent.RunDir, "jobs", id) }
 
 // reconcile loads the job records a previous agent left, removes every pod
-// of theirs that is still on the node and every pod netns or veth that no
-// record explains, and removes half-written checkpoints.
+// still on the node (whatever node coordinated its job) and every veth that
+// no pod explains, and removes half-written checkpoints of its own jobs.
 func (a *Agent) reconcile(ctx context.Context) error {
+	sets, _ := os.ReadDir(a.setsDir())
+	for _, e := range sets {
+		dir := filepath.Join(a.setsDir(), e.Name())
+		var rec setRecord
+		if b, err := os.ReadFile(filepath.Join(dir, "set.json")); err == nil && json.Unmarshal(b, &rec) == nil {
+			// The pods' network namespaces die with their last process.
+			for pod, ino := range rec.Netns {
+				a.log.Warn("removing a pod that ran when the previous agent ended", "job", rec.Job, "pod", pod, "coordinator", rec.Coordinator)
+				killNetns(ino)
+			}
+		}
+		_ = os.RemoveAll(dir)
+	}
 	entries, err := os.ReadDir(filepath.Join(a.cfg.Agent.RunDir, "jobs"))
 	if err != nil {
 		return err
 	}
+	var remote []*job
 	for _, e := range entries {
 		dir := filepath.Join(a.cfg.Agent.RunDir, "jobs", e.Name())
 		b, err := os.ReadFile(filepath.Join(dir, "job.json"))
@@ -181,34 +207,62 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		j := &job{rec: rec, out: out, pods: map[string]*podRuntime{}}
+		j := &job{rec: rec, out: out}
 		if holdsPods(rec.State) {
-			// The pods' network namespaces die with their last process.
-			for pod, ino := range rec.Netns {
-				a.log.Warn("removing a pod of a job that ran when the previous agent ended", "job", rec.ID, "pod", pod)
-				killNetns(ino)
-			}
-			j.rec.Netns = nil
 			j.rec.State, j.rec.Message = api.StateLost, "the agent restarted while the job ran; restart it from its latest checkpoint"
 			j.out.append(api.Frame{Error: "the cruz agent restarted while the job ran; restart it from its latest checkpoint with: cruz restart " + rec.ID})
 			if err := a.persist(j); err != nil {
 				return err
 			}
+			for _, p := range rec.Pods {
+				if p.Node != "" && p.Node != a.node {
+					remote = append(remote, j)
+					break
+				}
+			}
 		}
 		a.jobs[rec.ID] = j
+		if n, err := a.store.CleanTemp(rec.ID); err != nil {
+			a.log.Warn("cleaning half-written checkpoints", "job", rec.ID, "err", err)
+		} else if n > 0 {
+			a.log.Info("removed half-written checkpoints", "job", rec.ID, "count", n)
+		}
 	}
-	// Remove every veth left on the pod bridge: after an agent restart no
-	// pod is running (the pods of running jobs were just declared lost).
+	// Every veth left on the pod bridge is a leftover: no pod runs yet.
 	for _, name := range hostVeths(a.cfg.Network.Bridge) {
 		a.log.Info("removing leftover veth", "veth", name)
 		_ = deleteLinkByName(name)
 	}
-	if n, err := a.store.CleanTemp(""); err != nil {
-		a.log.Warn("cleaning half-written checkpoints", "err", err)
-	} else if n > 0 {
-		a.log.Info("removed half-written checkpoints", "count", n)
+	// The pods the lost jobs had on other nodes go too, once those nodes
+	// answer (in the background: they may be starting as well).
+	for _, j := range remote {
+		go a.removeRemotePods(j)
 	}
 	return nil
+}
+
+// removeRemotePods asks the other nodes to remove a lost job's pods, for up
+// to a minute.
+func (a *Agent) removeRemotePods(j *job) {
+	for try := 0; try < 60; try++ {
+		j.op.Lock()
+		if j.hasPods() {
+			j.op.Unlock()
+			return // restarted meanwhile
+		}
+		_, err := a.onNodes(context.Background(), j, opDestroy, func(node string, pods []string) nodeReq {
+			if node == a.node {
+				return nodeReq{Job: j.id()}
+			}
+			return nodeReq{Job: j.id(), Pods: pods}
+		})
+		j.op.Unlock()
+		if err == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	a.log.Warn("could not remove the pods of a lost job on other nodes", "job", j.id())
 }
 
 func closedChan() chan struct{} {

@@ -12,13 +12,19 @@ import (
 // inside the pod's netns drops every IP packet in and out. Peers' TCP stacks
 // see a silent link and retransmit later; the pod's own unacknowledged data
 // stays in its send queue, which CRIU saves. So nothing is lost and no
-// message has to be drained. ARP is not dropped, so neighbours stay known.
+// message has to be drained. ARP is dropped too: a pod being restored or
+// migrated must not answer for its address before it is released (its old
+// and new places would both claim it); the release then announces it.
 //
 // The table lives in the pod's own netns, so deleting the netns also deletes
 // the rule, and a filter can never outlive its pod.
 const filterTable = "cruz_block"
 
 const blockScript = `table inet ` + filterTable + ` {
+	chain input { type filter hook input priority -400; policy drop; }
+	chain output { type filter hook output priority -400; policy drop; }
+}
+table arp ` + filterTable + ` {
 	chain input { type filter hook input priority -400; policy drop; }
 	chain output { type filter hook output priority -400; policy drop; }
 }
@@ -53,7 +59,11 @@ func unblockPodTraffic(ctx context.Context, nsPath string) error {
 	if err != nil || !blocked {
 		return err
 	}
-	if _, err := runInNetns(ctx, nsPath, "", nftPath, "delete", "table", "inet", filterTable); err != nil {
+	// One transaction, idempotent ("add" of an existing table is a no-op):
+	// both tables go, or neither.
+	script := "add table inet " + filterTable + "\ndelete table inet " + filterTable +
+		"\nadd table arp " + filterTable + "\ndelete table arp " + filterTable + "\n"
+	if _, err := runInNetns(ctx, nsPath, script, nftPath, "-f", "-"); err != nil {
 		return fmt.Errorf("unblock pod traffic: %w", err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -42,9 +43,6 @@ type jobRecord struct {
 	Updated  time.Time      `json:"updated"`
 	// LastCheckpoint is the newest checkpoint this agent committed.
 	LastCheckpoint string `json:"last_checkpoint,omitempty"`
-	// Netns maps each live pod to its network namespace's inode, so that
-	// an agent that restarts after a crash can find and remove the pods.
-	Netns map[string]uint64 `json:"netns,omitempty"`
 	// OutputStart is where the current run's frames start in the output
 	// log: a restart's client is streamed from there.
 	OutputStart int64 `json:"output_start"`
@@ -66,14 +64,20 @@ type job struct {
 	// checkpoint, restart, removal. A checkpoint request that finds it
 	// taken is refused rather than queued.
 	op sync.Mutex
-	// mu guards rec and pods.
-	mu   sync.Mutex
-	rec  jobRecord
-	pods map[string]*podRuntime
-	out  *outputLog
+	// mu guards the fields below.
+	mu  sync.Mutex
+	rec jobRecord
+	out *outputLog
+	// live: the job's pods exist (on whatever nodes rec.Pods names).
+	live bool
+	// gen counts the job's runs and moves of its main pod, so that a
+	// watcher of a main pod that is gone ignores its end.
+	gen int
 	// ending is set while the agent itself stops the pods (stop-checkpoint,
 	// removal), so that the exit of PID 1 is not reported as the job's end.
 	ending bool
+	// followers copy the output of the job's pods on other nodes.
+	followers map[string]*follower
 }
 
 func (j *job) id() string { return j.rec.ID }
@@ -81,7 +85,7 @@ func (j *job) id() string { return j.rec.ID }
 func (j *job) hasPods() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return len(j.pods) > 0
+	return j.live
 }
 
 func (j *job) state() string {
@@ -92,27 +96,15 @@ func (j *job) state() string {
 
 // mainPod is the pod whose PID 1's exit ends the job: mpiexec, or the only
 // pod of a plain job.
-func (j *job) mainPod() *podRuntime {
+func (j *job) mainPod() (podSpec, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for _, p := range j.pods {
-		if p.spec.Role != "rank" {
-			return p
+	for _, p := range j.rec.Pods {
+		if p.Role != "rank" {
+			return p, true
 		}
 	}
-	return nil
-}
-
-func (j *job) podList() []*podRuntime {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	out := make([]*podRuntime, 0, len(j.pods))
-	for _, s := range j.rec.Pods {
-		if p := j.pods[s.Name]; p != nil {
-			out = append(out, p)
-		}
-	}
-	return out
+	return podSpec{}, false
 }
 
 func (a *Agent) setState(j *job, state, msg string) {
@@ -141,6 +133,9 @@ func validateRun(req *api.RunRequest) error {
 	}
 	if req.Plain && req.NP != 1 {
 		return errorf(errBadRequest, "a plain (non-MPI) job runs in one pod: drop --np or --plain")
+	}
+	if req.Plain && len(req.Nodes) > 0 {
+		return errorf(errBadRequest, "a plain (non-MPI) job runs in one pod on the agent's node: drop --nodes")
 	}
 	if req.Name == "" {
 		req.Name = filepath.Base(req.Argv[0])
@@ -178,6 +173,13 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	if err := validateRun(&req); err != nil {
 		return nil, err
 	}
+	nodes := req.Nodes
+	if len(nodes) == 0 {
+		nodes = a.nodes()
+	}
+	if err := a.checkNodes(nodes); err != nil {
+		return nil, err
+	}
 	npods := req.NP + 1
 	if req.Plain {
 		npods = 1
@@ -195,7 +197,7 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	env := append(append([]string{}, req.Env...), a.cfg.MPI.Env...)
 	mk := func(name, role string, rank int, addr netip.Prefix, argv []string) podSpec {
 		return podSpec{Name: name, Hostname: name, Role: role, Rank: rank, Addr: addr, Argv: argv,
-			Env: env, Dir: req.Dir, UID: c.UID, GID: c.GID, Groups: c.Groups}
+			Env: env, Dir: req.Dir, UID: c.UID, GID: c.GID, Groups: c.Groups, Node: a.node}
 	}
 	if req.Plain {
 		// mpi.env applies here too: an MPICH program run with one rank
@@ -205,8 +207,11 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	} else {
 		rec.Pods = append(rec.Pods, mk(id+"-mpiexec", "mpiexec", -1, addrs[0], nil))
 		hosts := make([]string, req.NP)
+		placed := placeRanks(req.NP, nodes)
 		for r := 0; r < req.NP; r++ {
-			rec.Pods = append(rec.Pods, mk(fmt.Sprintf("%s-r%d", id, r), "rank", r, addrs[r+1], nil))
+			spec := mk(fmt.Sprintf("%s-r%d", id, r), "rank", r, addrs[r+1], nil)
+			spec.Node = placed[r]
+			rec.Pods = append(rec.Pods, spec)
 			hosts[r] = addrs[r+1].Addr().String()
 		}
 		rec.Pods[0].Argv = launcher.MpiexecArgv(a.cfg.MPI.Mpiexec, hosts, req.NP, req.Argv)
@@ -220,7 +225,7 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 		allocMu.Unlock()
 		return nil, err
 	}
-	j := &job{rec: rec, out: out, pods: map[string]*podRuntime{}}
+	j := &job{rec: rec, out: out}
 	j.op.Lock()
 	defer j.op.Unlock()
 	a.mu.Lock()
@@ -230,7 +235,7 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	if err := a.persist(j); err != nil {
 		return nil, err
 	}
-	a.log.Info("starting job", "job", id, "name", req.Name, "user", c.User, "np", req.NP, "plain", req.Plain)
+	a.log.Info("starting job", "job", id, "name", req.Name, "user", c.User, "np", req.NP, "plain", req.Plain, "nodes", nodes)
 	if err := a.startPods(ctx, j); err != nil {
 		a.teardown(j, api.Frame{Error: "the job could not start: " + err.Error()})
 		a.setState(j, api.StateFailed, err.Error())
@@ -245,30 +250,29 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 const launchTimeout = 60 * time.Second
 
 // startPods starts a new job's pods: for MPI, mpiexec's pod first, then one
-// pod per hydra proxy, each proxy as PID 1 of its rank's pod.
+// pod per hydra proxy, each proxy as PID 1 of its rank's pod, on its node.
 func (a *Agent) startPods(ctx context.Context, j *job) error {
-	specs := j.rec.Pods
-	sink := a.jobSink(j)
-	if j.rec.Request.Plain {
-		p, err := a.host.start(ctx, specs[0], sink)
-		if err != nil {
-			return err
-		}
-		a.addPod(j, p)
-		return nil
-	}
-	gate := newLaunchGate(len(specs)-1, sink)
-	mpiexec, err := a.host.start(ctx, specs[0], func(stream string, data []byte) {
-		if stream == "stdout" {
-			gate.write(data)
-			return
-		}
-		sink(stream, data)
-	})
+	j.mu.Lock()
+	specs := append([]podSpec(nil), j.rec.Pods...)
+	j.live = true
+	j.gen++
+	gen := j.gen
+	j.mu.Unlock()
+	self, err := a.client(a.node, j.owner())
 	if err != nil {
 		return err
 	}
-	a.addPod(j, mpiexec)
+	if j.rec.Request.Plain {
+		if _, err := self.do(ctx, opStart, nodeReq{Job: j.id(), Spec: &specs[0]}); err != nil {
+			return err
+		}
+		go a.watchMain(j, gen)
+		return nil
+	}
+	gate := newLaunchGate(len(specs)-1, a.jobSink(j))
+	if err := a.startMpiexec(ctx, j, specs[0], gate); err != nil {
+		return err
+	}
 	var res launchResult
 	select {
 	case res = <-gate.result:
@@ -278,64 +282,125 @@ func (a *Agent) startPods(ctx context.Context, j *job) error {
 	if res.err != nil {
 		// mpiexec failed by itself (bad arguments, say): what it printed
 		// is in the job's output; its exit status is the job's.
-		<-mpiexec.exited
-		return fmt.Errorf("mpiexec: %w (exit status %d)", res.err, mpiexec.exitCode())
+		code, _ := self.do(ctx, opWait, nodeReq{Job: j.id(), Pods: []string{specs[0].Name}})
+		return fmt.Errorf("mpiexec: %w (exit status %d)", res.err, code.ExitCode)
 	}
-	for _, l := range res.launches {
+	// The ranks start at once on all their nodes.
+	var wg sync.WaitGroup
+	errs := make([]error, len(res.launches))
+	for i, l := range res.launches {
 		spec := specs[1+l.ID]
 		spec.Argv = l.Argv
-		p, err := a.host.start(ctx, spec, sink)
-		if err != nil {
-			return err
-		}
 		j.mu.Lock()
 		j.rec.Pods[1+l.ID].Argv = l.Argv
 		j.mu.Unlock()
-		a.addPod(j, p)
+		wg.Add(1)
+		go func(i int, spec podSpec) {
+			defer wg.Done()
+			nc, err := a.client(spec.Node, j.owner())
+			if err == nil {
+				_, err = nc.do(ctx, opStart, nodeReq{Job: j.id(), Coordinator: a.node, Spec: &spec})
+			}
+			errs[i] = err
+		}(i, spec)
 	}
+	wg.Wait()
+	for node := range j.byNode() {
+		a.follow(j, node)
+	}
+	if err := a.persist(j); err != nil {
+		return err
+	}
+	go a.watchMain(j, gen)
+	return errors.Join(errs...)
+}
+
+// startMpiexec starts mpiexec's pod on this node, its stdout going through
+// gate until hydra has printed its proxy launch lines.
+func (a *Agent) startMpiexec(ctx context.Context, j *job, spec podSpec, gate *launchGate) error {
+	c := j.owner()
+	s, err := a.podSetFor(c, j.id(), a.node)
+	if err != nil {
+		return err
+	}
+	sink := s.sink
+	p, err := a.host.start(ctx, spec, func(stream string, data []byte) {
+		if stream == "stdout" {
+			gate.write(data)
+			return
+		}
+		sink(stream, data)
+	})
+	if err != nil {
+		a.persistSet(s)
+		return err
+	}
+	s.mu.Lock()
+	s.pods[p.spec.Name] = p
+	s.mu.Unlock()
+	a.persistSet(s)
 	return nil
 }
 
-// addPod registers a running pod and, for the job's main pod, watches for
-// the end of the job.
-func (a *Agent) addPod(j *job, p *podRuntime) {
-	j.mu.Lock()
-	j.pods[p.spec.Name] = p
-	if j.rec.Netns == nil {
-		j.rec.Netns = map[string]uint64{}
-	}
-	j.rec.Netns[p.spec.Name] = p.ns.ino
-	j.mu.Unlock()
-	if err := a.persist(j); err != nil {
-		a.log.Error("saving job state", "job", j.id(), "err", err)
-	}
-	if p.spec.Role != "rank" {
-		go a.watchMain(j, p)
-	}
-}
-
 // watchMain waits for the job's main process to end and then ends the job,
-// unless the agent itself stopped it.
-func (a *Agent) watchMain(j *job, p *podRuntime) {
-	<-p.exited
+// unless the agent itself stopped it or the run (or the main pod's place)
+// changed meanwhile.
+func (a *Agent) watchMain(j *job, gen int) {
+	main, ok := j.mainPod()
+	if !ok {
+		return
+	}
+	current := func() bool {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return j.gen == gen && j.live
+	}
+	var code int
+	for {
+		if !current() {
+			return
+		}
+		nc, err := a.client(main.Node, j.owner())
+		if err != nil {
+			a.log.Error("watching the main pod", "job", j.id(), "err", err)
+			return
+		}
+		resp, err := nc.do(context.Background(), opWait, nodeReq{Job: j.id(), Pods: []string{main.Name}})
+		if err == nil {
+			code = resp.ExitCode
+			break
+		}
+		if errors.Is(err, errNotFound) || isStatus(err, http.StatusNotFound) {
+			code = -1
+			break
+		}
+		// The node did not answer: try again while the run lasts.
+		a.log.Warn("cannot reach the main pod's node", "job", j.id(), "node", main.Node, "err", err)
+		time.Sleep(time.Second)
+	}
 	j.op.Lock()
 	defer j.op.Unlock()
 	j.mu.Lock()
-	current := j.pods[p.spec.Name] == p
-	ending := j.ending
+	stale := j.gen != gen || !j.live || j.ending
 	j.mu.Unlock()
-	if !current || ending {
+	if stale {
 		return
 	}
-	code := p.exitCode()
 	// The other pods end by themselves once mpiexec is gone; give them a
 	// moment before killing what is left.
-	deadline := time.After(10 * time.Second)
-	for _, q := range j.podList() {
-		select {
-		case <-q.exited:
-		case <-deadline:
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := a.onNodes(context.Background(), j, opPods, func(_ string, pods []string) nodeReq {
+			return nodeReq{Job: j.id(), Pods: pods}
+		})
+		left := 0
+		for _, r := range resp {
+			left += len(r.Pods)
 		}
+		if err != nil || left == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	a.teardown(j, api.Frame{Exit: &api.ExitInfo{Code: code}})
 	j.mu.Lock()
@@ -345,24 +410,31 @@ func (a *Agent) watchMain(j *job, p *podRuntime) {
 	a.log.Info("job ended", "job", j.id(), "exit", code)
 }
 
-// teardown removes all of the job's pods and then appends the frame that ends
-// the current run, after the last byte of the pods' output.
+// isStatus tells whether err is an agent's answer with that HTTP status.
+func isStatus(err error, status int) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Status == status
+}
+
+// teardown removes all of the job's pods, on every node, and then appends
+// the frame that ends the current run, after the last byte of the pods'
+// output.
 func (a *Agent) teardown(j *job, final api.Frame) {
 	j.mu.Lock()
 	j.ending = true
 	j.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, p := range j.podList() {
-		wg.Add(1)
-		go func(p *podRuntime) {
-			defer wg.Done()
-			a.host.destroy(p)
-		}(p)
+	resp, err := a.onNodes(context.Background(), j, opDestroy, func(_ string, pods []string) nodeReq {
+		return nodeReq{Job: j.id(), Pods: pods}
+	})
+	if err != nil {
+		a.log.Error("removing the job's pods", "job", j.id(), "err", err)
 	}
-	wg.Wait()
+	for node, r := range resp {
+		a.unfollow(j, node, r.OutputEnd)
+	}
+	a.stopFollowers(j)
 	j.mu.Lock()
-	j.pods = map[string]*podRuntime{}
-	j.rec.Netns = nil
+	j.live = false
 	j.ending = false
 	j.mu.Unlock()
 	j.out.append(final)
@@ -457,77 +529,71 @@ func (a *Agent) Checkpoint(ctx context.Context, c caller, ref string, stop bool)
 
 func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *store.Manifest, err error) {
 	t0 := time.Now()
-	pods := j.podList()
+	j.mu.Lock()
+	specs := append([]podSpec(nil), j.rec.Pods...)
+	j.mu.Unlock()
 	phases := map[string]int64{}
 	pend, err := a.store.Begin(j.id(), store.Owner{UID: j.rec.UID, GID: j.rec.GID})
 	if err != nil {
 		return nil, fmt.Errorf("start checkpoint: %w", err)
 	}
+	groups := j.byNode()
 	log := a.log.With("job", j.id(), "checkpoint", pend.ID(), "stop", stop)
-	log.Info("checkpoint started", "pods", len(pods))
-	stopped := false
+	log.Info("checkpoint started", "pods", len(specs), "nodes", len(groups))
 	defer func() {
 		if err == nil {
 			return
 		}
 		_ = pend.Abort()
-		if stopped {
-			for _, p := range pods {
-				p.resumeStopped()
-			}
+		// Undo on every node: stopped pods go on, traffic flows again.
+		if _, rerr := a.onNodes(context.Background(), j, opResume, func(_ string, pods []string) nodeReq {
+			return nodeReq{Job: j.id(), Pods: pods}
+		}); rerr != nil {
+			log.Error("resuming the job after the failed checkpoint", "err", rerr)
 		}
-		a.unblockAll(j, pods)
 		log.Warn("checkpoint failed; the job runs on", "err", err)
 	}()
-	// 1. Hold every pod's traffic.
-	if err := parallel(pods, func(p *podRuntime) error { return blockPodTraffic(ctx, p.nsPath) }); err != nil {
-		return nil, err
+	for _, sp := range specs {
+		if _, err := pend.PodDir(sp.Name); err != nil {
+			return nil, err
+		}
+	}
+	// 1. Hold every pod's traffic, on every node.
+	if _, err := a.onNodes(ctx, j, opBlock, func(_ string, pods []string) nodeReq {
+		return nodeReq{Job: j.id(), Pods: pods}
+	}); err != nil {
+		return nil, fmt.Errorf("block traffic: %w", err)
 	}
 	t1 := time.Now()
 	phases["block"] = t1.Sub(t0).Milliseconds()
-	// 2. Dump every pod.
-	stopped = stop
-	workRoot := filepath.Join(a.jobDir(j.id()), "criu", pend.ID())
-	defer func() {
-		if err == nil {
-			os.RemoveAll(workRoot)
-		}
-	}()
-	images := make([]store.PodImage, len(pods))
-	for i, p := range pods {
-		images[i] = store.PodImage{Name: p.spec.Name, Role: p.spec.Role, Rank: p.spec.Rank,
-			IP: p.spec.Addr.Addr().String(), MAC: podMAC(p.spec.Addr.Addr()).String(),
-			Hostname: p.spec.Hostname, Node: a.node, Extra: map[string]string{}}
-		for k, v := range p.pipes {
-			images[i].Extra[k] = v
-		}
-	}
-	idx := map[*podRuntime]int{}
-	for i, p := range pods {
-		idx[p] = i
-	}
-	err = parallel(pods, func(p *podRuntime) error {
-		dir, err := pend.PodDir(p.spec.Name)
-		if err != nil {
-			return err
-		}
-		work := filepath.Join(workRoot, p.spec.Name)
-		if err := os.MkdirAll(work, 0o700); err != nil {
-			return err
-		}
-		st, err := a.host.criu.dump(ctx, dumpOptions{Pid: p.pid, ImagesDir: dir, WorkDir: work,
-			NetnsPath: p.nsPath, KeepRunning: !stop, UID: p.spec.UID, GID: p.spec.GID, Timeout: a.cfg.CRIU.Timeout.Duration})
-		if err != nil {
-			return fmt.Errorf("pod %s: %w", p.spec.Name, err)
-		}
-		images[idx[p]].DumpMillis = st.Duration.Milliseconds()
-		return nil
+	// 2. Dump every pod, on every node at once. A node that does not answer
+	// within the CRIU timeout (and a margin) fails the checkpoint.
+	dctx, cancel := context.WithTimeout(ctx, a.cfg.CRIU.Timeout.Duration+15*time.Second)
+	defer cancel()
+	dumps, err := a.onNodes(dctx, j, opDump, func(_ string, pods []string) nodeReq {
+		return nodeReq{Job: j.id(), Pods: pods, Images: pend.ID(), Stop: stop}
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dump: %w", err)
 	}
 	t2 := time.Now()
 	phases["dump"] = t2.Sub(t1).Milliseconds()
+	byPod := map[string]podDump{}
+	for _, r := range dumps {
+		for _, d := range r.Dumps {
+			byPod[d.Pod] = d
+		}
+	}
+	images := make([]store.PodImage, len(specs))
+	for i, sp := range specs {
+		d, ok := byPod[sp.Name]
+		if !ok {
+			return nil, fmt.Errorf("node %s did not report the dump of pod %s", sp.Node, sp.Name)
+		}
+		images[i] = store.PodImage{Name: sp.Name, Role: sp.Role, Rank: sp.Rank,
+			IP: sp.Addr.Addr().String(), MAC: podMAC(sp.Addr.Addr()).String(),
+			Hostname: sp.Hostname, Node: nodeOr(sp.Node, a.node), DumpMillis: d.DumpMS, Extra: d.Pipes}
+	}
 	// 3. Commit: the checkpoint becomes visible, complete, or not at all.
 	spec, err := j.spec()
 	if err != nil {
@@ -551,7 +617,11 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 		a.teardown(j, api.Frame{Stopped: &api.StoppedInfo{Checkpoint: m.ID}})
 		a.setState(j, api.StateStopped, "stopped at checkpoint "+m.ID)
 	} else {
-		a.unblockAll(j, pods)
+		if _, err := a.onNodes(context.Background(), j, opResume, func(_ string, pods []string) nodeReq {
+			return nodeReq{Job: j.id(), Pods: pods}
+		}); err != nil {
+			log.Error("resuming the job after its checkpoint", "err", err)
+		}
 		if err := a.persist(j); err != nil {
 			log.Error("saving job state", "err", err)
 		}
@@ -561,12 +631,11 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	return m, nil
 }
 
-func (a *Agent) unblockAll(j *job, pods []*podRuntime) {
-	for _, p := range pods {
-		if err := unblockPodTraffic(context.Background(), p.nsPath); err != nil {
-			a.log.Error("unblocking pod traffic", "job", j.id(), "pod", p.spec.Name, "err", err)
-		}
+func nodeOr(node, def string) string {
+	if node == "" {
+		return def
 	}
+	return node
 }
 
 // parallel runs fn for every pod at once and joins their errors.
@@ -587,7 +656,10 @@ func parallel(pods []*podRuntime, fn func(*podRuntime) error) error {
 // Restart restores a job that is not running from one of its checkpoints
 // (the latest good one if id is empty), every pod with its address and MAC,
 // and lets the pods' traffic flow only once all of them are restored.
-func (a *Agent) Restart(ctx context.Context, c caller, ref, id string) (*job, int64, error) {
+func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []string) (*job, int64, error) {
+	if err := a.checkNodes(nodes); err != nil {
+		return nil, 0, err
+	}
 	j, err := a.lookup(c, ref)
 	if errors.Is(err, errNotFound) {
 		j, err = a.adopt(c, ref, err)
@@ -630,6 +702,12 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string) (*job, in
 	if err := json.Unmarshal(m.Spec, &saved); err != nil || saved.ID != j.id() || m.Owner.UID != j.rec.UID {
 		return nil, 0, errorf(errConflict, "checkpoint %s does not belong to job %s", m.ID, j.id())
 	}
+	if node := a.peersHolding(ctx, c, j.id()); node != "" {
+		return nil, 0, errorf(errConflict, "job %s runs on node %s, its coordinator: stop it there first (cruz --node %s checkpoint --stop %s)", j.id(), node, node, j.id())
+	}
+	if err := a.place(saved.Pods, nodes); err != nil {
+		return nil, 0, err
+	}
 	allocMu.Lock()
 	used := a.usedAddrs(j.id())
 	for _, p := range saved.Pods {
@@ -646,13 +724,17 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string) (*job, in
 	}
 	j.mu.Lock()
 	j.rec.Pods, j.rec.ExitCode, j.rec.OutputStart = saved.Pods, nil, start
+	j.live = true
+	j.gen++
+	gen := j.gen
 	j.mu.Unlock()
 	a.setState(j, api.StateRestoring, "from checkpoint "+m.ID)
 	allocMu.Unlock()
 	log := a.log.With("job", j.id(), "checkpoint", m.ID)
-	log.Info("restart started", "pods", len(m.Pods))
+	log.Info("restart started", "pods", len(m.Pods), "nodes", len(j.byNode()))
+	_ = dir
 	t0 := time.Now()
-	if err := a.restorePods(ctx, j, m, dir); err != nil {
+	if err := a.restorePods(ctx, j, m, gen); err != nil {
 		a.teardown(j, api.Frame{Error: "restart failed: " + err.Error()})
 		j.mu.Lock()
 		j.rec.OutputStart = j.out.offset()
@@ -685,7 +767,7 @@ func (a *Agent) adopt(c caller, id string, notFound error) (*job, error) {
 	if err := json.Unmarshal(m.Spec, &rec); err != nil || rec.ID != id {
 		return nil, errorf(errConflict, "checkpoint %s of job %s has no usable job record", m.ID, id)
 	}
-	rec.State, rec.Message, rec.Netns, rec.OutputStart, rec.ExitCode = api.StateLost, "known from its checkpoints only", nil, 0, nil
+	rec.State, rec.Message, rec.OutputStart, rec.ExitCode = api.StateLost, "known from its checkpoints only", 0, nil
 	if err := os.MkdirAll(a.jobDir(id), 0o700); err != nil {
 		return nil, fmt.Errorf("create job directory: %w", err)
 	}
@@ -693,7 +775,7 @@ func (a *Agent) adopt(c caller, id string, notFound error) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &job{rec: rec, out: out, pods: map[string]*podRuntime{}}
+	j := &job{rec: rec, out: out}
 	a.mu.Lock()
 	if existing, ok := a.jobs[id]; ok {
 		a.mu.Unlock()
@@ -706,72 +788,72 @@ func (a *Agent) adopt(c caller, id string, notFound error) (*job, error) {
 	return j, a.persist(j)
 }
 
-func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, dir string) (err error) {
-	byName := map[string]podSpec{}
-	for _, s := range j.rec.Pods {
-		byName[s.Name] = s
-	}
-	// CRIU's logs stay in the job's run directory when the restore fails.
-	workRoot := filepath.Join(a.jobDir(j.id()), "criu", "restore-"+m.ID)
-	_ = os.RemoveAll(workRoot)
-	defer func() {
-		if err == nil {
-			os.RemoveAll(workRoot)
-		}
-	}()
-	sink := a.jobSink(j)
-	var mu sync.Mutex
-	var restored []*podRuntime
-	errs := make([]error, len(m.Pods))
-	var wg sync.WaitGroup
-	for i, img := range m.Pods {
-		spec, ok := byName[img.Name]
-		if !ok {
-			return fmt.Errorf("checkpoint %s has pod %s that its job spec lacks", m.ID, img.Name)
-		}
-		wg.Add(1)
-		go func(i int, img store.PodImage, spec podSpec) {
-			defer wg.Done()
-			work := filepath.Join(workRoot, img.Name)
-			if err := os.MkdirAll(work, 0o700); err != nil {
-				errs[i] = err
-				return
+// place puts the pods on nodes: without nodes, where the checkpoint had
+// them (pods of records without a node go to this one); with nodes, the
+// main pod on the first and the ranks spread over all of them in blocks.
+func (a *Agent) place(pods []podSpec, nodes []string) error {
+	if len(nodes) == 0 {
+		for i := range pods {
+			if pods[i].Node == "" {
+				pods[i].Node = a.node
 			}
-			p, err := a.host.restore(ctx, spec, filepath.Join(dir, img.Name), work, img.Extra, sink, a.cfg.CRIU.Timeout.Duration)
-			if err != nil {
-				errs[i] = err
-				return
+			if !a.isNode(pods[i].Node) {
+				return errorf(errConflict, "pod %s was on node %s, which this cluster does not have: choose nodes with --nodes", pods[i].Name, pods[i].Node)
 			}
-			mu.Lock()
-			restored = append(restored, p)
-			mu.Unlock()
-		}(i, img, spec)
+		}
+		return nil
 	}
-	wg.Wait()
+	var ranks []int
+	for i := range pods {
+		if pods[i].Role == "rank" {
+			ranks = append(ranks, i)
+		} else {
+			pods[i].Node = nodes[0]
+		}
+	}
+	for k, node := range placeRanks(len(ranks), nodes) {
+		pods[ranks[k]].Node = node
+	}
+	return nil
+}
+
+// restorePods restores every pod of the checkpoint on its node, with traffic
+// held everywhere until the last one is restored, then released at once.
+func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, gen int) error {
+	pipes := map[string]map[string]string{}
+	for _, img := range m.Pods {
+		pipes[img.Name] = img.Extra
+	}
 	j.mu.Lock()
-	for _, p := range restored {
-		j.pods[p.spec.Name] = p
-		if j.rec.Netns == nil {
-			j.rec.Netns = map[string]uint64{}
-		}
-		j.rec.Netns[p.spec.Name] = p.ns.ino
+	byName := map[string]podSpec{}
+	for _, sp := range j.rec.Pods {
+		byName[sp.Name] = sp
 	}
 	j.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	// Every pod is back: let the traffic flow, then watch the job.
-	if err := parallel(restored, func(p *podRuntime) error { return unblockPodTraffic(ctx, p.nsPath) }); err != nil {
-		return err
-	}
-	for _, p := range restored {
-		pushPendingTCP(p.ns.ino)
-	}
-	for _, p := range restored {
-		if p.spec.Role != "rank" {
-			go a.watchMain(j, p)
+	for _, img := range m.Pods {
+		if _, ok := byName[img.Name]; !ok {
+			return fmt.Errorf("checkpoint %s has pod %s that its job spec lacks", m.ID, img.Name)
 		}
 	}
+	if _, err := a.onNodes(ctx, j, opRestore, func(node string, pods []string) nodeReq {
+		req := nodeReq{Job: j.id(), Coordinator: a.node, Images: m.ID}
+		for _, name := range pods {
+			req.Restore = append(req.Restore, restorePod{Spec: byName[name], Pipes: pipes[name]})
+		}
+		return req
+	}); err != nil {
+		return err
+	}
+	for node := range j.byNode() {
+		a.follow(j, node)
+	}
+	// Every pod is back: let the traffic flow, then watch the job.
+	if _, err := a.onNodes(ctx, j, opRelease, func(_ string, pods []string) nodeReq {
+		return nodeReq{Job: j.id(), Pods: pods}
+	}); err != nil {
+		return err
+	}
+	go a.watchMain(j, gen)
 	return a.persist(j)
 }
 
@@ -787,15 +869,17 @@ func (a *Agent) Signal(c caller, ref string, sig syscall.Signal) error {
 	if err != nil {
 		return err
 	}
-	p := j.mainPod()
-	if p == nil {
+	main, ok := j.mainPod()
+	if !ok || !j.hasPods() {
 		return errorf(errConflict, "job %s is %s: it has no process to signal", j.id(), j.state())
 	}
-	if terminatesByDefault(sig) && !handlesSignal(p.pid, sig) {
-		sig = unix.SIGKILL
+	nc, err := a.client(main.Node, j.owner())
+	if err != nil {
+		return err
 	}
 	a.log.Info("signal", "job", j.id(), "signal", sig.String(), "by", c.UID)
-	return p.signal(sig)
+	_, err = nc.do(context.Background(), opSignal, nodeReq{Job: j.id(), Pods: []string{main.Name}, Signal: int(sig)})
+	return err
 }
 
 func terminatesByDefault(sig syscall.Signal) bool {

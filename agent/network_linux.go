@@ -230,3 +230,20 @@ func deleteLinkByName(name string) error {
 	}
 	return netlink.LinkDel(l)
 }
+
+// setBridgeAddress puts the node's address on the pod LAN (network.address)
+// on the pod bridge, if it is not there yet.
+func setBridgeAddress(bridge, cidr string) error {
+	l, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("find pod bridge %s: %w", bridge, err)
+	}
+	addr, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return fmt.Errorf("network.address %q: %w", cidr, err)
+	}
+	if err := netlink.AddrReplace(l, addr); err != nil {
+		return fmt.Errorf("put network.address %s on bridge %s: %w", cidr, bridge, err)
+	}
+	return nil
+}

@@ -81,6 +81,11 @@ func (o *outputLog) close() {
 // follow calls fn for every frame from offset from on, until a terminal frame
 // (which fn also gets), ctx ends, or fn returns an error.
 func (o *outputLog) follow(ctx context.Context, from int64, fn func(api.Frame) error) error {
+	return o.followOffsets(ctx, from, func(f api.Frame, _ int64) error { return fn(f) })
+}
+
+// followOffsets is follow that also passes the offset each frame ends at.
+func (o *outputLog) followOffsets(ctx context.Context, from int64, fn func(api.Frame, int64) error) error {
 	f, err := os.Open(o.path)
 	if err != nil {
 		return fmt.Errorf("open job output log: %w", err)
@@ -91,6 +96,7 @@ func (o *outputLog) follow(ctx context.Context, from int64, fn func(api.Frame) e
 	}
 	r := bufio.NewReaderSize(f, 64<<10)
 	var partial []byte
+	off := from
 	for {
 		o.mu.Lock()
 		wait, closed := o.changed, o.closed
@@ -105,11 +111,12 @@ func (o *outputLog) follow(ctx context.Context, from int64, fn func(api.Frame) e
 				line = append(partial, line...)
 				partial = nil
 			}
+			off += int64(len(line))
 			var fr api.Frame
 			if json.Unmarshal(line, &fr) != nil {
 				continue
 			}
-			if err := fn(fr); err != nil {
+			if err := fn(fr, off); err != nil {
 				return err
 			}
 			if fr.Terminal() {

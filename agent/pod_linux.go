@@ -37,6 +37,9 @@ type podSpec struct {
 	UID      uint32       `json:"uid"`
 	GID      uint32       `json:"gid"`
 	Groups   []uint32     `json:"groups,omitempty"`
+	// Node is the node the pod is placed on ("" in records of older
+	// agents: the coordinator's node).
+	Node string `json:"node,omitempty"`
 }
 
 // podRuntime is a live pod on this node.

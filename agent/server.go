@@ -179,6 +179,11 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/jobs/{job}/restart", a.withCaller(a.handleRestart))
 	mux.HandleFunc("GET /v1/jobs/{job}/attach", a.withCaller(a.handleAttach))
 	mux.HandleFunc("POST /v1/jobs/{job}/signal", a.withCaller(a.handleSignal))
+	mux.HandleFunc("POST /v1/jobs/{job}/migrate", a.withCaller(a.handleMigrate))
+	mux.HandleFunc("POST /v1/drain", a.withCaller(a.handleDrain))
+	// Between agents only (see nodeops.go).
+	mux.HandleFunc("POST /v1/node/{op}", a.withCaller(a.handleNodeOp))
+	mux.HandleFunc("GET /v1/node/jobs/{job}/output", a.withCaller(a.handleNodeOutput))
 	return mux
 }
 
@@ -258,17 +263,23 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request, c caller) erro
 func (a *Agent) info(j *job) api.Job {
 	j.mu.Lock()
 	rec := j.rec
-	pids := map[string]int{}
-	for name, p := range j.pods {
-		pids[name] = p.pid
-	}
 	j.mu.Unlock()
+	pids := map[string]int{}
+	a.mu.Lock()
+	if s := a.sets[rec.ID]; s != nil {
+		s.mu.Lock()
+		for name, p := range s.pods {
+			pids[name] = p.pid
+		}
+		s.mu.Unlock()
+	}
+	a.mu.Unlock()
 	out := api.Job{ID: rec.ID, Name: rec.Name, User: rec.User, UID: rec.UID, State: rec.State, Message: rec.Message,
 		NP: rec.Request.NP, Argv: rec.Request.Argv, ExitCode: rec.ExitCode, Created: rec.Created, Updated: rec.Updated,
 		LastCheckpoint: rec.LastCheckpoint, Pods: []api.Pod{}}
 	for _, p := range rec.Pods {
 		out.Pods = append(out.Pods, api.Pod{Name: p.Name, Role: p.Role, Rank: p.Rank, Hostname: p.Hostname,
-			IP: p.Addr.Addr().String(), MAC: podMAC(p.Addr.Addr()).String(), PID: pids[p.Name], Node: a.node})
+			IP: p.Addr.Addr().String(), MAC: podMAC(p.Addr.Addr()).String(), PID: pids[p.Name], Node: nodeOr(p.Node, a.node)})
 	}
 	if list, _, err := a.store.List(rec.ID); err == nil {
 		out.Checkpoints = len(list)
@@ -299,7 +310,7 @@ func (a *Agent) handleRestart(w http.ResponseWriter, r *http.Request, c caller) 
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	j, from, err := a.Restart(r.Context(), c, r.PathValue("job"), req.Checkpoint)
+	j, from, err := a.Restart(r.Context(), c, r.PathValue("job"), req.Checkpoint, req.Nodes)
 	if err != nil {
 		return err
 	}

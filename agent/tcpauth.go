@@ -144,7 +144,8 @@ func (a *Agent) tcpAuth(key []byte, nonces *nonceCache, now func() time.Time, ne
 		r.ContentLength = int64(len(body))
 		id := h.Identity
 		c := caller{UID: id.UID, GID: id.GID, Groups: id.Groups, User: id.User}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+		ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, c), peerKey{}, true)
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -22,16 +23,24 @@ import (
 const usage = `usage: cruz [--socket PATH | --node NODE] COMMAND [ARGS]
 
 Commands:
-  run [--name NAME] [--np N] [--plain] -- CMD ARGS...
+  run [--name NAME] [--np N] [--nodes N1,N2,..] [--plain] -- CMD ARGS...
                         start an MPI job of N ranks, each in its own pod, and
                         stream its output; exits with the job's status
                         (75 if a checkpoint stopped it); with --np 1 (the
-                        default) or --plain, CMD runs as is in one pod
+                        default) or --plain, CMD runs as is in one pod; the
+                        ranks are spread in blocks over --nodes (default:
+                        every node of the cluster)
   checkpoint [--stop] [--json] JOB
                         checkpoint a running job; --stop ends it there
-  restart [--checkpoint ID] JOB
+  restart [--checkpoint ID] [--nodes N1,N2,..] JOB
                         restore a job from a checkpoint (default: the latest
-                        good one) and stream it like run
+                        good one) and stream it like run; --nodes restores
+                        its pods there (mpiexec on the first, ranks spread
+                        in blocks), else where they were
+  migrate --rank R | --pod NAME --to NODE [--json] JOB
+                        move one pod of a running job to NODE, live; prints
+                        the downtime the pod saw
+  drain [--json] NODE   (root) move every pod off NODE
   status [--json] [JOB] list your jobs, or show one
   checkpoints [--json] JOB
                         list a job's checkpoints (ids, times, sizes, phases)
@@ -84,7 +93,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func(context.Context, *api.Client, []string, io.Writer, io.Writer) int{
 		"run": cmdRun, "checkpoint": cmdCheckpoint, "restart": cmdRestart, "status": cmdStatus,
 		"checkpoints": cmdCheckpoints, "attach": cmdAttach, "signal": cmdSignal, "rm": cmdRemove,
-		"version": cmdVersion,
+		"version": cmdVersion, "migrate": cmdMigrate, "drain": cmdDrain,
 	}
 	run, ok := cmds[cmd]
 	if !ok {
@@ -149,7 +158,12 @@ func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io
 	name := fs.String("name", "", "job name (default: the command's name)")
 	np := fs.Int("np", 1, "number of MPI ranks, one pod each (1: CMD runs as is in one pod)")
 	plain := fs.Bool("plain", false, "run CMD as is in one pod, without mpiexec (the default for --np 1)")
+	nodes := fs.String("nodes", "", "comma-separated nodes to spread the ranks over (default: every node)")
 	if err := fs.Parse(args); err != nil {
+		return usageError(stderr, err)
+	}
+	nodeList, err := splitNodes(*nodes)
+	if err != nil {
 		return usageError(stderr, err)
 	}
 	argv := fs.Args()
@@ -165,7 +179,7 @@ func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io
 	if *np == 1 {
 		*plain = true
 	}
-	s, err := c.Run(ctx, api.RunRequest{Name: *name, NP: *np, Argv: argv, Env: os.Environ(), Dir: dir, Plain: *plain})
+	s, err := c.Run(ctx, api.RunRequest{Name: *name, NP: *np, Argv: argv, Env: os.Environ(), Dir: dir, Plain: *plain, Nodes: nodeList})
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -175,11 +189,16 @@ func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io
 func cmdRestart(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("restart", stderr)
 	ckpt := fs.String("checkpoint", "", "checkpoint id (default: the latest good one)")
-	pos, err := parse(fs, args, 1, 1, "[--checkpoint ID] JOB")
+	nodes := fs.String("nodes", "", "comma-separated nodes to restore the pods on (default: where they were)")
+	pos, err := parse(fs, args, 1, 1, "[--checkpoint ID] [--nodes N1,N2,..] JOB")
 	if err != nil {
 		return usageError(stderr, err)
 	}
-	s, err := c.Restart(ctx, pos[0], api.RestartRequest{Checkpoint: *ckpt})
+	nodeList, err := splitNodes(*nodes)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	s, err := c.Restart(ctx, pos[0], api.RestartRequest{Checkpoint: *ckpt, Nodes: nodeList})
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -261,9 +280,9 @@ func cmdStatus(ctx context.Context, c *api.Client, args []string, stdout, stderr
 		}
 		fmt.Fprintln(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "POD\tROLE\tIP\tMAC\tPID")
+		fmt.Fprintln(tw, "POD\tROLE\tNODE\tIP\tMAC\tPID")
 		for _, p := range j.Pods {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.Role, p.IP, p.MAC, pidString(p.PID))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Role, p.Node, p.IP, p.MAC, pidString(p.PID))
 		}
 		tw.Flush()
 	}
@@ -389,4 +408,71 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%dB", n)
+}
+
+// splitNodes parses a --nodes list: comma-separated node names.
+func splitNodes(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			return nil, fmt.Errorf("--nodes %q has an empty name: give node names separated by commas, e.g. --nodes node2,node4", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func cmdMigrate(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("migrate", stderr)
+	rank := fs.Int("rank", -1, "the rank whose pod moves")
+	pod := fs.String("pod", "", "the pod that moves (instead of --rank), e.g. JOB-mpiexec")
+	to := fs.String("to", "", "the node it moves to")
+	asJSON := fs.Bool("json", false, "print the migration as JSON")
+	const what = "--rank R | --pod NAME --to NODE [--json] JOB"
+	pos, err := parse(fs, args, 1, 1, what)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	req := api.MigrateRequest{Pod: *pod, To: *to}
+	if *rank >= 0 {
+		req.Rank = rank
+	}
+	if (req.Rank == nil) == (*pod == "") || *to == "" {
+		return usageError(stderr, errors.New("usage: cruz migrate "+what+" (give one of --rank and --pod, and --to)"))
+	}
+	var m api.Migration
+	if err := c.Call(ctx, "POST", "/v1/jobs/"+url.PathEscape(pos[0])+"/migrate", req, &m); err != nil {
+		return fail(stderr, err)
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, m)
+	}
+	fmt.Fprintf(stdout, "%s moved from %s to %s: downtime %d ms (dump %d ms, restore %d ms, %s)\n",
+		m.Pod, m.From, m.To, m.DowntimeMS, m.DumpMS, m.RestoreMS, humanBytes(m.Bytes))
+	return 0
+}
+
+func cmdDrain(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("drain", stderr)
+	asJSON := fs.Bool("json", false, "print the migrations as JSON")
+	pos, err := parse(fs, args, 1, 1, "[--json] NODE")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	var res api.DrainResult
+	if err := c.Call(ctx, "POST", "/v1/drain", api.DrainRequest{Node: pos[0]}, &res); err != nil {
+		return fail(stderr, err)
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, res)
+	}
+	for _, m := range res.Migrations {
+		fmt.Fprintf(stdout, "%s moved from %s to %s: downtime %d ms\n", m.Pod, m.From, m.To, m.DowntimeMS)
+	}
+	fmt.Fprintf(stdout, "node %s is drained: %d pods moved\n", res.Node, len(res.Migrations))
+	return 0
 }

@@ -219,3 +219,22 @@ func (s *Stream) Next() (*Frame, error) {
 
 // Close ends the stream (the job goes on).
 func (s *Stream) Close() error { return s.body.Close() }
+
+// Call makes any API request: in is sent as JSON (if not nil), the answer
+// decoded into out (if not nil). Agents use it for their node operations.
+func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, method, path, in, out)
+}
+
+// OpenStream makes a request whose answer is newline-delimited JSON and
+// returns its body for the caller to decode.
+func (c *Client) OpenStream(ctx context.Context, method, path string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, method, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// CloseIdle closes the client's idle connections.
+func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }

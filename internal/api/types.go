@@ -19,6 +19,9 @@ type RunRequest struct {
 	Dir  string   `json:"dir"`
 	// Plain runs argv as is, in one pod, without MPI.
 	Plain bool `json:"plain,omitempty"`
+	// Nodes to spread the ranks over (block distribution); empty: every
+	// node of the cluster. mpiexec's pod runs on the agent's own node.
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // CheckpointRequest asks for a checkpoint of a running job.
@@ -30,6 +33,47 @@ type CheckpointRequest struct {
 // RestartRequest restores a job from a checkpoint ("" = latest good one).
 type RestartRequest struct {
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// Nodes to restore the pods on: mpiexec's pod on the first, the ranks
+	// spread over all of them in blocks. Empty: where the checkpoint was taken.
+	Nodes []string `json:"nodes,omitempty"`
+}
+
+// MigrateRequest moves one pod of a running job to another node, live.
+type MigrateRequest struct {
+	// Rank selects the rank's pod; Pod names a pod instead (e.g. the
+	// mpiexec pod, JOB-mpiexec).
+	Rank *int   `json:"rank,omitempty"`
+	Pod  string `json:"pod,omitempty"`
+	To   string `json:"to"`
+}
+
+// Migration reports a finished migration.
+type Migration struct {
+	Job  string `json:"job"`
+	Pod  string `json:"pod"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	// DowntimeMS is how long the pod's traffic was held: from the block
+	// before its dump to the release after its restore.
+	DowntimeMS int64 `json:"downtime_ms"`
+	DumpMS     int64 `json:"dump_ms"`
+	RestoreMS  int64 `json:"restore_ms"`
+	Bytes      int64 `json:"bytes"`
+}
+
+// DrainRequest moves every pod off a node.
+type DrainRequest struct {
+	Node string `json:"node"`
+	// OnlyHere: move only the pods of the jobs this agent coordinates (an
+	// agent asks each other agent this way).
+	OnlyHere bool `json:"only_here,omitempty"`
+}
+
+// DrainResult lists the migrations a drain made.
+type DrainResult struct {
+	Node       string      `json:"node"`
+	Migrations []Migration `json:"migrations"`
+	Errors     []string    `json:"errors,omitempty"`
 }
 
 // SignalRequest forwards a signal to the job (to mpiexec for MPI jobs).

@@ -102,7 +102,10 @@ type Node struct {
 	RunDir string `json:"run_dir"`
 	Config string `json:"config"`
 	Veth   string `json:"veth"` // its LAN veth in the root netns
-	Alive  bool   `json:"alive"`
+	// Addr is the node's own address on the pod LAN, where its agent
+	// listens (port AgentPort) for the other agents.
+	Addr  netip.Addr `json:"addr"`
+	Alive bool       `json:"alive"`
 }
 
 // State is what cluster.json holds.
@@ -193,6 +196,28 @@ func nodePool(sub netip.Prefix, k int) netip.Prefix {
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	v += uint32(k) << 8
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 24)
+}
+
+// AgentPort is the TCP port of every node agent's API on the pod LAN.
+const AgentPort = 7170
+
+// nodeAddr is node k's own address on the pod LAN: host k of the subnet's
+// first /24, which no node's pool uses.
+func nodeAddr(sub netip.Prefix, k int) netip.Addr {
+	a := sub.Masked().Addr()
+	for i := 0; i < k; i++ {
+		a = a.Next()
+	}
+	return a
+}
+
+// peers lists every node's agent as cluster.peers wants them.
+func peers(sub netip.Prefix, n int) []string {
+	out := make([]string, n)
+	for k := 1; k <= n; k++ {
+		out[k-1] = fmt.Sprintf("node%d=%s", k, netip.AddrPortFrom(nodeAddr(sub, k), AgentPort))
+	}
+	return out
 }
 
 func (o *Options) check() (netip.Prefix, error) {
@@ -315,7 +340,7 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan netlink.Link) (Node, chan struct{}, error) {
 	name := fmt.Sprintf("node%d", k)
 	run := filepath.Join(o.Dir, name)
-	n := Node{Name: name, RunDir: run, Socket: filepath.Join(run, "cruzd.sock"), Pool: nodePool(sub, k).String(),
+	n := Node{Name: name, RunDir: run, Socket: filepath.Join(run, "cruzd.sock"), Pool: nodePool(sub, k).String(), Addr: nodeAddr(sub, k),
 		Log: filepath.Join(run, "cruzd.log"), Config: filepath.Join(run, "cruzd.toml"), Veth: vethName(o.LAN, k)}
 	if err := os.MkdirAll(run, 0o755); err != nil {
 		return n, nil, fmt.Errorf("create run directory of %s: %w", name, err)
@@ -323,6 +348,11 @@ func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan 
 	cfg := config.Default()
 	cfg.Agent.Socket, cfg.Agent.RunDir, cfg.Agent.KeyFile, cfg.Agent.Hostname = n.Socket, run, st.KeyFile, name
 	cfg.Network.Subnet, cfg.Network.Pool, cfg.Network.Uplink = sub.String(), n.Pool, nodeUplink
+	// Agents talk to each other on the pod LAN, each at its node's own
+	// address, signed with the cluster key.
+	cfg.Network.Address = netip.PrefixFrom(n.Addr, sub.Bits()).String()
+	cfg.Agent.Listen = netip.AddrPortFrom(n.Addr, AgentPort).String()
+	cfg.Cluster.Peers = peers(sub, o.Nodes)
 	cfg.Store.Dir = o.Store
 	if err := cfg.Validate(); err != nil {
 		return n, nil, fmt.Errorf("config of %s: %w", name, err)

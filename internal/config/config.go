@@ -68,6 +68,7 @@ type Config struct {
 	Store   StoreConfig   `toml:"store"`
 	CRIU    CRIUConfig    `toml:"criu"`
 	MPI     MPIConfig     `toml:"mpi"`
+	Cluster ClusterConfig `toml:"cluster"`
 }
 
 // AgentConfig covers the daemon's own files. All paths are absolute because
@@ -100,6 +101,10 @@ type NetworkConfig struct {
 	// from (several nodes sharing one subnet each use their own pool).
 	// Empty means the whole subnet.
 	Pool string `toml:"pool"`
+	// Address, if set (CIDR inside Subnet), is put on the pod bridge, so
+	// that the node itself is a host of the pod LAN: the virtual cluster's
+	// agents talk to each other on it (agent.listen).
+	Address string `toml:"address"`
 }
 
 // StoreConfig locates checkpoint images.
@@ -118,6 +123,43 @@ type CRIUConfig struct {
 type MPIConfig struct {
 	Mpiexec string   `toml:"mpiexec"`
 	Env     []string `toml:"env"` // KEY=VALUE added to every pod
+}
+
+// ClusterConfig names the other nodes' agents, for jobs that span nodes.
+type ClusterConfig struct {
+	// Peers are "NAME=IP:PORT": each node's name (its host name) and its
+	// agent's agent.listen. This node may be listed too; it is skipped.
+	Peers []string `toml:"peers"`
+}
+
+// Peer is one entry of cluster.peers.
+type Peer struct {
+	Name string
+	Addr netip.AddrPort
+}
+
+// ParsePeer parses "NAME=IP:PORT".
+func ParsePeer(s string) (Peer, error) {
+	name, addr, ok := strings.Cut(s, "=")
+	if !ok || !isHostname(name) {
+		return Peer{}, fmt.Errorf("%s is not \"NAME=IP:PORT\" with a node name of letters, digits, '-' and '.' (example: %s)", show(s), show("node2=10.203.0.2:7170"))
+	}
+	if !isListenAddr(addr) {
+		return Peer{}, fmt.Errorf("%s: %s is not IP:PORT with an IP address literal and a port from 1 to 65535 (example: %s)", show(s), show(addr), show("node2=10.203.0.2:7170"))
+	}
+	return Peer{Name: name, Addr: netip.MustParseAddrPort(addr)}, nil
+}
+
+// PeerList returns cluster.peers parsed; invalid entries (which Validate
+// rules out) are left out.
+func (c Config) PeerList() []Peer {
+	var out []Peer
+	for _, s := range c.Cluster.Peers {
+		if p, err := ParsePeer(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Default returns the configuration cruzd uses when no file is given. The MPI
@@ -151,6 +193,7 @@ func Default() Config {
 			Mpiexec: "mpiexec",
 			Env:     []string{"UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0", "MPIR_CVAR_NOLOCAL=1"},
 		},
+		Cluster: ClusterConfig{Peers: []string{}},
 	}
 }
 
@@ -292,6 +335,9 @@ var wants = map[string]string{
 	"mpi":             "a table",
 	"mpi.mpiexec":     "a command name looked up in PATH or an absolute path",
 	"mpi.env":         `a list of "KEY=VALUE" strings`,
+	"network.address": "empty, or an IPv4 CIDR inside network.subnet (the node's address on the pod LAN), not a network or broadcast address",
+	"cluster":         "a table",
+	"cluster.peers":   `a list of "NAME=IP:PORT" strings, one per node agent`,
 }
 
 func (c Config) validate() []error {
@@ -350,6 +396,32 @@ func (c Config) validate() []error {
 			errs = append(errs, fmt.Errorf("network.pool: %s is not inside network.subnet %s; pick a part of the subnet (example: %s)",
 				show(c.Network.Pool), show(c.Network.Subnet), show(examplePool(sub))))
 		}
+	}
+
+	if c.Network.Address != "" {
+		sub := c.SubnetPrefix()
+		p, err := netip.ParsePrefix(c.Network.Address)
+		if err != nil || !p.Addr().Is4() || p.Addr() == p.Masked().Addr() {
+			bad("network.address", c.Network.Address)
+		} else if sub.IsValid() && (p.Bits() != sub.Bits() || !sub.Contains(p.Addr())) {
+			errs = append(errs, fmt.Errorf("network.address: %s is not inside network.subnet %s with its prefix length (example: %s)",
+				show(c.Network.Address), show(c.Network.Subnet), show(netip.PrefixFrom(sub.Addr().Next(), sub.Bits()).String())))
+		} else if pool := c.PoolPrefix(); c.Network.Pool != "" && pool.Contains(p.Addr()) {
+			errs = append(errs, fmt.Errorf("network.address: %s is inside network.pool %s, where pod addresses come from; pick one outside it",
+				show(c.Network.Address), show(c.Network.Pool)))
+		}
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Cluster.Peers {
+		p, err := ParsePeer(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cluster.peers[%d]: %w", i, err))
+			continue
+		}
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("cluster.peers[%d]: node %s is listed twice; keep one entry per node", i, show(p.Name)))
+		}
+		seen[p.Name] = true
 	}
 
 	if !isAbsPath(c.Store.Dir) {

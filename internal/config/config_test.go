@@ -369,6 +369,18 @@ func TestValidate(t *testing.T) {
 		{"pool outside subnet", func(c *Config) { c.Network.Pool = "10.204.1.0/24" },
 			`network.pool: "10.204.1.0/24" is not inside network.subnet "10.203.0.0/16"; pick a part of the subnet (example: "10.203.1.0/24")`},
 		{"pool wider than subnet", func(c *Config) { c.Network.Pool = "10.0.0.0/8" }, `network.pool: "10.0.0.0/8" is not inside network.subnet`},
+		{"address syntax", func(c *Config) { c.Network.Address = "10.203.0.2" }, `network.address: "10.203.0.2" is not empty, or an IPv4 CIDR`},
+		{"address is the network", func(c *Config) { c.Network.Address = "10.203.0.0/16" }, `network.address: "10.203.0.0/16" is not`},
+		{"address outside subnet", func(c *Config) { c.Network.Address = "10.9.0.2/16" },
+			`network.address: "10.9.0.2/16" is not inside network.subnet "10.203.0.0/16" with its prefix length (example: "10.203.0.1/16")`},
+		{"address in pool", func(c *Config) { c.Network.Pool = "10.203.1.0/24"; c.Network.Address = "10.203.1.9/16" },
+			`network.address: "10.203.1.9/16" is inside network.pool "10.203.1.0/24"`},
+		{"peer without name", func(c *Config) { c.Cluster.Peers = []string{"10.203.0.2:7170"} },
+			`cluster.peers[0]: "10.203.0.2:7170" is not "NAME=IP:PORT"`},
+		{"peer host name", func(c *Config) { c.Cluster.Peers = []string{"node2=node2:7170"} },
+			`cluster.peers[0]: "node2=node2:7170": "node2:7170" is not IP:PORT`},
+		{"peer twice", func(c *Config) { c.Cluster.Peers = []string{"n2=10.203.0.2:7170", "n2=10.203.0.3:7170"} },
+			`cluster.peers[1]: node "n2" is listed twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,6 +424,13 @@ func TestParseClusterNodeKeys(t *testing.T) {
 	// The pool may be the subnet itself.
 	_, err = parse(t, "version = 1\nnetwork.pool = \"10.203.0.0/16\"\n")
 	require.NoError(t, err)
+
+	// A node of a virtual cluster: its address on the pod LAN and its peers.
+	c, err = parse(t, "version = 1\n[network]\npool = \"10.203.2.0/24\"\naddress = \"10.203.0.2/16\"\n[cluster]\npeers = [\"node1=10.203.0.1:7170\", \"node2=10.203.0.2:7170\"]\n")
+	require.NoError(t, err)
+	assert.Equal(t, []Peer{{"node1", netip.MustParseAddrPort("10.203.0.1:7170")}, {"node2", netip.MustParseAddrPort("10.203.0.2:7170")}}, c.PeerList())
+	_, err = parse(t, "version = 1\n[cluster]\npeer = []\n")
+	requireErrorContains(t, err, "cluster.peer")
 
 	// The error names the file and the key.
 	_, err = parse(t, "version = 1\n[network]\nsubnet = \"192.168.0.0/24\"\npool = \"10.203.1.0/24\"\n")

@@ -241,6 +241,9 @@ func (p *Pending) Commit(m *Manifest) (warnings []string, err error) {
 	if p.state != stateOpen {
 		return nil, p.closedErr()
 	}
+	if p.final == "" {
+		return nil, errTransfer
+	}
 	p.state = stateAborted // until it succeeds
 	defer func() {
 		if err != nil {

@@ -286,7 +286,7 @@ func TestClusterUpRollsBack(t *testing.T) {
 }
 
 // TestClusterRestartOnAnotherNode: an MPI job stopped by a checkpoint on
-// node1 restarts on node2 from the shared store (node2 has never seen it and
+// node1 restarts, all of it on node2 (--nodes node2), from the shared store (node2 has never seen it and
 // adopts it from the checkpoint's signed record), every pod with its address
 // and MAC, and finishes with the output of an uninterrupted run. A user who
 // does not own the job cannot do the same.
@@ -310,7 +310,7 @@ func TestClusterRestartOnAnotherNode(t *testing.T) {
 	assert.Equal(t, 1, denied.Code)
 	assert.Contains(t, denied.Stderr, "your own jobs")
 
-	second := n2.cruz(u, dir, "restart", before.ID)
+	second := n2.cruz(u, dir, "restart", "--nodes", "node2", before.ID)
 	require.Equal(t, 0, second.Code, "restart on node2: %s", second.Stderr)
 	require.Equal(t, expectedAllreduce(np, iters), append(outputLines(first.Stdout), outputLines(second.Stdout)...))
 	after := n2.status(u, before.ID)

@@ -1,0 +1,247 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/testenv"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// podPID1 finds the host pid of the PID 1 of the pod with address ip, among
+// the processes of the test users in pods.
+func podPID1(t *testing.T, ip string) int {
+	t.Helper()
+	var hostNet unix.Stat_t
+	require.NoError(t, unix.Stat("/proc/self/ns/net", &hostNet))
+	for _, pid := range podProcesses(hostNet.Ino) {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		isInit := false
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(v)
+				isInit = len(f) > 1 && f[len(f)-1] == "1"
+			}
+		}
+		if !isInit {
+			continue
+		}
+		out, err := exec.Command("nsenter", "--net=/proc/"+fmt.Sprint(pid)+"/ns/net", "ip", "-o", "-4", "addr", "show", "eth0").CombinedOutput()
+		if err == nil && strings.Contains(string(out), " "+ip+"/") {
+			return pid
+		}
+	}
+	t.Fatalf("no pod PID 1 with address %s", ip)
+	return 0
+}
+
+// TestClusterCheckpointFails: a job of 4 ranks on 3 nodes; a checkpoint in
+// which one pod on another node than the coordinator's cannot be dumped
+// (something else already traces it, so CRIU cannot seize it) is reported
+// failed, naming the node and the pod; the job runs on and finishes right;
+// the previous checkpoint is still the latest, and restores to the same
+// result.
+func TestClusterCheckpointFails(t *testing.T) {
+	c := upCluster(t, 3)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 4, 60
+
+	run := n1.startCruz(u, dir, "run", "--name", "faulty", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	good := n1.checkpoint(u, "faulty")
+	j := n1.status(u, "faulty")
+	var victim api.Pod
+	for _, p := range j.Pods {
+		if p.Node == "node2" {
+			victim = p
+		}
+	}
+	require.NotEmpty(t, victim.Name, "a pod on node2")
+	pid := podPID1(t, victim.IP)
+
+	// Trace the pod's PID 1 from a thread of this test (PTRACE_SEIZE does
+	// not stop it); the thread's end releases it.
+	seized := make(chan error)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // the thread exits with the goroutine: the tracee is released
+		seized <- unix.PtraceSeize(pid)
+		<-release
+	}()
+	require.NoError(t, <-seized, "seize pod %s (pid %d)", victim.Name, pid)
+	r := n1.cruz(u, "", "checkpoint", "faulty")
+	close(release)
+	require.NotEqual(t, 0, r.Code, "the checkpoint fails; stdout %s", r.Stdout)
+	assert.Contains(t, r.Stderr, "node node2", "the error names the node")
+	assert.Contains(t, r.Stderr, victim.Name, "the error names the pod")
+	t.Logf("failed checkpoint: %s", firstLines(r.Stderr, 3))
+
+	j = n1.status(u, "faulty")
+	assert.Equal(t, api.StateRunning, j.State, "the job runs on")
+	assert.Equal(t, good, j.LastCheckpoint, "the previous checkpoint stays the latest")
+	out := run.wait(t, 2*time.Minute)
+	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
+	require.Equal(t, expectedAllreduce(np, iters), outputLines(out.Stdout), "the job finished right")
+
+	// The previous checkpoint restores and runs to the same end.
+	again := n1.cruz(u, dir, "restart", "--checkpoint", good, "faulty")
+	require.Equal(t, 0, again.Code, "restart from %s: %s", good, again.Stderr)
+	want := expectedAllreduce(np, iters)
+	got := outputLines(again.Stdout)
+	require.NotEmpty(t, got)
+	assert.Equal(t, want[len(want)-len(got):], got, "the restored run prints the rest of the job")
+	c.requireClean(t, st)
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// nodeRequest sends a request to a node agent's TCP API from inside
+// another node's network namespace (the only place the pod LAN is), signed
+// with key for id unless key is nil, and returns the status and body.
+func nodeRequest(t *testing.T, from cluster.Node, addr, method, path string, body []byte, key []byte, id api.Identity) (int, string) {
+	t.Helper()
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		runtime.LockOSThread() // the thread changes netns; it ends with the goroutine
+		h, err := netns.GetFromPid(from.PID)
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		req, err := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(body))
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		if key != nil {
+			if err := api.SignRequest(req, key, id, body, time.Now()); err != nil {
+				ch <- answer{err: err}
+				return
+			}
+		}
+		// Dial here, on this thread, in the node's netns: an http.Client
+		// would dial from another thread, in the test's own netns, and
+		// the request would leave the machine by its default route.
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		req.Close = true
+		if err := req.Write(conn); err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		ch <- answer{code: resp.StatusCode, body: string(b)}
+	}()
+	a := <-ch
+	require.NoError(t, a.err)
+	return a.code, a.body
+}
+
+// TestClusterSecurity: node operations (what a coordinator asks of the
+// agents) are refused to requests without a valid signature, to a signed
+// request acting for a user who does not own the pods, and to users on the
+// unix socket; a second user cannot checkpoint, migrate, restart, signal or
+// remove the first user's job.
+func TestClusterSecurity(t *testing.T) {
+	c := upCluster(t, 2)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	node1, node2 := st.Nodes[0], st.Nodes[1]
+	u := testenv.LookupUser(t, "cruzt1")
+	other := testenv.LookupUser(t, "cruzt2")
+	dir := testenv.TempDirFor(t, u)
+	run := n1.startCruz(u, dir, "run", "--name", "mine", "--np", "2", "--", testenv.Bin(t, "mpi_allreduce"), "400", "100")
+	run.waitOutput(t, "iter 2 ", 60*time.Second)
+	j := n1.status(u, "mine")
+	addr2 := fmt.Sprintf("%s:%d", node2.Addr, cluster.AgentPort)
+	destroy := []byte(fmt.Sprintf(`{"job":%q}`, j.ID))
+	key, err := os.ReadFile(st.KeyFile)
+	require.NoError(t, err)
+
+	t.Run("unsigned", func(t *testing.T) {
+		code, body := nodeRequest(t, node1, addr2, http.MethodPost, "/v1/node/destroy", destroy, nil, api.Identity{})
+		assert.Equal(t, http.StatusUnauthorized, code, body)
+	})
+	t.Run("wrong key", func(t *testing.T) {
+		code, body := nodeRequest(t, node1, addr2, http.MethodPost, "/v1/node/destroy", destroy, bytes.Repeat([]byte("k"), 32), identity(u))
+		assert.Equal(t, http.StatusUnauthorized, code, body)
+	})
+	t.Run("signed for another user", func(t *testing.T) {
+		code, body := nodeRequest(t, node1, addr2, http.MethodPost, "/v1/node/destroy", destroy, key, identity(other))
+		assert.Equal(t, http.StatusForbidden, code, body)
+		assert.Contains(t, body, "belong to uid")
+	})
+	t.Run("user on the unix socket", func(t *testing.T) {
+		cmd := testenv.RunAs(u, "curl", "-s", "--unix-socket", node2.Socket, "-X", "POST", "-d", string(destroy), "http://cruzd/v1/node/destroy")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "curl: %s", out)
+		assert.Contains(t, string(out), "for cruz agents only", "a user cannot call node operations directly")
+	})
+	logs, err := os.ReadFile(node2.Log)
+	require.NoError(t, err)
+	assert.Contains(t, string(logs), "refused a TCP API request", "refusals are logged")
+
+	t.Run("another user", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"checkpoint", j.ID},
+			{"migrate", "--rank", "1", "--to", "node1", j.ID},
+			{"restart", j.ID},
+			{"signal", j.ID, "TERM"},
+			{"rm", j.ID},
+		} {
+			r := n1.cruz(other, "", args...)
+			assert.NotEqual(t, 0, r.Code, "cruzt2: cruz %v", args)
+			assert.Contains(t, r.Stderr, "your own jobs", "cruzt2: cruz %v", args)
+		}
+	})
+	// The job was not touched by any of it.
+	assert.Equal(t, api.StateRunning, n1.status(u, "mine").State)
+	require.Equal(t, 0, n1.cruz(u, "", "rm", "mine").Code)
+	run.wait(t, time.Minute)
+	c.requireClean(t, st)
+}
