@@ -139,9 +139,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 // CRIUVersion is the version of the CRIU the agent checked at start.
 func (a *Agent) CRIUVersion() string { return versionString(a.criuVersion) }
 
-// Shutdown ends every running job of this agent: its pods are killed and
-// removed and the job is marked lost, so that nothing outlives the agent and
-// the job can be restarted from its latest checkpoint.
+// Shutdown ends every running job of this agent: its pods (on every node)
+// are killed and removed and the job is marked lost, so that nothing
+// outlives the agent and the job can be restarted from its latest
+// checkpoint; the pods this node holds for jobs coordinated elsewhere are
+// removed too.
 func (a *Agent) Shutdown(ctx context.Context) {
 	for _, j := range a.jobList() {
 		j.op.Lock()
@@ -151,6 +153,19 @@ func (a *Agent) Shutdown(ctx context.Context) {
 			a.setState(j, api.StateLost, "the agent stopped while the job ran")
 		}
 		j.op.Unlock()
+	}
+	// Pods of jobs that other nodes coordinate go too: nothing of a job
+	// outlives an agent that was told to stop (a crash is another matter:
+	// see adopt_linux.go).
+	a.mu.Lock()
+	var jobs []string
+	for id := range a.sets {
+		jobs = append(jobs, id)
+	}
+	a.mu.Unlock()
+	for _, id := range jobs {
+		a.log.Info("removing pods at agent shutdown", "job", id)
+		_, _ = a.nodeOp(ctx, caller{}, opDestroy, nodeReq{Job: id})
 	}
 }
 
@@ -167,15 +182,25 @@ func (a *Agent) jobList() []*job {
 
 func (a *Agent) jobDir(id string) string { return filepath.Join(a.cfg.Agent.RunDir, "jobs", id) }
 
-// reconcile loads the job records a previous agent left, removes every pod
-// still on the node (whatever node coordinated its job) and every veth that
-// no pod explains, and removes half-written checkpoints of its own jobs.
+// reconcile loads the job records a previous agent left, takes back the
+// live pods of jobs that other nodes coordinate (adopt_linux.go), removes
+// every other pod still on the node and every veth that no pod explains, and
+// removes half-written checkpoints of its own jobs.
 func (a *Agent) reconcile(ctx context.Context) error {
+	keepVeths := map[string]bool{}
 	sets, _ := os.ReadDir(a.setsDir())
 	for _, e := range sets {
 		dir := filepath.Join(a.setsDir(), e.Name())
 		var rec setRecord
 		if b, err := os.ReadFile(filepath.Join(dir, "set.json")); err == nil && json.Unmarshal(b, &rec) == nil {
+			if rec.Coordinator != "" && rec.Coordinator != a.node && rec.Job == e.Name() {
+				if veths := a.readopt(dir, rec); veths != nil {
+					for _, v := range veths {
+						keepVeths[v] = true
+					}
+					continue
+				}
+			}
 			// The pods' network namespaces die with their last process.
 			for pod, ino := range rec.Netns {
 				a.log.Warn("removing a pod that ran when the previous agent ended", "job", rec.Job, "pod", pod, "coordinator", rec.Coordinator)
@@ -228,8 +253,11 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.log.Info("removed half-written checkpoints", "job", rec.ID, "count", n)
 		}
 	}
-	// Every veth left on the pod bridge is a leftover: no pod runs yet.
+	// Every other veth left on the pod bridge is a leftover.
 	for _, name := range hostVeths(a.cfg.Network.Bridge) {
+		if keepVeths[name] {
+			continue
+		}
 		a.log.Info("removing leftover veth", "veth", name)
 		_ = deleteLinkByName(name)
 	}

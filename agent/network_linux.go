@@ -36,6 +36,13 @@ func podMAC(ip netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0xc2, b[0], b[1], b[2], b[3]}
 }
 
+// nodeMAC is the MAC of a node's pod bridge with address ip: locally
+// administered, and distinct from every pod MAC (podMAC starts 02:c2).
+func nodeMAC(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x02, 0xc3, b[0], b[1], b[2], b[3]}
+}
+
 // ensureBridge creates the node's pod bridge if it does not exist and brings
 // it up. The bridge has no address: pods talk to each other across it, and
 // nothing routes them anywhere else.
@@ -241,6 +248,17 @@ func setBridgeAddress(bridge, cidr string) error {
 	addr, err := netlink.ParseAddr(cidr)
 	if err != nil {
 		return fmt.Errorf("network.address %q: %w", cidr, err)
+	}
+	// A bridge takes the lowest MAC of its ports unless given one: every
+	// pod veth added or removed would change the MAC behind the node's
+	// address, and the other nodes' ARP caches would send to the old one
+	// for seconds. A fixed MAC, derived from the address, keeps it.
+	ip, _ := netip.AddrFromSlice(addr.IP.To4())
+	mac := nodeMAC(ip)
+	if l.Attrs().HardwareAddr.String() != mac.String() {
+		if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+			return fmt.Errorf("set the MAC of bridge %s: %w", bridge, err)
+		}
 	}
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("put network.address %s on bridge %s: %w", cidr, bridge, err)

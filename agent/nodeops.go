@@ -110,10 +110,12 @@ type podSet struct {
 
 // setRecord is set.json: what an agent that restarts must know of a set.
 type setRecord struct {
-	Job         string            `json:"job"`
-	UID         uint32            `json:"uid"`
-	Coordinator string            `json:"coordinator"`
-	Netns       map[string]uint64 `json:"netns"`
+	Job         string             `json:"job"`
+	UID         uint32             `json:"uid"`
+	GID         uint32             `json:"gid"`
+	Coordinator string             `json:"coordinator"`
+	Netns       map[string]uint64  `json:"netns"`
+	Specs       map[string]podSpec `json:"specs"`
 }
 
 func (s *podSet) list(names []string) ([]*podRuntime, error) {
@@ -194,9 +196,10 @@ func (a *Agent) podSetOf(c caller, job string) (*podSet, error) {
 // persistSet saves the set's record, or removes the set when it is empty.
 func (a *Agent) persistSet(s *podSet) {
 	s.mu.Lock()
-	rec := setRecord{Job: s.job, UID: s.uid, Coordinator: s.coordinator, Netns: map[string]uint64{}}
+	rec := setRecord{Job: s.job, UID: s.uid, GID: s.gid, Coordinator: s.coordinator, Netns: map[string]uint64{}, Specs: map[string]podSpec{}}
 	for name, p := range s.pods {
 		rec.Netns[name] = p.ns.ino
+		rec.Specs[name] = p.spec
 	}
 	empty := len(s.pods) == 0
 	s.mu.Unlock()

@@ -54,11 +54,16 @@ type podRuntime struct {
 	readers sync.WaitGroup    // output copiers; done when the pod's pipes are drained
 	exited  chan struct{}     // closed when PID 1 has been reaped
 	status  unix.WaitStatus
+	// statusUnknown: the pod was taken back from a previous agent, so
+	// PID 1 is not this agent's child and its exit status is unknown.
+	statusUnknown bool
 }
 
 // exitCode turns PID 1's wait status into a shell-style exit code.
 func (p *podRuntime) exitCode() int {
 	switch {
+	case p.statusUnknown:
+		return -1
 	case p.status.Exited():
 		return p.status.ExitStatus()
 	case p.status.Signaled():

@@ -56,6 +56,9 @@ Commands:
                         list the virtual cluster's nodes
   cluster env [--node NODE] [--dir DIR]
                         print export CRUZ_SOCKET=... for node1 (or NODE)
+  cluster restart [--kill] [--dir DIR] NODE
+                        (root) restart NODE's agent (--kill: crash it; the
+                        new agent takes back the pods it held)
   cluster down [--purge] [--lan NAME] [--dir DIR]
                         (root) stop the virtual cluster and remove it;
                         --purge also deletes its checkpoint store

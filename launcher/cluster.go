@@ -61,7 +61,7 @@ func answers(socket string) bool {
 	return true
 }
 
-const clusterUsage = "usage: cruz cluster up|status|env|down [FLAGS] (cruz help lists the flags)"
+const clusterUsage = "usage: cruz cluster up|status|env|restart|down [FLAGS] (cruz help lists the flags)"
 
 func cmdCluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -72,6 +72,8 @@ func cmdCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return cmdClusterUp(ctx, args[1:], stdout, stderr)
 	case "down":
 		return cmdClusterDown(ctx, args[1:], stdout, stderr)
+	case "restart":
+		return cmdClusterRestart(ctx, args[1:], stdout, stderr)
 	case "status":
 		return cmdClusterStatus(args[1:], stdout, stderr)
 	case "env":
@@ -118,6 +120,23 @@ func cmdClusterDown(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := cluster.Down(ctx, o); err != nil {
 		return fail(stderr, err)
 	}
+	return 0
+}
+
+func cmdClusterRestart(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("cluster restart", stderr)
+	kill := fs.Bool("kill", false, "kill the agent with SIGKILL (a crash) instead of stopping it")
+	dir := fs.String("dir", clusterDir(), "cluster directory")
+	pos, err := parse(fs, args, 1, 1, "[--kill] [--dir DIR] NODE")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	st, err := cluster.Restart(ctx, *dir, pos[0], *kill)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	n, _ := st.Node(pos[0])
+	fmt.Fprintf(stdout, "%s's agent restarted: pid %d\n", n.Name, n.PID)
 	return 0
 }
 

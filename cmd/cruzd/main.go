@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/cruz-hpc/cruz/agent"
+	"github.com/cruz-hpc/cruz/internal/cluster"
 	"github.com/cruz-hpc/cruz/internal/config"
 )
 
@@ -21,6 +22,14 @@ func main() {
 	}
 	if agent.IsCRIUAs(os.Args) {
 		os.Exit(agent.ExecCRIUAs(os.Args))
+	}
+	if len(os.Args) > 1 && os.Args[1] == cluster.HoldNodeArg {
+		// A virtual node's namespace holder (cruz cluster up): it only
+		// exists to keep the node's namespaces, until told to end.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		return
 	}
 	if err := agent.CloseInheritedFiles(); err != nil {
 		fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)

@@ -95,7 +95,11 @@ func (o *Options) defaults() {
 // Node is one virtual node.
 type Node struct {
 	Name   string `json:"name"`
-	PID    int    `json:"pid"`
+	PID    int    `json:"pid"` // the node's cruzd
+	// HolderPID is a process that holds the node's network and UTS
+	// namespaces, so that they outlive an agent that dies, as a real
+	// node's network outlives its cruzd.
+	HolderPID int `json:"holder_pid"`
 	Socket string `json:"socket"`
 	Pool   string `json:"pool"`
 	Log    string `json:"log"`
@@ -369,49 +373,128 @@ func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan 
 	if err != nil {
 		return n, nil, fmt.Errorf("write config of %s: %w", name, err)
 	}
-	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// The holder makes the node's network and UTS namespaces and keeps
+	// them; the agent joins them.
+	holder := exec.Command(cruzd, HoldNodeArg, "--config", n.Config)
+	holder.Dir = "/"
+	hlog, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return n, nil, fmt.Errorf("open log of %s: %w", name, err)
 	}
-	defer logf.Close()
-	cmd := exec.Command(cruzd, "--config", n.Config)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS, Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return n, nil, fmt.Errorf("start cruzd of %s: %w", name, err)
+	defer hlog.Close()
+	holder.Stdout, holder.Stderr = hlog, hlog
+	holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS, Setsid: true}
+	if err := holder.Start(); err != nil {
+		return n, nil, fmt.Errorf("start the namespace holder of %s: %w", name, err)
 	}
-	n.PID = cmd.Process.Pid
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	// The node's end is made directly in the netns of the node's cruzd,
-	// named eth0; the agent waits for it (network.uplink).
+	n.HolderPID = holder.Process.Pid
+	held := make(chan struct{})
+	go func() { _ = holder.Wait(); close(held) }()
+	// The node's end is made directly in the node's netns, named eth0; the
+	// agent waits for it (network.uplink).
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: n.Veth, MTU: 1500, MasterIndex: lan.Attrs().Index},
 		PeerName:      nodeUplink,
-		PeerNamespace: netlink.NsPid(n.PID),
+		PeerNamespace: netlink.NsPid(n.HolderPID),
 	}
 	err = netlink.LinkAdd(veth)
 	if err != nil {
 		err = fmt.Errorf("create LAN veth %s of %s: %w", n.Veth, name, err)
-	} else {
-		var l netlink.Link
-		if l, err = netlink.LinkByName(n.Veth); err != nil {
-			err = fmt.Errorf("find LAN veth %s: %w", n.Veth, err)
-		} else if err = netlink.LinkSetUp(l); err != nil {
-			err = fmt.Errorf("bring up LAN veth %s: %w", n.Veth, err)
-		}
+	} else if l, lerr := netlink.LinkByName(n.Veth); lerr != nil {
+		err = fmt.Errorf("find LAN veth %s: %w", n.Veth, lerr)
+	} else if lerr := netlink.LinkSetUp(l); lerr != nil {
+		err = fmt.Errorf("bring up LAN veth %s: %w", n.Veth, lerr)
 	}
 	if err != nil {
-		// Most likely the agent died at once, and its netns with it.
 		select {
-		case <-done:
-			return n, done, exitedError(n)
+		case <-held: // the binary cannot even hold the namespaces
+			return n, held, exitedError(n)
 		case <-time.After(100 * time.Millisecond):
 		}
-		return n, done, err
+		return n, nil, err
 	}
-	return n, done, nil
+	done, err := startAgent(&n, cruzd)
+	return n, done, err
+}
+
+// HoldNodeArg is cruzd's hidden first argument that makes it the holder of
+// a virtual node's namespaces: it only waits for SIGTERM.
+const HoldNodeArg = "--hold-node"
+
+// startAgent starts the node's cruzd inside the holder's namespaces and
+// returns a channel closed when it exits.
+func startAgent(n *Node, cruzd string) (chan struct{}, error) {
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log of %s: %w", n.Name, err)
+	}
+	defer logf.Close()
+	// nsenter joins the namespaces and execs cruzd in the same process.
+	cmd := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", n.HolderPID), fmt.Sprintf("--uts=/proc/%d/ns/uts", n.HolderPID),
+		"--", cruzd, "--config", n.Config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start cruzd of %s (with nsenter, from util-linux): %w", n.Name, err)
+	}
+	n.PID = cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	return done, nil
+}
+
+// Restart restarts the agent of a node, as `systemctl restart cruzd` would
+// on a real node: the running one gets SIGTERM (which ends the jobs it
+// coordinates and the pods it holds), or SIGKILL with kill (a crash: its
+// pods live on and the new agent takes back those of jobs coordinated
+// elsewhere); then a new cruzd starts in the node's namespaces.
+func Restart(ctx context.Context, dir, node string, kill bool) (*State, error) {
+	if err := requireRoot("restart"); err != nil {
+		return nil, err
+	}
+	st, err := Status(dir)
+	if err != nil {
+		return nil, err
+	}
+	n, err := st.Node(node)
+	if err != nil {
+		return nil, err
+	}
+	if n.HolderPID <= 0 || !Alive(n.HolderPID) {
+		return nil, fmt.Errorf("the namespaces of %s are gone (its holder process %d ended): remove and remake the cluster (cruz cluster down, cruz cluster up)", node, n.HolderPID)
+	}
+	if n.Alive {
+		sig := syscall.SIGTERM
+		if kill {
+			sig = syscall.SIGKILL
+		}
+		_ = syscall.Kill(n.PID, sig)
+		if left := awaitGone(ctx, []int{n.PID}, termTimeout); len(left) > 0 {
+			_ = syscall.Kill(n.PID, syscall.SIGKILL)
+			if left := awaitGone(ctx, left, killTimeout); len(left) > 0 {
+				return nil, fmt.Errorf("cruzd of %s (pid %d) did not end", node, n.PID)
+			}
+		}
+	}
+	cruzd := ""
+	if args := cmdline(n.HolderPID); len(args) > 0 {
+		cruzd = args[0]
+	}
+	done, err := startAgent(&n, cruzd)
+	if err != nil {
+		return nil, err
+	}
+	if err := awaitNode(ctx, n, done, time.Now().Add(startTimeout)); err != nil {
+		return nil, err
+	}
+	n.Alive = true
+	for i := range st.Nodes {
+		if st.Nodes[i].Name == node {
+			st.Nodes[i] = n
+		}
+	}
+	return st, writeState(st)
 }
 
 func exitedError(n Node) error {

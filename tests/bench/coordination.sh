@@ -87,7 +87,7 @@ for pods in "${SIZES[@]}"; do
 	rpid=$!
 	restart_ms=
 	for _ in $(seq 600); do
-		restart_ms=$(grep "msg=\"restart done\" job=$(jq -r .job <<<"$ck")" "$LOG" | tail -1 | sed -n 's/.* ms=\([0-9]*\).*/\1/p')
+		restart_ms=$({ grep "msg=\"restart done\" job=$(jq -r .job <<<"$ck")" "$LOG" || true; } | tail -1 | sed -n 's/.* ms=\([0-9]*\).*/\1/p')
 		[ -n "$restart_ms" ] && break
 		sleep 0.1
 	done

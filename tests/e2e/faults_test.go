@@ -245,3 +245,95 @@ func TestClusterSecurity(t *testing.T) {
 	run.wait(t, time.Minute)
 	c.requireClean(t, st)
 }
+
+// childWith returns a child of parent whose command line contains s, or 0.
+func childWith(parent int, s string) int {
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscan(p.Name(), &pid); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		rest := string(stat[bytes.LastIndexByte(stat, ')')+1:])
+		var state string
+		var ppid int
+		if _, err := fmt.Sscan(rest, &state, &ppid); err != nil || ppid != parent {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(cmdline, []byte(s)) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// TestClusterAgentKilledMidDump: the agent of a node that holds ranks of a
+// job coordinated elsewhere is killed (SIGKILL) while it dumps them for a
+// checkpoint. The checkpoint is reported failed; the pods on that node live
+// on (their traffic held) until the node's agent is restarted, which takes
+// them back and lets their traffic flow; the job finishes with the right
+// result, and the previous checkpoint is still the latest and restores.
+func TestClusterAgentKilledMidDump(t *testing.T) {
+	c := upCluster(t, 3)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	node2 := st.Nodes[1]
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 4, 80
+
+	run := n1.startCruz(u, dir, "run", "--name", "crash", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	good := n1.checkpoint(u, "crash")
+	onNode2 := 0
+	for _, p := range n1.status(u, "crash").Pods {
+		if p.Node == "node2" {
+			onNode2++
+		}
+	}
+	require.Positive(t, onNode2, "node2 holds pods of the job")
+
+	ck := n1.startCruz(u, "", "checkpoint", "crash")
+	killed := false
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !killed; {
+		if childWith(node2.PID, "criu") != 0 {
+			require.NoError(t, unix.Kill(node2.PID, unix.SIGKILL))
+			killed = true
+			break
+		}
+		select {
+		case <-ck.done:
+			t.Fatalf("the checkpoint ended before node2 dumped anything: %s", ck.stderr.String())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	require.True(t, killed, "node2's agent started CRIU")
+	r := ck.wait(t, 2*time.Minute)
+	require.NotEqual(t, 0, r.Code, "the checkpoint fails: %s", r.Stdout)
+	assert.Contains(t, r.Stderr, "node2")
+	t.Logf("checkpoint with node2's agent killed: %s", firstLines(r.Stderr, 2))
+
+	rr := c.clusterCmd("restart", "node2")
+	require.Equal(t, 0, rr.Code, "cruz cluster restart node2: %s", rr.Stderr)
+	out := run.wait(t, 3*time.Minute)
+	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
+	require.Equal(t, expectedAllreduce(np, iters), outputLines(out.Stdout), "the job finished right")
+	logs, err := os.ReadFile(node2.Log)
+	require.NoError(t, err)
+	assert.Equal(t, onNode2, strings.Count(string(logs), "took back a pod"), "the new agent took back node2's pods")
+	j := n1.status(u, "crash")
+	assert.Equal(t, good, j.LastCheckpoint, "the previous checkpoint stays the latest")
+
+	again := n1.cruz(u, dir, "restart", "--checkpoint", good, "crash")
+	require.Equal(t, 0, again.Code, "restart from %s: %s", good, again.Stderr)
+	want := expectedAllreduce(np, iters)
+	got := outputLines(again.Stdout)
+	require.NotEmpty(t, got)
+	assert.Equal(t, want[len(want)-len(got):], got, "the restored run prints the rest of the job")
+	c.requireClean(t, c.status())
+}
