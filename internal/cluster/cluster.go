@@ -94,18 +94,18 @@ func (o *Options) defaults() {
 
 // Node is one virtual node.
 type Node struct {
-	Name   string `json:"name"`
-	PID    int    `json:"pid"` // the node's cruzd
+	Name string `json:"name"`
+	PID  int    `json:"pid"` // the node's cruzd
 	// HolderPID is a process that holds the node's network and UTS
 	// namespaces, so that they outlive an agent that dies, as a real
 	// node's network outlives its cruzd.
-	HolderPID int `json:"holder_pid"`
-	Socket string `json:"socket"`
-	Pool   string `json:"pool"`
-	Log    string `json:"log"`
-	RunDir string `json:"run_dir"`
-	Config string `json:"config"`
-	Veth   string `json:"veth"` // its LAN veth in the root netns
+	HolderPID int    `json:"holder_pid"`
+	Socket    string `json:"socket"`
+	Pool      string `json:"pool"`
+	Log       string `json:"log"`
+	RunDir    string `json:"run_dir"`
+	Config    string `json:"config"`
+	Veth      string `json:"veth"` // its LAN veth in the root netns
 	// Addr is the node's own address on the pod LAN, where its agent
 	// listens (port AgentPort) for the other agents.
 	Addr  netip.Addr `json:"addr"`
