@@ -5,6 +5,7 @@
 #   make test    all of the above, then go test ./... with CRUZ_BIN=$(BIN)
 #   make demo    scripts/demo.sh
 #   make bench   tests/bench/dump-throughput.sh
+#   make bench-coord  tests/bench/coordination.sh
 #   make clean   remove what build installed into $(BIN)
 #
 # Tests run jobs as unprivileged users, so $(BIN) must be reachable by every
@@ -33,7 +34,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users test demo bench clean
+.PHONY: all deps build go apps bindir users test demo bench bench-coord clean
 
 all: build
 
@@ -112,6 +113,9 @@ demo: deps build
 
 bench: deps build
 	CRUZ_BIN="$(BIN)" tests/bench/dump-throughput.sh
+
+bench-coord: deps build users
+	CRUZ_BIN="$(BIN)" tests/bench/coordination.sh
 
 # Removes only the files build put in $(BIN), then the directories if empty.
 clean:

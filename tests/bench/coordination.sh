@@ -58,7 +58,7 @@ LOG=$DIR/cl/node1/cruzd.log
 ucruz() { su "$USER_NAME" -s /bin/bash -c "cd $WORK && CRUZ_SOCKET=$SOCK $CRUZ $(printf '%q ' "$@")"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf '%-5s %-6s %-10s %-12s %-12s %-12s %-11s %-10s %-9s %-6s\n' pods ranks size ckpt_ms slowest_ms overhead_ms restart_ms read_ms restart/read overhead/ckpt
+printf '%-5s %-6s %-7s %-8s %-8s %-9s %-8s %-11s %-12s %-11s %-8s %-13s %s\n' pods ranks size block_ms dump_ms commit_ms ckpt_ms slowest_ms overhead_ms restart_ms read_ms restart/read overhead/ckpt
 for pods in "${SIZES[@]}"; do
 	np=$((pods - 1))
 	name=bench$pods
@@ -66,13 +66,14 @@ for pods in "${SIZES[@]}"; do
 	runpid=$!
 	for _ in $(seq 600); do grep -q "^iter 2 " "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done
 	grep -q "^iter 2 " "$WORK/$name.out" || die "job of $pods pods did not start: $(tail -5 "$WORK/$name.out")"
-	totals=() slows=() overs=()
+	totals=() slows=() overs=() blocks=() dumps=() commits=()
 	for _ in $(seq $ROUNDS); do
 		ck=$(ucruz checkpoint --json "$name") || die "checkpoint of $pods pods failed"
 		total=$(jq '.phases_ms.block + .phases_ms.dump + .phases_ms.commit' <<<"$ck")
 		slow=$(jq '[.pods[].dump_ms] | max' <<<"$ck")
 		bytes=$(jq '.bytes' <<<"$ck")
 		totals+=("$total") slows+=("$slow") overs+=($((total - slow)))
+		blocks+=("$(jq .phases_ms.block <<<"$ck")") dumps+=("$(jq .phases_ms.dump <<<"$ck")") commits+=("$(jq .phases_ms.commit <<<"$ck")")
 	done
 	ck=$(ucruz checkpoint --stop --json "$name") || die "stop-checkpoint of $pods pods failed"
 	wait "$runpid" || true
@@ -97,7 +98,8 @@ for pods in "${SIZES[@]}"; do
 	t=$(printf '%s\n' "${totals[@]}" | median)
 	s=$(printf '%s\n' "${slows[@]}" | median)
 	o=$(printf '%s\n' "${overs[@]}" | median)
-	printf '%-5s %-6s %-10s %-12s %-12s %-12s %-11s %-10s %-12s %-6s\n' "$pods" "$np" "$((bytes / 1048576))MiB" "$t" "$s" "$o" \
+	printf '%-5s %-6s %-7s %-8s %-8s %-9s %-8s %-11s %-12s %-11s %-8s %-13s %s\n' "$pods" "$np" "$((bytes / 1048576))MiB" \
+		"$(printf '%s\n' "${blocks[@]}" | median)" "$(printf '%s\n' "${dumps[@]}" | median)" "$(printf '%s\n' "${commits[@]}" | median)" "$t" "$s" "$o" \
 		"$restart_ms" "$read_ms" "$(awk -v a="$restart_ms" -v b="$read_ms" 'BEGIN {printf "%.1f", (b > 0 ? a / b : 0)}')" \
 		"$(awk -v a="$o" -v b="$t" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')"
 done
