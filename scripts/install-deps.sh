@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-apt_packages=(gcc make libc6-dev mpich libmpich-dev iproute2 nftables iptables procps psmisc acl curl
+apt_packages=(gcc make libc6-dev mpich libmpich-dev iproute2 nftables iptables procps psmisc acl curl jq
 	util-linux passwd slurmctld slurmd slurm-client munge libslurm-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
