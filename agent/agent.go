@@ -234,6 +234,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		j := &job{rec: rec, out: out}
 		if holdsPods(rec.State) {
+			// A checkpoint or migration this agent had under way died
+			// with it. (Only such jobs: a job this node once ran may be
+			// checkpointed by another coordinator right now.)
+			if n, err := a.store.CleanTemp(rec.ID); err != nil {
+				a.log.Warn("cleaning half-written checkpoints", "job", rec.ID, "err", err)
+			} else if n > 0 {
+				a.log.Info("removed half-written checkpoints", "job", rec.ID, "count", n)
+			}
 			j.rec.State, j.rec.Message = api.StateLost, "the agent restarted while the job ran; restart it from its latest checkpoint"
 			j.out.append(api.Frame{Error: "the cruz agent restarted while the job ran; restart it from its latest checkpoint with: cruz restart " + rec.ID})
 			if err := a.persist(j); err != nil {
@@ -247,11 +255,11 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			}
 		}
 		a.jobs[rec.ID] = j
-		if n, err := a.store.CleanTemp(rec.ID); err != nil {
-			a.log.Warn("cleaning half-written checkpoints", "job", rec.ID, "err", err)
-		} else if n > 0 {
-			a.log.Info("removed half-written checkpoints", "job", rec.ID, "count", n)
-		}
+	}
+	if n, err := a.store.CleanDeleted(); err != nil {
+		a.log.Warn("finishing interrupted deletions in the store", "err", err)
+	} else if n > 0 {
+		a.log.Info("finished interrupted deletions in the store", "count", n)
 	}
 	// Every other veth left on the pod bridge is a leftover.
 	for _, name := range hostVeths(a.cfg.Network.Bridge) {

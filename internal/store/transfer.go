@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 )
 
 // Pods of one checkpoint are dumped by the agents of several nodes into the
@@ -96,4 +97,37 @@ func (s *Store) TransferDir(job, id string) (string, error) {
 		return "", &idError{"transfer id", id, "expected xfer-<16 hex digits>"}
 	}
 	return filepath.Join(s.jobDir(job), tmpPrefix+id), nil
+}
+
+// CleanDeleted finishes deletions that an interrupted process left (hidden
+// .del- entries, in the root and in every job). Unlike half-written
+// checkpoints these are safe to remove whoever made them: a deletion is
+// decided once the entry is renamed.
+func (s *Store) CleanDeleted() (int, error) {
+	removed := 0
+	var errs []error
+	dirs := []string{s.root}
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return 0, fmt.Errorf("clean %s: %w", s.root, err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && ValidateJobID(e.Name()) == nil {
+			dirs = append(dirs, filepath.Join(s.root, e.Name()))
+		}
+	}
+	for _, dir := range dirs {
+		list, _ := os.ReadDir(dir)
+		for _, e := range list {
+			if !strings.HasPrefix(e.Name(), delPrefix) {
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed++
+		}
+	}
+	return removed, errors.Join(errs...)
 }
