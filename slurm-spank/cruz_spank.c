@@ -9,9 +9,9 @@
  *
  * Every --cruz-* option implies --cruz. The plugin only checks the options
  * and hands them to the job as environment variables (CRUZ_ENABLED=1,
- * CRUZ_INTERVAL, CRUZ_STORE, CRUZ_RESTART), which the Cruz launcher acts on;
- * on the nodes it fails a --cruz step at once if the node has no Cruz agent,
- * rather than letting the job run unprotected.
+ * CRUZ_INTERVAL, CRUZ_STORE, CRUZ_RESTART), which the Cruz launcher acts on.
+ * On a node without a Cruz agent, the tasks of a --cruz step fail before
+ * they exec, saying why, rather than run unprotected.
  *
  * plugstack.conf:
  *   required /path/to/cruz_spank.so [socket=/run/cruz/cruzd.sock]
@@ -112,6 +112,11 @@ static int parse_duration(const char *s, double *secs)
 
 	if (*p == '\0')
 		return -1;
+	/* Go takes a bare "0"; it is too short all the same. */
+	if (strcmp(s, "0") == 0) {
+		*secs = 0;
+		return 0;
+	}
 	while (*p != '\0') {
 		double v = 0, scale = 1;
 		int digits = 0, i;

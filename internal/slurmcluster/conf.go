@@ -83,12 +83,13 @@ CgroupPlugin=autodetect
 // node's new UTS and mount namespaces (unshare) inside the node's network
 // namespace (nsenter), so its mounts and hostname stay the node's own.
 const nodeInit = `#!/bin/sh
-# node-init.sh NODE SLURM_CONF CGROUP_SAVE_POINT, written by cruz
+# node-init.sh NODE SLURM_CONF CGROUP_SAVE_POINT SLURMD, written by cruz
 # (internal/slurmcluster): sets up a Slurm node's namespaces and execs slurmd.
 set -eu
 # fd 3 is the network namespace nsenter entered: slurmd needs no copy of it.
 exec 3<&-
-node=$1 conf=$2 save=$3
+PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+node=$1 conf=$2 save=$3 slurmd=$4
 # The node's hostname (this UTS namespace is the node's alone).
 printf '%s' "$node" >/proc/sys/kernel/hostname
 # /sys as inherited shows the root network namespace's interfaces; a sysfs
@@ -100,5 +101,5 @@ mount --rbind /sys/fs/cgroup "$save"
 umount -l /sys
 mount -t sysfs sysfs /sys
 mount --move "$save" /sys/fs/cgroup
-exec slurmd -D -N "$node" -f "$conf"
+exec "$slurmd" -D -N "$node" -f "$conf"
 `

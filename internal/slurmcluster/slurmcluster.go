@@ -124,6 +124,7 @@ type Options struct {
 // Cluster is a running cluster made by Start.
 type Cluster struct {
 	o     Options
+	bins  map[string]string // program name -> path
 	procs []*proc
 }
 
@@ -241,25 +242,51 @@ var programs = []struct{ name, pkg string }{
 	{"mount", "mount"}, {"umount", "mount"},
 }
 
+// lookProgram finds a program on PATH, else in the system directories:
+// the daemons live in /usr/sbin, which a user's or a service's PATH may lack.
+func lookProgram(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
 // CheckPrograms tells which programs a cluster needs are missing, naming
 // the packages to install.
 func CheckPrograms() error {
+	_, err := findPrograms()
+	return err
+}
+
+// findPrograms returns the path of every program a cluster needs, or an
+// error naming those missing and the packages that hold them.
+func findPrograms() (map[string]string, error) {
+	paths := map[string]string{}
 	var missing, pkgs []string
 	seen := map[string]bool{}
 	for _, p := range programs {
-		if _, err := exec.LookPath(p.name); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (package %s)", p.name, p.pkg))
-			if !seen[p.pkg] {
-				seen[p.pkg] = true
-				pkgs = append(pkgs, p.pkg)
-			}
+		path, err := lookProgram(p.name)
+		if err == nil {
+			paths[p.name] = path
+			continue
+		}
+		missing = append(missing, fmt.Sprintf("%s (package %s)", p.name, p.pkg))
+		if !seen[p.pkg] {
+			seen[p.pkg] = true
+			pkgs = append(pkgs, p.pkg)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing programs for a Slurm cluster: %s; install them with: apt-get install -y %s",
+		return nil, fmt.Errorf("missing programs for a Slurm cluster: %s; install them with: apt-get install -y %s",
 			strings.Join(missing, ", "), strings.Join(pkgs, " "))
 	}
-	return nil
+	return paths, nil
 }
 
 // Start makes and starts the cluster: munge key and munged, slurm.conf,
@@ -272,7 +299,8 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("starting a slurm cluster needs root (it enters network namespaces and runs slurmd and munged as root)")
 	}
-	if err := CheckPrograms(); err != nil {
+	bins, err := findPrograms()
+	if err != nil {
 		return nil, err
 	}
 	if ps := findDaemons(o.Dir); len(ps) > 0 {
@@ -296,7 +324,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, err
 	}
 
-	c = &Cluster{o: o}
+	c = &Cluster{o: o, bins: bins}
 	defer func() {
 		if err == nil {
 			return
@@ -459,7 +487,7 @@ func (c *Cluster) writeState(ctx context.Context) error {
 	}
 	kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(kctx, "mungekey", "-c", "-k", c.path(mungeDirName, "munge.key")).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(kctx, c.bins["mungekey"], "-c", "-k", c.path(mungeDirName, "munge.key")).CombinedOutput(); err != nil {
 		return fmt.Errorf("create munge key: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	plug := o.PlugstackConf
@@ -503,6 +531,9 @@ func (c *Cluster) start(role string, extra []*os.File, name string, args ...stri
 		return nil, fmt.Errorf("open output file of %s: %w", role, err)
 	}
 	defer f.Close()
+	if p, ok := c.bins[name]; ok {
+		name = p
+	}
 	cmd := exec.Command(name, args...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = f, f
@@ -568,8 +599,8 @@ func (c *Cluster) startSlurmd(n Node) error {
 	// ExtraFiles[0] is fd 3 in the child; node-init.sh closes it.
 	_, err = c.start("slurmd-"+n.Name, []*os.File{ns},
 		"nsenter", "--net=/proc/self/fd/3", "--",
-		"unshare", "--uts", "--mount", "--propagation", "private", "--",
-		"/bin/sh", c.path(nodeInitName), n.Name, c.ConfPath(), c.path(runDirName, n.Name+".cgroup"))
+		c.bins["unshare"], "--uts", "--mount", "--propagation", "private", "--",
+		"/bin/sh", c.path(nodeInitName), n.Name, c.ConfPath(), c.path(runDirName, n.Name+".cgroup"), c.bins["slurmd"])
 	return err
 }
 
@@ -669,7 +700,7 @@ func (c *Cluster) awaitIdle(ctx context.Context) error {
 func (c *Cluster) nodeStates(ctx context.Context) (map[string]string, error) {
 	sctx, cancel := context.WithTimeout(ctx, sinfoTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(sctx, "sinfo", "--noheader", "--Node", "--format=%N %T")
+	cmd := exec.CommandContext(sctx, c.bins["sinfo"], "--noheader", "--Node", "--format=%N %T")
 	cmd.Env = append(os.Environ(), c.Env()...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

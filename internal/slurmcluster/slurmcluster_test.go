@@ -400,6 +400,21 @@ func TestCluster(t *testing.T) {
 		assert.Contains(t, out, "--cruz-interval=banana")
 		assert.Contains(t, out, "--cruz-interval=90s")
 
+		// Go's time.ParseDuration syntax, at least 1s.
+		for _, bad := range []string{"", "90", "5x", "m", "-5m", "1h-30m", "1e3s", "0.5s", "0"} {
+			out, err = run(t, c, 30*time.Second, "srun", "--cruz-interval="+bad, "-N1", "true")
+			require.Error(t, err, "--cruz-interval=%s", bad)
+			assert.Contains(t, out, "cruz: --cruz-interval="+bad+" is ")
+		}
+		for _, good := range []string{"1s", "90s", "5m", "1h30m", "1.5h", "2h0m0.5s", "1500ms", ".5m"} {
+			_, err = run(t, c, 30*time.Second, "srun", "--cruz-interval="+good, "-N1", "true")
+			require.NoError(t, err, "--cruz-interval=%s", good)
+		}
+
+		out, err = run(t, c, 30*time.Second, "sbatch", "--cruz-interval=banana", "--wrap", "true")
+		require.Error(t, err)
+		assert.Contains(t, out, "sbatch: error: cruz: --cruz-interval=banana is not a duration")
+
 		out, err = run(t, c, 30*time.Second, "srun", "--cruz", "--cruz-store=/nonexistent", "-N1", "true")
 		require.Error(t, err)
 		assert.Contains(t, out, "cruz: --cruz-store=/nonexistent")
