@@ -1,6 +1,8 @@
 # Cruz build and test entry points. Run as root on Debian 12:
 #   make deps    install system packages and CRIU >= 4.2 (scripts/install-deps.sh)
-#   make build   build cruz, cruzd and the test apps into $(BIN)
+#   make build   build cruz, cruzd and the test apps into $(BIN), and the
+#                SPANK plugin if /usr/include/slurm/spank.h exists
+#   make spank   build the Slurm SPANK plugin $(BIN)/cruz_spank.so
 #   make users   create the unprivileged test users cruzt1 and cruzt2
 #   make test    all of the above, then go test ./... with CRUZ_BIN=$(BIN)
 #   make demo    scripts/demo.sh
@@ -34,7 +36,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users test demo bench bench-coord clean
+.PHONY: all deps build go apps bindir users test demo bench bench-coord clean spank spank-note
 
 all: build
 
@@ -42,6 +44,27 @@ deps:
 	scripts/install-deps.sh
 
 build: apps go
+
+# The SPANK plugin (slurm-spank/cruz_spank.c) needs Slurm's headers
+# (libslurm-dev); without them build goes on without the plugin.
+SPANK_H := /usr/include/slurm/spank.h
+SPANK_SO := $(BIN)/cruz_spank.so
+
+ifneq ($(wildcard $(SPANK_H)),)
+build: spank
+else
+build: spank-note
+endif
+
+spank-note:
+	@echo "build: not building the SPANK plugin: no $(SPANK_H) (apt-get install -y libslurm-dev, then make spank)"
+
+spank: $(SPANK_SO)
+
+$(SPANK_SO): slurm-spank/cruz_spank.c | bindir
+	@test -f $(SPANK_H) || { echo "spank: no $(SPANK_H): apt-get install -y libslurm-dev" >&2; exit 1; }
+	$(CC) -shared -fPIC -Wall -Wextra -Werror -O2 -o $@ $<
+	chmod 0755 $@
 
 # bindir creates $(BIN) and $(BIN)/apps world-readable and checks that every
 # directory above them can be traversed by any user.
@@ -119,5 +142,5 @@ bench-coord: deps build users
 
 # Removes only the files build put in $(BIN), then the directories if empty.
 clean:
-	rm -f $(addprefix "$(BIN)"/,$(GO_CMDS)) $(APP_BINS)
+	rm -f $(addprefix "$(BIN)"/,$(GO_CMDS)) $(APP_BINS) "$(SPANK_SO)"
 	rmdir "$(APPS_DIR)" "$(BIN)" 2>/dev/null || true

@@ -1,0 +1,105 @@
+//go:build linux
+
+package slurmcluster
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// slurmConf is the cluster's slurm.conf. host is the root namespace's short
+// hostname, dir the state directory, plugstack the plugstack.conf to use.
+func slurmConf(o Options, host, dir, plugstack string) string {
+	p := func(elem ...string) string { return filepath.Join(append([]string{dir}, elem...)...) }
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	w("# slurm.conf of a Slurm cluster made by cruz (internal/slurmcluster); every")
+	w("# daemon and client of it needs SLURM_CONF=%s.", p(confName))
+	w("ClusterName=%s", o.ClusterName)
+	w("SlurmctldHost=%s(%s)", host, o.ControllerAddr)
+	// Not Slurm's default ports, so that a site's own Slurm on this host
+	// is not disturbed.
+	w("SlurmctldPort=%d", o.SlurmctldPort)
+	w("SlurmdPort=%d", o.SlurmdPort)
+	w("SlurmUser=root")
+	w("SlurmdUser=root")
+	w("AuthType=auth/munge")
+	w("CredType=cred/munge")
+	// One munged serves the controller, every node and every client.
+	w("AuthInfo=socket=%s", p(runDirName, mungeSocket))
+	w("StateSaveLocation=%s", p(spoolDirName, "slurmctld"))
+	w("SlurmdSpoolDir=%s", p(spoolDirName, "%n"))
+	// Slurm's own pid files; ours, for StopDir, are in Dir/pids.
+	w("SlurmctldPidFile=%s", p(runDirName, "slurmctld.pid"))
+	w("SlurmdPidFile=%s", p(runDirName, "slurmd-%n.pid"))
+	w("SlurmctldLogFile=%s", p(logDirName, "slurmctld.log"))
+	// slurmstepd logs here too, which a daemon's stderr would not catch.
+	w("SlurmdLogFile=%s", p(logDirName, "slurmd-%n.log"))
+	w("SlurmctldDebug=info")
+	w("SlurmdDebug=info")
+	// Never the host's /etc/slurm/plugstack.conf.
+	w("PlugStackConfig=%s", plugstack)
+	// Nodes share one kernel: no cgroup-based tracking or binding, which
+	// would have every node fight over the same hierarchy.
+	w("ProctrackType=proctrack/linuxproc")
+	w("TaskPlugin=task/none")
+	w("JobAcctGatherType=jobacct_gather/none")
+	w("AccountingStorageType=accounting_storage/none")
+	w("JobCompType=jobcomp/none")
+	w("MpiDefault=none")
+	w("SwitchType=switch/none")
+	w("SelectType=select/cons_tres")
+	w("SelectTypeParameters=CR_Core")
+	// Without it sbatch jobs wait up to 3 s before they are scheduled.
+	w("SchedulerParameters=batch_sched_delay=0")
+	// A node that comes back registers as idle instead of staying down.
+	w("ReturnToService=2")
+	// The nodes share this machine's CPUs: trust the CPU counts below
+	// rather than the hardware slurmd sees.
+	w("SlurmdParameters=config_overrides")
+	w("KillWait=5")
+	w("InactiveLimit=0")
+	w("MailProg=/bin/true")
+	for _, n := range o.Nodes {
+		// One socket of CPUsPerNode cores, so that the node has exactly
+		// that many CPUs whatever the hardware.
+		w("NodeName=%s NodeAddr=%s NodeHostname=%s CPUs=%d Sockets=1 CoresPerSocket=%d ThreadsPerCore=1 State=UNKNOWN",
+			n.Name, n.Addr, n.Name, o.CPUsPerNode, o.CPUsPerNode)
+	}
+	w("PartitionName=%s Nodes=ALL Default=YES MaxTime=INFINITE State=UP", o.ClusterName)
+	return b.String()
+}
+
+// cgroupConf keeps slurmd from reading the host's /etc/slurm/cgroup.conf
+// (Slurm looks for it next to slurm.conf). slurmd 22.05 initialises its
+// cgroup plugin even with proctrack/linuxproc and task/none; autodetect picks
+// the hierarchy the host has.
+const cgroupConf = `# cgroup.conf of a Slurm cluster made by cruz (internal/slurmcluster).
+CgroupPlugin=autodetect
+`
+
+// nodeInit becomes a node's slurmd. It runs as the first process of the
+// node's new UTS and mount namespaces (unshare) inside the node's network
+// namespace (nsenter), so its mounts and hostname stay the node's own.
+const nodeInit = `#!/bin/sh
+# node-init.sh NODE SLURM_CONF CGROUP_SAVE_POINT SLURMD, written by cruz
+# (internal/slurmcluster): sets up a Slurm node's namespaces and execs slurmd.
+set -eu
+# fd 3 is the network namespace nsenter entered: slurmd needs no copy of it.
+exec 3<&-
+PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+node=$1 conf=$2 save=$3 slurmd=$4
+# The node's hostname (this UTS namespace is the node's alone).
+printf '%s' "$node" >/proc/sys/kernel/hostname
+# /sys as inherited shows the root network namespace's interfaces; a sysfs
+# mounted here shows the node's. Remounting /sys would also hide the cgroup
+# hierarchies under it, which slurmd 22.05 always initialises, so they are
+# moved aside and back. (ip netns exec remounts /sys without that, and
+# slurmd then fails.)
+mount --rbind /sys/fs/cgroup "$save"
+umount -l /sys
+mount -t sysfs sysfs /sys
+mount --move "$save" /sys/fs/cgroup
+exec "$slurmd" -D -N "$node" -f "$conf"
+`

@@ -1,0 +1,367 @@
+/*
+ * cruz_spank.c: SPANK plugin that lets srun, sbatch and salloc ask for Cruz
+ * checkpointing of a job.
+ *
+ *   --cruz                   checkpoint this job with Cruz
+ *   --cruz-interval=DURATION checkpoint every DURATION (Go syntax: 90s, 5m, 1h30m)
+ *   --cruz-store=DIR         keep checkpoints in DIR (absolute path)
+ *   --cruz-restart=auto|never  restart from the last checkpoint after a failure
+ *
+ * Every --cruz-* option implies --cruz. The plugin only checks the options
+ * and hands them to the job as environment variables (CRUZ_ENABLED=1,
+ * CRUZ_INTERVAL, CRUZ_STORE, CRUZ_RESTART), which the Cruz launcher acts on.
+ * On a node without a Cruz agent, the tasks of a --cruz step fail before
+ * they exec, saying why, rather than run unprotected.
+ *
+ * plugstack.conf:
+ *   required /path/to/cruz_spank.so [socket=/run/cruz/cruzd.sock]
+ *
+ * Build: cc -shared -fPIC -Wall -Wextra -Werror -o cruz_spank.so cruz_spank.c
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <slurm/spank.h>
+
+SPANK_PLUGIN(cruz, 1);
+
+#define CRUZ_DEFAULT_SOCKET "/run/cruz/cruzd.sock"
+/* Shorter intervals would spend the job's time checkpointing. */
+#define CRUZ_MIN_INTERVAL_SEC 1.0
+
+static int cruz_enabled = 0;
+static char *cruz_interval = NULL;
+static char *cruz_store = NULL;
+static char *cruz_restart = NULL;
+static char cruz_socket[PATH_MAX] = CRUZ_DEFAULT_SOCKET;
+static int cruz_no_agent = 0; /* remote: --cruz given, agent socket missing */
+
+static int opt_cruz(int val, const char *optarg, int remote);
+static int opt_interval(int val, const char *optarg, int remote);
+static int opt_store(int val, const char *optarg, int remote);
+static int opt_restart(int val, const char *optarg, int remote);
+
+/*
+ * Registered with spank_option_register() rather than exported as
+ * spank_options: the exported table is not seen by sbatch and salloc.
+ */
+static struct spank_option cruz_options[] = {
+	{ "cruz", NULL,
+	  "Checkpoint this job with Cruz (needs cruzd on every node).",
+	  0, 0, opt_cruz },
+	{ "cruz-interval", "DURATION",
+	  "Checkpoint every DURATION, e.g. 90s, 5m, 1h30m (implies --cruz).",
+	  1, 0, opt_interval },
+	{ "cruz-store", "DIR",
+	  "Keep checkpoints in DIR, an absolute path every node sees "
+	  "(implies --cruz).",
+	  1, 0, opt_store },
+	{ "cruz-restart", "auto|never",
+	  "Restart from the last checkpoint after a failure, or not "
+	  "(implies --cruz).",
+	  1, 0, opt_restart },
+	SPANK_OPTIONS_TABLE_END
+};
+
+/*
+ * Options are checked for the user where the user sees the messages: in
+ * srun (local) and in sbatch/salloc (allocator). On the nodes (remote) the
+ * same callbacks run again with the values the user gave.
+ */
+static int user_facing(void)
+{
+	spank_context_t ctx = spank_context();
+	return ctx == S_CTX_LOCAL || ctx == S_CTX_ALLOCATOR;
+}
+
+static int set_string(char **dst, const char *val)
+{
+	char *s = strdup(val);
+	if (s == NULL) {
+		slurm_error("cruz: out of memory");
+		return -1;
+	}
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+/*
+ * Parses a duration in Go's time.ParseDuration syntax, without a sign:
+ * one or more decimal numbers, each with an optional fraction and a unit
+ * (ns, us, µs, ms, s, m, h), such as "90s", "1.5h" or "1h30m". The Go
+ * launcher parses the same string again, so both must agree.
+ */
+static int parse_duration(const char *s, double *secs)
+{
+	static const struct { const char *unit; double secs; } units[] = {
+		{ "ns", 1e-9 }, { "us", 1e-6 }, { "\xc2\xb5s", 1e-6 },
+		{ "\xce\xbcs", 1e-6 }, { "ms", 1e-3 }, { "s", 1 },
+		{ "m", 60 }, { "h", 3600 }, { NULL, 0 }
+	};
+	const char *p = s;
+	double total = 0;
+
+	if (*p == '\0')
+		return -1;
+	/* Go takes a bare "0"; it is too short all the same. */
+	if (strcmp(s, "0") == 0) {
+		*secs = 0;
+		return 0;
+	}
+	while (*p != '\0') {
+		double v = 0, scale = 1;
+		int digits = 0, i;
+
+		for (; isdigit((unsigned char) *p); p++, digits++)
+			v = v * 10 + (*p - '0');
+		if (*p == '.')
+			for (p++; isdigit((unsigned char) *p); p++, digits++)
+				v += (*p - '0') * (scale /= 10);
+		if (digits == 0)
+			return -1;
+		for (i = 0; units[i].unit != NULL; i++) {
+			size_t n = strlen(units[i].unit);
+			/* The table lists "ms" before "m" for this to work. */
+			if (strncmp(p, units[i].unit, n) == 0)
+				break;
+		}
+		if (units[i].unit == NULL)
+			return -1;
+		total += v * units[i].secs;
+		p += strlen(units[i].unit);
+	}
+	*secs = total;
+	return 0;
+}
+
+static int opt_cruz(int val, const char *optarg, int remote)
+{
+	(void) val;
+	(void) optarg;
+	(void) remote;
+	cruz_enabled = 1;
+	return 0;
+}
+
+static int opt_interval(int val, const char *optarg, int remote)
+{
+	double secs;
+
+	(void) val;
+	(void) remote;
+	if (optarg == NULL || parse_duration(optarg, &secs) < 0) {
+		slurm_error("cruz: --cruz-interval=%s is not a duration: give a "
+			    "number with a unit, e.g. --cruz-interval=90s "
+			    "(or 5m, 1h30m)", optarg ? optarg : "");
+		return -1;
+	}
+	if (secs < CRUZ_MIN_INTERVAL_SEC) {
+		slurm_error("cruz: --cruz-interval=%s is shorter than 1s: give "
+			    "a longer interval, e.g. --cruz-interval=90s",
+			    optarg);
+		return -1;
+	}
+	cruz_enabled = 1;
+	return set_string(&cruz_interval, optarg);
+}
+
+static int opt_store(int val, const char *optarg, int remote)
+{
+	struct stat st;
+
+	(void) val;
+	(void) remote;
+	if (optarg == NULL || optarg[0] != '/') {
+		slurm_error("cruz: --cruz-store=%s is not an absolute path: give "
+			    "a directory every node sees, e.g. "
+			    "--cruz-store=/shared/cruz", optarg ? optarg : "");
+		return -1;
+	}
+	/* Where the user submits, the store should be visible too. */
+	if (user_facing()) {
+		if (stat(optarg, &st) < 0) {
+			slurm_error("cruz: --cruz-store=%s: %s: create the "
+				    "directory or give another one",
+				    optarg, strerror(errno));
+			return -1;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			slurm_error("cruz: --cruz-store=%s is not a directory",
+				    optarg);
+			return -1;
+		}
+	}
+	cruz_enabled = 1;
+	return set_string(&cruz_store, optarg);
+}
+
+static int opt_restart(int val, const char *optarg, int remote)
+{
+	(void) val;
+	(void) remote;
+	if (optarg == NULL ||
+	    (strcmp(optarg, "auto") != 0 && strcmp(optarg, "never") != 0)) {
+		slurm_error("cruz: --cruz-restart=%s is neither auto nor never "
+			    "(e.g. --cruz-restart=auto)", optarg ? optarg : "");
+		return -1;
+	}
+	cruz_enabled = 1;
+	return set_string(&cruz_restart, optarg);
+}
+
+static const char *no_agent_message(void)
+{
+	static char msg[PATH_MAX + 512];
+	char host[256] = "?";
+
+	if (gethostname(host, sizeof(host)) < 0)
+		strcpy(host, "?");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(msg, sizeof(msg), "cruz: no cruz agent on node %s (socket %s): "
+		 "start cruzd (systemctl start cruzd) or drop --cruz",
+		 host, cruz_socket);
+	return msg;
+}
+
+/* Reads the plugin's arguments from plugstack.conf. */
+static int parse_args(int ac, char **av)
+{
+	int i;
+
+	for (i = 0; i < ac; i++) {
+		if (strncmp(av[i], "socket=", 7) == 0 && av[i][7] == '/') {
+			if (strlen(av[i] + 7) >= sizeof(cruz_socket)) {
+				slurm_error("cruz: plugstack.conf: %s is too long",
+					    av[i]);
+				return -1;
+			}
+			strcpy(cruz_socket, av[i] + 7);
+		} else {
+			slurm_error("cruz: plugstack.conf: unknown argument "
+				    "\"%s\" (known: socket=/ABSOLUTE/PATH)",
+				    av[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int slurm_spank_init(spank_t sp, int ac, char **av)
+{
+	spank_context_t ctx = spank_context();
+	int i;
+
+	if (parse_args(ac, av) < 0)
+		return -1;
+	/* slurmd and prolog/epilog contexts take no options. */
+	if (ctx != S_CTX_LOCAL && ctx != S_CTX_REMOTE && ctx != S_CTX_ALLOCATOR)
+		return 0;
+	for (i = 0; cruz_options[i].name != NULL; i++) {
+		if (spank_option_register(sp, &cruz_options[i]) != ESPANK_SUCCESS) {
+			slurm_error("cruz: cannot register option --%s",
+				    cruz_options[i].name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setenv_job(spank_t sp, const char *var, const char *val)
+{
+	spank_err_t rc;
+
+	if (val == NULL)
+		return 0;
+	rc = spank_setenv(sp, var, val, 1);
+	if (rc != ESPANK_SUCCESS) {
+		slurm_error("cruz: cannot set %s in the job's environment: %s",
+			    var, spank_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * On a node (remote), once the options are known: check for the agent and
+ * hand the options to the job's tasks. A missing agent is reported to the
+ * node's log here, and to the user by each task (slurm_spank_task_init):
+ * failing here would only show "Plugin initialization failed" to the user,
+ * and srun would even exit 0.
+ */
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
+{
+	struct stat st;
+
+	(void) ac;
+	(void) av;
+	if (!spank_remote(sp) || !cruz_enabled)
+		return 0;
+	if (stat(cruz_socket, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		cruz_no_agent = 1;
+		slurm_error("%s", no_agent_message());
+		return 0;
+	}
+	if (setenv_job(sp, "CRUZ_ENABLED", "1") < 0 ||
+	    setenv_job(sp, "CRUZ_INTERVAL", cruz_interval) < 0 ||
+	    setenv_job(sp, "CRUZ_STORE", cruz_store) < 0 ||
+	    setenv_job(sp, "CRUZ_RESTART", cruz_restart) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * In each task, as the user, just before it execs the job's program: a
+ * --cruz task without an agent ends here with the reason on its stderr,
+ * which srun and the job's output show, instead of running unprotected.
+ */
+int slurm_spank_task_init(spank_t sp, int ac, char **av)
+{
+	(void) ac;
+	(void) av;
+	if (!spank_remote(sp) || !cruz_no_agent)
+		return 0;
+	fprintf(stderr, "%s\n", no_agent_message());
+	fflush(stderr);
+	return -1;
+}
+
+/*
+ * Runs as root in each task before it drops privileges: the one place for
+ * privileged per-task work (e.g. handing the task to the root-only agent).
+ * The launcher does that work for now, so this only logs.
+ */
+int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
+{
+	uint32_t job = 0, task = 0;
+
+	(void) ac;
+	(void) av;
+	if (!spank_remote(sp) || !cruz_enabled)
+		return 0;
+	spank_get_item(sp, S_JOB_ID, &job);
+	spank_get_item(sp, S_TASK_GLOBAL_ID, &task);
+	slurm_debug("cruz: job %u task %u: checkpointing through %s",
+		    job, task, cruz_socket);
+	return 0;
+}
+
+int slurm_spank_exit(spank_t sp, int ac, char **av)
+{
+	(void) sp;
+	(void) ac;
+	(void) av;
+	free(cruz_interval);
+	free(cruz_store);
+	free(cruz_restart);
+	cruz_interval = cruz_store = cruz_restart = NULL;
+	return 0;
+}
