@@ -104,13 +104,7 @@ func adoptPod(spec podSpec, ino uint64, sink outputSink) (*podRuntime, error) {
 		if err != nil {
 			continue
 		}
-		p.pipes[target] = stream
-		p.readers.Add(1)
-		go func(stream string, r *os.File) {
-			defer p.readers.Done()
-			defer r.Close()
-			copyOutput(r, stream, sink)
-		}(stream, r)
+		p.copyPipe(target, stream, r, sink)
 	}
 	go func() {
 		defer unix.Close(pidfd)

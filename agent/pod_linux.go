@@ -238,16 +238,22 @@ func (h *podHost) openPipes(p *podRuntime, sink outputSink) (outW, errW *os.File
 			w.Close()
 			return nil, nil, fmt.Errorf("stat pipe: %w", err)
 		}
-		p.pipes[fmt.Sprintf("pipe:[%d]", st.Ino)] = stream
-		p.readers.Add(1)
-		go func(stream string, r *os.File) {
-			defer p.readers.Done()
-			defer r.Close()
-			copyOutput(r, stream, sink)
-		}(stream, r)
+		p.copyPipe(fmt.Sprintf("pipe:[%d]", st.Ino), stream, r, sink)
 		files = append(files, w)
 	}
 	return files[0], files[1], nil
+}
+
+// copyPipe records the pipe under key and copies what the pod writes to it
+// to sink until its end, then closes r.
+func (p *podRuntime) copyPipe(key, stream string, r *os.File, sink outputSink) {
+	p.pipes[key] = stream
+	p.readers.Add(1)
+	go func() {
+		defer p.readers.Done()
+		defer r.Close()
+		copyOutput(r, stream, sink)
+	}()
 }
 
 func copyOutput(r io.Reader, stream string, sink outputSink) {

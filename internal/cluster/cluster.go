@@ -16,6 +16,8 @@
 package cluster
 
 import (
+	"github.com/cruz-hpc/cruz/internal/proc"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -696,38 +698,11 @@ func isNodeProcess(pid int, config string) bool {
 	return false
 }
 
-func cmdline(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-}
+func cmdline(pid int) []string { return proc.Cmdline(pid) }
 
 // Alive tells whether pid is a live (not zombie) process.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
-}
+func Alive(pid int) bool { return proc.Alive(pid) }
 
-// awaitGone waits up to timeout for pids to end and returns those left.
 func awaitGone(ctx context.Context, pids []int, timeout time.Duration) []int {
-	deadline := time.Now().Add(timeout)
-	for {
-		var left []int
-		for _, pid := range pids {
-			if Alive(pid) {
-				left = append(left, pid)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
-			return left
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return proc.AwaitGone(ctx, pids, timeout)
 }

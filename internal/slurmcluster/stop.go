@@ -3,6 +3,8 @@
 package slurmcluster
 
 import (
+	procfs "github.com/cruz-hpc/cruz/internal/proc"
+
 	"context"
 	"errors"
 	"fmt"
@@ -312,44 +314,12 @@ func readComm(pid int) string {
 	return strings.TrimSpace(string(b))
 }
 
-func cmdline(pid int) []string { return nulList(fmt.Sprintf("/proc/%d/cmdline", pid)) }
-func environ(pid int) []string { return nulList(fmt.Sprintf("/proc/%d/environ", pid)) }
+func cmdline(pid int) []string { return procfs.Cmdline(pid) }
+func environ(pid int) []string { return procfs.Environ(pid) }
+func alive(pid int) bool       { return procfs.Alive(pid) }
 
-func nulList(path string) []string {
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-}
-
-// alive tells whether pid is a live process, not a zombie: a dead daemon
-// whose parent has not reaped it yet has stopped all the same.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
-// awaitGone waits up to timeout for pids to end and returns those left.
 func awaitGone(ctx context.Context, pids []int, timeout time.Duration) []int {
-	deadline := time.Now().Add(timeout)
-	for {
-		var left []int
-		for _, pid := range pids {
-			if alive(pid) {
-				left = append(left, pid)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
-			return left
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return procfs.AwaitGone(ctx, pids, timeout)
 }
 
 func contains(pids []int, pid int) bool {

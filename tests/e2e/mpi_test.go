@@ -28,6 +28,15 @@ func expectedAllreduce(np, iters int) []string {
 	return append(lines, fmt.Sprintf("result %d ranks %d iters %d", acc, np, iters))
 }
 
+// startAllreduce starts mpi_allreduce (np ranks, iters iterations of
+// 100 ms) as u and waits until it has done 3 iterations.
+func (a *agent) startAllreduce(u testenv.User, dir, name string, np, iters int) *cruzCmd {
+	a.t.Helper()
+	run := a.startCruz(u, dir, "run", "--name", name, "--np", fmt.Sprint(np), "--", testenv.Bin(a.t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(a.t, "iter 3 ", 60*time.Second)
+	return run
+}
+
 func outputLines(s string) []string {
 	return strings.Split(strings.TrimRight(s, "\n"), "\n")
 }

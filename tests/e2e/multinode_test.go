@@ -97,8 +97,7 @@ func TestClusterMultiNodeJob(t *testing.T) {
 	dir := testenv.TempDirFor(t, u)
 	const np, iters = 8, 150
 
-	run := n1.startCruz(u, dir, "run", "--name", "wide", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
-	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	run := n1.startAllreduce(u, dir, "wide", np, iters)
 	first := n1.status(u, "wide")
 	ranks, main := podsByNode(first)
 	assert.Equal(t, map[string]int{"node1": 2, "node2": 2, "node3": 2, "node4": 2}, ranks, "8 ranks spread over 4 nodes")
