@@ -50,10 +50,13 @@ func (a *Agent) readopt(dir string, rec setRecord) []string {
 			continue
 		}
 		// A checkpoint or migration may have been cut short with the old
-		// agent: the pod runs on, with its traffic flowing.
+		// agent: the pod runs on. Its traffic stays held (or is held now)
+		// until its coordinator confirms that it still counts on this pod
+		// here: it may have restored the job elsewhere meanwhile, and two
+		// pods with one address must never both talk.
 		p.resumeStopped()
-		if err := unblockPodTraffic(context.Background(), p.nsPath); err != nil {
-			a.log.Warn("unblocking a pod taken back", "pod", name, "err", err)
+		if err := blockPodTraffic(context.Background(), p.nsPath); err != nil {
+			a.log.Warn("holding the traffic of a pod taken back", "pod", name, "err", err)
 		}
 		s.pods[name] = p
 		veths = append(veths, hostVethName(name))
@@ -138,9 +141,10 @@ func podInitPID(ino uint64) int {
 }
 
 // confirmAdopted asks the job's coordinator whether it still counts on the
-// pods taken back here, and removes those it does not (the job ended or
-// moved them while this node's agent was away). An unreachable coordinator
-// is asked again for a minute; after that the pods stay.
+// pods taken back here: those it does get their traffic back, the others
+// (the job ended, or was restored elsewhere while this node's agent was
+// away) are removed. An unreachable coordinator is asked again for a
+// minute; after that the pods are removed: held pods help no one.
 func (a *Agent) confirmAdopted(s *podSet) {
 	owner := caller{UID: s.uid, GID: s.gid}
 	nc, err := a.client(s.coordinator, owner)
@@ -173,8 +177,17 @@ func (a *Agent) confirmAdopted(s *podSet) {
 		}
 		if len(gone) > 0 {
 			a.log.Info("removing pods taken back that their coordinator no longer runs here", "job", s.job, "pods", gone)
-			_, _ = a.nodeOp(context.Background(), caller{}, opDestroy, nodeReq{Job: s.job, Pods: gone})
+			_, _ = a.nodeOp(context.Background(), rootCaller, opDestroy, nodeReq{Job: s.job, Pods: gone})
+		}
+		for _, p := range pods {
+			if here[p.spec.Name] {
+				if err := unblockPodTraffic(context.Background(), p.nsPath); err != nil {
+					a.log.Warn("releasing a pod taken back", "pod", p.spec.Name, "err", err)
+				}
+			}
 		}
 		return
 	}
+	a.log.Warn("the coordinator of pods taken back does not answer; removing them", "job", s.job, "coordinator", s.coordinator)
+	_, _ = a.nodeOp(context.Background(), rootCaller, opDestroy, nodeReq{Job: s.job})
 }

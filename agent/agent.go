@@ -46,6 +46,8 @@ type Agent struct {
 	sets map[string]*podSet
 	// clients of the other nodes' TCP API, by node and identity.
 	clients map[string]*api.Client
+	// eventsMu serialises appends to the jobs' event logs.
+	eventsMu sync.Mutex
 }
 
 // New checks the node (CRIU version and kernel support, the pod bridge, the
@@ -165,7 +167,7 @@ func (a *Agent) Shutdown(ctx context.Context) {
 	a.mu.Unlock()
 	for _, id := range jobs {
 		a.log.Info("removing pods at agent shutdown", "job", id)
-		_, _ = a.nodeOp(ctx, caller{}, opDestroy, nodeReq{Job: id})
+		_, _ = a.nodeOp(ctx, rootCaller, opDestroy, nodeReq{Job: id})
 	}
 }
 
@@ -309,6 +311,8 @@ func closedChan() chan struct{} {
 
 // persist writes the job's record atomically.
 func (a *Agent) persist(j *job) error {
+	j.saving.Lock()
+	defer j.saving.Unlock()
 	j.mu.Lock()
 	b, err := json.MarshalIndent(j.rec, "", "  ")
 	id := j.rec.ID

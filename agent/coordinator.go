@@ -32,6 +32,18 @@ func (n nodeClient) do(ctx context.Context, op string, req nodeReq) (nodeResp, e
 	if n.remote == nil {
 		return n.a.nodeOp(ctx, n.c, op, req)
 	}
+	// A node that does not answer must not hold the coordinator (and the
+	// job's traffic) for a TCP timeout: every operation but a wait is
+	// bounded.
+	if _, ok := ctx.Deadline(); !ok && op != opWait {
+		limit := nodeTimeout
+		if op == opDump || op == opRestore {
+			limit = n.a.cfg.CRIU.Timeout.Duration + nodeTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
 	var resp nodeResp
 	err := n.remote.Call(ctx, http.MethodPost, "/v1/node/"+op, req, &resp)
 	if err != nil {
@@ -119,7 +131,17 @@ func (j *job) byNode() map[string][]string {
 // onNodes runs op on every node that holds pods of the job, at once, and
 // returns the answers by node; the error names every node that failed.
 func (a *Agent) onNodes(ctx context.Context, j *job, op string, mk func(node string, pods []string) nodeReq) (map[string]nodeResp, error) {
+	return a.onNodesWhere(ctx, j, nil, op, mk)
+}
+
+// onNodesWhere is onNodes on the nodes for which keep is true (all if nil).
+func (a *Agent) onNodesWhere(ctx context.Context, j *job, keep func(string) bool, op string, mk func(node string, pods []string) nodeReq) (map[string]nodeResp, error) {
 	groups := j.byNode()
+	for node := range groups {
+		if keep != nil && !keep(node) {
+			delete(groups, node)
+		}
+	}
 	var mu sync.Mutex
 	out := map[string]nodeResp{}
 	var errs []error
@@ -224,7 +246,7 @@ func (a *Agent) followOnce(ctx context.Context, j *job, node string, f *follower
 			return err
 		}
 		if fr.Stream != "" && fr.Data != nil {
-			j.out.append(api.Frame{Stream: fr.Stream, Data: fr.Data})
+			a.emit(j, fr.Stream, fr.Data)
 		}
 		f.mu.Lock()
 		f.off = fr.End
@@ -299,3 +321,6 @@ func (a *Agent) peersHolding(ctx context.Context, c caller, id string) string {
 	}
 	return ""
 }
+
+// rootCaller is the agent acting as root (for itself, not for a user).
+var rootCaller = caller{UID: 0, GID: 0, User: "root"}

@@ -46,6 +46,10 @@ type jobRecord struct {
 	// OutputStart is where the current run's frames start in the output
 	// log: a restart's client is streamed from there.
 	OutputStart int64 `json:"output_start"`
+	// Policy is the job's checkpoint and recovery policy.
+	Policy jobPolicy `json:"policy"`
+	// Spares are nodes held back to replace nodes that fail.
+	Spares []string `json:"spares,omitempty"`
 }
 
 // holdsPods: the job has (or had, when the agent died) pods on the node.
@@ -78,6 +82,15 @@ type job struct {
 	ending bool
 	// followers copy the output of the job's pods on other nodes.
 	followers map[string]*follower
+	// sup is the policy engine's state of the job (supervise.go).
+	sup *supervisor
+	// saving serialises writes of job.json.
+	saving sync.Mutex
+	// dedup filters the stdout of a run restored by an automatic rollback.
+	dedup *lineDedup
+	// signalled: the job's user sent it a signal that ends processes, so
+	// its end is not a failure to recover from.
+	signalled bool
 }
 
 func (j *job) id() string { return j.rec.ID }
@@ -180,6 +193,17 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	if err := a.checkNodes(nodes); err != nil {
 		return nil, err
 	}
+	pol, err := a.resolvePolicy(req)
+	if err != nil {
+		return nil, err
+	}
+	var spares []string
+	if req.Spares < 0 || (req.Spares > 0 && req.Spares >= len(nodes)) {
+		return nil, errorf(errBadRequest, "--spares %d: of the %d nodes (%s) at least one must run the job", req.Spares, len(nodes), strings.Join(nodes, ", "))
+	}
+	if req.Spares > 0 {
+		nodes, spares = nodes[:len(nodes)-req.Spares], nodes[len(nodes)-req.Spares:]
+	}
 	npods := req.NP + 1
 	if req.Plain {
 		npods = 1
@@ -193,7 +217,7 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	}
 	now := time.Now().UTC()
 	rec := jobRecord{ID: id, Name: req.Name, User: c.User, UID: c.UID, GID: c.GID, Groups: c.Groups,
-		Request: req, State: api.StateStarting, Created: now, Updated: now}
+		Request: req, State: api.StateStarting, Created: now, Updated: now, Policy: pol, Spares: spares}
 	env := append(append([]string{}, req.Env...), a.cfg.MPI.Env...)
 	mk := func(name, role string, rank int, addr netip.Prefix, argv []string) podSpec {
 		return podSpec{Name: name, Hostname: name, Role: role, Rank: rank, Addr: addr, Argv: argv,
@@ -243,7 +267,24 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 		return j, err
 	}
 	a.setState(j, api.StateRunning, "")
+	msg := fmt.Sprintf("started: %d ranks on %s; %s", req.NP, strings.Join(nodes, ", "), pol)
+	if req.Plain {
+		msg = "started: one pod on " + a.node + "; " + pol.String()
+	}
+	if len(spares) > 0 {
+		msg += "; spares " + strings.Join(spares, ", ")
+	}
+	a.event(j, api.Event{Kind: "started", Message: msg})
 	return j, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // launchTimeout bounds the wait for mpiexec's proxy launch lines.
@@ -267,6 +308,7 @@ func (a *Agent) startPods(ctx context.Context, j *job) error {
 			return err
 		}
 		go a.watchMain(j, gen)
+		go a.supervise(j, gen)
 		return nil
 	}
 	gate := newLaunchGate(len(specs)-1, a.jobSink(j))
@@ -311,8 +353,12 @@ func (a *Agent) startPods(ctx context.Context, j *job) error {
 	if err := a.persist(j); err != nil {
 		return err
 	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
 	go a.watchMain(j, gen)
-	return errors.Join(errs...)
+	go a.supervise(j, gen)
+	return nil
 }
 
 // startMpiexec starts mpiexec's pod on this node, its stdout going through
@@ -378,6 +424,10 @@ func (a *Agent) watchMain(j *job, gen int) {
 		a.log.Warn("cannot reach the main pod's node", "job", j.id(), "node", main.Node, "err", err)
 		time.Sleep(time.Second)
 	}
+	if j.current(gen) && j.failedEnd(code) {
+		a.recoverJob(j, gen, fmt.Sprintf("the job's main process (%s on %s) ended with status %d", main.Name, main.Node, code), main.Node)
+		return
+	}
 	j.op.Lock()
 	defer j.op.Unlock()
 	j.mu.Lock()
@@ -395,7 +445,11 @@ func (a *Agent) watchMain(j *job, gen int) {
 		})
 		left := 0
 		for _, r := range resp {
-			left += len(r.Pods)
+			for _, p := range r.Pods {
+				if !p.Exited {
+					left++
+				}
+			}
 		}
 		if err != nil || left == 0 {
 			break
@@ -407,6 +461,7 @@ func (a *Agent) watchMain(j *job, gen int) {
 	j.rec.ExitCode = &code
 	j.mu.Unlock()
 	a.setState(j, api.StateExited, "")
+	a.event(j, api.Event{Kind: "exited", Message: fmt.Sprintf("the job ended with status %d", code)})
 	a.log.Info("job ended", "job", j.id(), "exit", code)
 }
 
@@ -433,6 +488,7 @@ func (a *Agent) teardown(j *job, final api.Frame) {
 		a.unfollow(j, node, r.OutputEnd)
 	}
 	a.stopFollowers(j)
+	a.endDedup(j)
 	j.mu.Lock()
 	j.live = false
 	j.ending = false
@@ -444,7 +500,38 @@ func (a *Agent) teardown(j *job, final api.Frame) {
 func (a *Agent) jobSink(j *job) outputSink {
 	return func(stream string, data []byte) {
 		if data != nil {
-			j.out.append(api.Frame{Stream: stream, Data: data})
+			a.emit(j, stream, data)
+		}
+	}
+}
+
+// emit appends pod output to the job's log, through the filter that drops
+// what a rolled-back run prints again (dedup.go).
+func (a *Agent) emit(j *job, stream string, data []byte) {
+	j.mu.Lock()
+	d := j.dedup
+	j.mu.Unlock()
+	if d != nil && stream == "stdout" {
+		data = d.feed(data)
+		if n, ok := d.decided(); ok {
+			a.event(j, api.Event{Kind: "output", Message: fmt.Sprintf("the restored run repeated %d lines of output the failed run had printed after the checkpoint; they are not shown twice", n)})
+		}
+		if len(data) == 0 {
+			return
+		}
+	}
+	j.out.append(api.Frame{Stream: stream, Data: data})
+}
+
+// endDedup settles the rollback filter, if any, and emits what it held.
+func (a *Agent) endDedup(j *job) {
+	j.mu.Lock()
+	d := j.dedup
+	j.dedup = nil
+	j.mu.Unlock()
+	if d != nil {
+		if rest := d.flush(); len(rest) > 0 {
+			j.out.append(api.Frame{Stream: "stdout", Data: rest})
 		}
 	}
 }
@@ -524,7 +611,17 @@ func (a *Agent) Checkpoint(ctx context.Context, c caller, ref string, stop bool)
 	if st := j.state(); st != api.StateRunning {
 		return nil, errorf(errConflict, "job %s is %s, not running: only a running job can be checkpointed", j.id(), st)
 	}
-	return a.checkpointLocked(ctx, j, stop)
+	m, err := a.checkpointLocked(ctx, j, stop)
+	if err != nil {
+		a.event(j, api.Event{Kind: "checkpoint_failed", Message: fmt.Sprintf("checkpoint by uid %d failed: %v", c.UID, firstLine(err.Error()))})
+		return nil, err
+	}
+	kind, what := "checkpoint", "checkpoint"
+	if stop {
+		kind, what = "stopped", "stopped at checkpoint"
+	}
+	a.event(j, api.Event{Kind: kind, Checkpoint: m.ID, Message: fmt.Sprintf("%s %s by uid %d: %s", what, m.ID, c.UID, humanSize(m.Bytes))})
+	return m, nil
 }
 
 func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *store.Manifest, err error) {
@@ -533,6 +630,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	specs := append([]podSpec(nil), j.rec.Pods...)
 	j.mu.Unlock()
 	phases := map[string]int64{}
+	outAtBlock := j.out.offset()
 	pend, err := a.store.Begin(j.id(), store.Owner{UID: j.rec.UID, GID: j.rec.GID})
 	if err != nil {
 		return nil, fmt.Errorf("start checkpoint: %w", err)
@@ -545,8 +643,11 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			return
 		}
 		_ = pend.Abort()
-		// Undo on every node: stopped pods go on, traffic flows again.
-		if _, rerr := a.onNodes(context.Background(), j, opResume, func(_ string, pods []string) nodeReq {
+		// Undo on every node: stopped pods go on, traffic flows again. A
+		// node that does not answer soon is likely gone.
+		actx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, rerr := a.onNodes(actx, j, opResume, func(_ string, pods []string) nodeReq {
 			return nodeReq{Job: j.id(), Pods: pods}
 		}); rerr != nil {
 			log.Error("resuming the job after the failed checkpoint", "err", rerr)
@@ -599,7 +700,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	if err != nil {
 		return nil, err
 	}
-	m := &store.Manifest{JobName: j.rec.Name, Created: t0.UTC(), Stopped: stop, Pods: images, Phases: phases, Spec: spec}
+	m := &store.Manifest{JobName: j.rec.Name, Created: t0.UTC(), Stopped: stop, Pods: images, Phases: phases, Spec: spec, OutputOffset: outAtBlock}
 	warnings, err := pend.Commit(m)
 	if err != nil {
 		return nil, fmt.Errorf("commit checkpoint: %w", err)
@@ -744,6 +845,8 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []s
 		return nil, 0, err
 	}
 	a.setState(j, api.StateRunning, "")
+	a.event(j, api.Event{Kind: "restarted", Checkpoint: m.ID, Millis: time.Since(t0).Milliseconds(),
+		Message: fmt.Sprintf("restarted from %s by uid %d in %d ms", m.ID, c.UID, time.Since(t0).Milliseconds())})
 	log.Info("restart done", "ms", time.Since(t0).Milliseconds())
 	return j, start, nil
 }
@@ -854,6 +957,7 @@ func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, gen 
 		return err
 	}
 	go a.watchMain(j, gen)
+	go a.supervise(j, gen)
 	return a.persist(j)
 }
 
@@ -876,6 +980,11 @@ func (a *Agent) Signal(c caller, ref string, sig syscall.Signal) error {
 	nc, err := a.client(main.Node, j.owner())
 	if err != nil {
 		return err
+	}
+	if terminatesByDefault(sig) {
+		j.mu.Lock()
+		j.signalled = true
+		j.mu.Unlock()
 	}
 	a.log.Info("signal", "job", j.id(), "signal", sig.String(), "by", c.UID)
 	_, err = nc.do(context.Background(), opSignal, nodeReq{Job: j.id(), Pods: []string{main.Name}, Signal: int(sig)})

@@ -152,6 +152,8 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	m := api.Migration{Job: j.id(), Pod: name, From: from, To: to, DowntimeMS: t3.Sub(t0).Milliseconds(),
 		DumpMS: t1.Sub(t0).Milliseconds(), RestoreMS: t2.Sub(t1).Milliseconds(), Bytes: dirBytes(dir)}
 	log.Info("migration done", "downtime_ms", m.DowntimeMS, "dump_ms", m.DumpMS, "restore_ms", m.RestoreMS, "bytes", m.Bytes)
+	a.event(j, api.Event{Kind: "migrated", Node: to, Millis: m.DowntimeMS,
+		Message: fmt.Sprintf("%s moved from %s to %s: downtime %d ms", name, from, to, m.DowntimeMS)})
 	return m, nil
 }
 

@@ -71,8 +71,11 @@ type podDump struct {
 }
 
 type podState struct {
-	Name string `json:"name"`
-	PID  int    `json:"pid"`
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	PID    int    `json:"pid"`
+	Exited bool   `json:"exited,omitempty"`
+	Code   int    `json:"code,omitempty"`
 }
 
 // Node operations.
@@ -106,6 +109,8 @@ type podSet struct {
 	op   sync.Mutex
 	mu   sync.Mutex
 	pods map[string]*podRuntime
+	// saving serialises writes of set.json.
+	saving sync.Mutex
 }
 
 // setRecord is set.json: what an agent that restarts must know of a set.
@@ -195,6 +200,8 @@ func (a *Agent) podSetOf(c caller, job string) (*podSet, error) {
 
 // persistSet saves the set's record, or removes the set when it is empty.
 func (a *Agent) persistSet(s *podSet) {
+	s.saving.Lock()
+	defer s.saving.Unlock()
 	s.mu.Lock()
 	rec := setRecord{Job: s.job, UID: s.uid, GID: s.gid, Coordinator: s.coordinator, Netns: map[string]uint64{}, Specs: map[string]podSpec{}}
 	for name, p := range s.pods {
@@ -309,11 +316,13 @@ func (a *Agent) nodeOp(ctx context.Context, c caller, op string, req nodeReq) (n
 	case opPods:
 		var out nodeResp
 		for _, p := range pods {
+			st := podState{Name: p.spec.Name, Role: p.spec.Role, PID: p.pid}
 			select {
 			case <-p.exited:
+				st.Exited, st.Code = true, p.exitCode()
 			default:
-				out.Pods = append(out.Pods, podState{Name: p.spec.Name, PID: p.pid})
 			}
+			out.Pods = append(out.Pods, st)
 		}
 		return out, nil
 	}
@@ -634,8 +643,9 @@ func fromPeer(ctx context.Context) bool {
 	return v
 }
 
-// nodeTimeout bounds a node operation that is not a dump, restore or wait.
-const nodeTimeout = 30 * time.Second
+// nodeTimeout bounds a node operation that is not a dump, restore or wait
+// (those get criu.timeout more).
+const nodeTimeout = 10 * time.Second
 
 // transientDumpError: CRIU's TCP repair read a receive queue while it was
 // still changing; the same dump a moment later succeeds.

@@ -180,6 +180,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/jobs/{job}/attach", a.withCaller(a.handleAttach))
 	mux.HandleFunc("POST /v1/jobs/{job}/signal", a.withCaller(a.handleSignal))
 	mux.HandleFunc("POST /v1/jobs/{job}/migrate", a.withCaller(a.handleMigrate))
+	mux.HandleFunc("GET /v1/jobs/{job}/events", a.withCaller(a.handleEvents))
 	mux.HandleFunc("POST /v1/drain", a.withCaller(a.handleDrain))
 	// Between agents only (see nodeops.go).
 	mux.HandleFunc("POST /v1/node/{op}", a.withCaller(a.handleNodeOp))
@@ -276,7 +277,12 @@ func (a *Agent) info(j *job) api.Job {
 	a.mu.Unlock()
 	out := api.Job{ID: rec.ID, Name: rec.Name, User: rec.User, UID: rec.UID, State: rec.State, Message: rec.Message,
 		NP: rec.Request.NP, Argv: rec.Request.Argv, ExitCode: rec.ExitCode, Created: rec.Created, Updated: rec.Updated,
-		LastCheckpoint: rec.LastCheckpoint, Pods: []api.Pod{}}
+		LastCheckpoint: rec.LastCheckpoint, Pods: []api.Pod{}, Policy: rec.Policy.String(), Spares: rec.Spares}
+	j.mu.Lock()
+	if j.sup != nil {
+		out.Restarts = j.sup.restarts.Count(a.policyValuesFor(rec), time.Now())
+	}
+	j.mu.Unlock()
 	for _, p := range rec.Pods {
 		out.Pods = append(out.Pods, api.Pod{Name: p.Name, Role: p.Role, Rank: p.Rank, Hostname: p.Hostname,
 			IP: p.Addr.Addr().String(), MAC: podMAC(p.Addr.Addr()).String(), PID: pids[p.Name], Node: nodeOr(p.Node, a.node)})
@@ -396,6 +402,15 @@ func (a *Agent) handleCheckpoints(w http.ResponseWriter, r *http.Request, c call
 		out.Checkpoints = append(out.Checkpoints, a.checkpointInfo(&list[i]))
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request, c caller) error {
+	list, err := a.Events(c, r.PathValue("job"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, list)
 	return nil
 }
 

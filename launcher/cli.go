@@ -23,13 +23,19 @@ import (
 const usage = `usage: cruz [--socket PATH | --node NODE] COMMAND [ARGS]
 
 Commands:
-  run [--name NAME] [--np N] [--nodes N1,N2,..] [--plain] -- CMD ARGS...
+  run [--name NAME] [--np N] [--nodes N1,N2,..] [--plain]
+      [--interval DURATION|auto|off] [--keep K] [--spares K] [--restart auto|never]
+      -- CMD ARGS...
                         start an MPI job of N ranks, each in its own pod, and
                         stream its output; exits with the job's status
                         (75 if a checkpoint stopped it); with --np 1 (the
                         default) or --plain, CMD runs as is in one pod; the
                         ranks are spread in blocks over --nodes (default:
-                        every node of the cluster)
+                        every node of the cluster); the policy engine
+                        checkpoints it every --interval (auto: Young/Daly),
+                        keeps the last --keep checkpoints, and after a
+                        failure rolls it back to the last one, on healthy
+                        nodes and the --spares nodes it holds back
   checkpoint [--stop] [--json] JOB
                         checkpoint a running job; --stop ends it there
   restart [--checkpoint ID] [--nodes N1,N2,..] JOB
@@ -42,6 +48,7 @@ Commands:
                         the downtime the pod saw
   drain [--json] NODE   (root) move every pod off NODE
   status [--json] [JOB] list your jobs, or show one
+  events [--json] JOB   what happened to a job and what the agent decided
   checkpoints [--json] JOB
                         list a job's checkpoints (ids, times, sizes, phases)
   attach JOB            stream a running job's output
@@ -59,6 +66,8 @@ Commands:
   cluster restart [--kill] [--dir DIR] NODE
                         (root) restart NODE's agent (--kill: crash it; the
                         new agent takes back the pods it held)
+  cluster fail [--dir DIR] NODE
+                        (root) make NODE fail as a dead machine does (drill)
   cluster down [--purge] [--lan NAME] [--dir DIR]
                         (root) stop the virtual cluster and remove it;
                         --purge also deletes its checkpoint store
@@ -96,7 +105,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func(context.Context, *api.Client, []string, io.Writer, io.Writer) int{
 		"run": cmdRun, "checkpoint": cmdCheckpoint, "restart": cmdRestart, "status": cmdStatus,
 		"checkpoints": cmdCheckpoints, "attach": cmdAttach, "signal": cmdSignal, "rm": cmdRemove,
-		"version": cmdVersion, "migrate": cmdMigrate, "drain": cmdDrain,
+		"version": cmdVersion, "migrate": cmdMigrate, "drain": cmdDrain, "events": cmdEvents,
 	}
 	run, ok := cmds[cmd]
 	if !ok {
@@ -162,6 +171,10 @@ func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io
 	np := fs.Int("np", 1, "number of MPI ranks, one pod each (1: CMD runs as is in one pod)")
 	plain := fs.Bool("plain", false, "run CMD as is in one pod, without mpiexec (the default for --np 1)")
 	nodes := fs.String("nodes", "", "comma-separated nodes to spread the ranks over (default: every node)")
+	interval := fs.String("interval", "", "periodic checkpoints: a duration (30s, 10m), auto (Young/Daly) or off (default: the cluster's policy)")
+	keep := fs.Int("keep", 0, "complete checkpoints to keep (default: the cluster's policy)")
+	spares := fs.Int("spares", 0, "nodes (the last of --nodes, or of the cluster) held back to replace failed ones")
+	restart := fs.String("restart", "", "after a failure: auto (roll back to the last checkpoint) or never (default: the cluster's policy)")
 	if err := fs.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}
@@ -182,7 +195,8 @@ func cmdRun(ctx context.Context, c *api.Client, args []string, stdout, stderr io
 	if *np == 1 {
 		*plain = true
 	}
-	s, err := c.Run(ctx, api.RunRequest{Name: *name, NP: *np, Argv: argv, Env: os.Environ(), Dir: dir, Plain: *plain, Nodes: nodeList})
+	s, err := c.Run(ctx, api.RunRequest{Name: *name, NP: *np, Argv: argv, Env: os.Environ(), Dir: dir, Plain: *plain, Nodes: nodeList,
+		Interval: *interval, Keep: *keep, Spares: *spares, Restart: *restart})
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -477,5 +491,25 @@ func cmdDrain(ctx context.Context, c *api.Client, args []string, stdout, stderr 
 		fmt.Fprintf(stdout, "%s moved from %s to %s: downtime %d ms\n", m.Pod, m.From, m.To, m.DowntimeMS)
 	}
 	fmt.Fprintf(stdout, "node %s is drained: %d pods moved\n", res.Node, len(res.Migrations))
+	return 0
+}
+
+func cmdEvents(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("events", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, args, 1, 1, "[--json] JOB")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	var list api.EventList
+	if err := c.Call(ctx, "GET", "/v1/jobs/"+url.PathEscape(pos[0])+"/events", nil, &list); err != nil {
+		return fail(stderr, err)
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, list)
+	}
+	for _, e := range list.Events {
+		fmt.Fprintf(stdout, "%s  %-18s %s\n", e.Time.Local().Format("15:04:05.000"), e.Kind, e.Message)
+	}
 	return 0
 }

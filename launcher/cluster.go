@@ -61,7 +61,7 @@ func answers(socket string) bool {
 	return true
 }
 
-const clusterUsage = "usage: cruz cluster up|status|env|restart|down [FLAGS] (cruz help lists the flags)"
+const clusterUsage = "usage: cruz cluster up|status|env|restart|fail|down [FLAGS] (cruz help lists the flags)"
 
 func cmdCluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -74,6 +74,8 @@ func cmdCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return cmdClusterDown(ctx, args[1:], stdout, stderr)
 	case "restart":
 		return cmdClusterRestart(ctx, args[1:], stdout, stderr)
+	case "fail":
+		return cmdClusterFail(ctx, args[1:], stdout, stderr)
 	case "status":
 		return cmdClusterStatus(args[1:], stdout, stderr)
 	case "env":
@@ -140,6 +142,22 @@ func cmdClusterRestart(ctx context.Context, args []string, stdout, stderr io.Wri
 	return 0
 }
 
+// cmdClusterFail makes a node fail as a real one does (a fire drill).
+func cmdClusterFail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("cluster fail", stderr)
+	dir := fs.String("dir", clusterDir(), "cluster directory")
+	pos, err := parse(fs, args, 1, 1, "[--dir DIR] NODE")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	_, rep, err := cluster.FailNode(ctx, *dir, pos[0])
+	if err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintln(stdout, rep)
+	return 0
+}
+
 func cmdClusterStatus(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("cluster status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -159,7 +177,10 @@ func cmdClusterStatus(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(tw, "NODE\tSTATE\tPID\tPOOL\tSOCKET")
 	for _, n := range st.Nodes {
 		state := "up"
-		if !n.Alive {
+		switch {
+		case n.Failed:
+			state = "failed"
+		case !n.Alive:
 			state = "down"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n.Name, state, n.PID, n.Pool, n.Socket)

@@ -22,6 +22,16 @@ type RunRequest struct {
 	// Nodes to spread the ranks over (block distribution); empty: every
 	// node of the cluster. mpiexec's pod runs on the agent's own node.
 	Nodes []string `json:"nodes,omitempty"`
+	// Interval of periodic checkpoints: a duration ("30s", "10m"), "auto"
+	// (Young/Daly) or "off"; empty: the cluster's policy.
+	Interval string `json:"interval,omitempty"`
+	// Keep the last Keep complete checkpoints (0: the cluster's policy).
+	Keep int `json:"keep,omitempty"`
+	// Spares are nodes held back, of Nodes (or the cluster), to replace
+	// nodes that fail: the last Spares of them.
+	Spares int `json:"spares,omitempty"`
+	// Restart after a failure: "auto" or "never"; empty: the cluster's policy.
+	Restart string `json:"restart,omitempty"`
 }
 
 // CheckpointRequest asks for a checkpoint of a running job.
@@ -120,6 +130,28 @@ type Job struct {
 	Pods           []Pod     `json:"pods"`
 	Checkpoints    int       `json:"checkpoints"`
 	LastCheckpoint string    `json:"last_checkpoint,omitempty"`
+	// Policy in words, e.g. "checkpoint every 30s, keep 3, restart auto".
+	Policy string `json:"policy,omitempty"`
+	// Spares are the nodes held back to replace failed ones.
+	Spares []string `json:"spares,omitempty"`
+	// Restarts counts automatic restarts after failures.
+	Restarts int `json:"restarts"`
+}
+
+// Event is one entry of a job's event log: what happened to it and what
+// the agent decided, in order.
+type Event struct {
+	Time       time.Time `json:"time"`
+	Kind       string    `json:"kind"` // started, checkpoint, checkpoint_failed, pruned, migrated, failure, restarting, recovered, gave_up, stopped, restarted, exited
+	Message    string    `json:"message"`
+	Checkpoint string    `json:"checkpoint,omitempty"`
+	Node       string    `json:"node,omitempty"`
+	Millis     int64     `json:"ms,omitempty"` // how long it took, where that applies
+}
+
+// EventList answers GET /v1/jobs/{job}/events.
+type EventList struct {
+	Events []Event `json:"events"`
 }
 
 // JobList answers GET /v1/jobs.

@@ -112,6 +112,10 @@ type Node struct {
 	// listens (port AgentPort) for the other agents.
 	Addr  netip.Addr `json:"addr"`
 	Alive bool       `json:"alive"`
+	// Failed: cruz cluster fail killed the node as a dead machine dies
+	// (FailNode); it stays down until the cluster is remade.
+	Failed   bool      `json:"failed"`
+	FailedAt time.Time `json:"failed_at,omitempty"`
 }
 
 // State is what cluster.json holds.
@@ -177,7 +181,7 @@ func Status(dir string) (*State, error) {
 		return nil, err
 	}
 	for i := range s.Nodes {
-		s.Nodes[i].Alive = isNodeProcess(s.Nodes[i].PID, s.Nodes[i].Config)
+		s.Nodes[i].Alive = !s.Nodes[i].Failed && isNodeProcess(s.Nodes[i].PID, s.Nodes[i].Config)
 	}
 	return s, nil
 }
@@ -455,6 +459,11 @@ func Restart(ctx context.Context, dir, node string, kill bool) (*State, error) {
 	if err := requireRoot("restart"); err != nil {
 		return nil, err
 	}
+	unlock, err := lockState(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	st, err := Status(dir)
 	if err != nil {
 		return nil, err
@@ -462,6 +471,9 @@ func Restart(ctx context.Context, dir, node string, kill bool) (*State, error) {
 	n, err := st.Node(node)
 	if err != nil {
 		return nil, err
+	}
+	if n.Failed {
+		return nil, failedError(st, n)
 	}
 	if n.HolderPID <= 0 || !Alive(n.HolderPID) {
 		return nil, fmt.Errorf("the namespaces of %s are gone (its holder process %d ended): remove and remake the cluster (cruz cluster down, cruz cluster up)", node, n.HolderPID)
@@ -591,6 +603,23 @@ func Down(ctx context.Context, o DownOptions) error {
 	// Every cruzd started with a config in this directory, whether or not
 	// the state file lists it.
 	pids := findNodeProcesses(o.Dir)
+	// The pods' network namespaces, from the agents' records and the
+	// descriptors they hold: whatever an agent fails to end (it was
+	// killed, or ended too slowly) is killed after it.
+	podNets := map[uint64]bool{}
+	entries0, _ := os.ReadDir(o.Dir)
+	for _, e := range entries0 {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "node") {
+			for ino := range setNetns(filepath.Join(o.Dir, e.Name())) {
+				podNets[ino] = true
+			}
+		}
+	}
+	for _, pid := range pids {
+		for _, ino := range heldNetns(pid) {
+			podNets[ino] = true
+		}
+	}
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
@@ -602,6 +631,9 @@ func Down(ctx context.Context, o DownOptions) error {
 		if left := awaitGone(ctx, left, killTimeout); len(left) > 0 {
 			errs = append(errs, fmt.Errorf("cruzd %v did not die after SIGKILL", left))
 		}
+	}
+	if n := killPodsLeft(ctx, podNets); n > 0 {
+		fmt.Fprintf(o.Log, "killed %d pod processes that outlived their agents\n", n)
 	}
 	if err := deleteLAN(o.LAN); err != nil {
 		errs = append(errs, err)

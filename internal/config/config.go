@@ -23,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+	"github.com/cruz-hpc/cruz/policy"
 )
 
 // CurrentVersion is the only file format version this build understands. The
@@ -69,6 +70,7 @@ type Config struct {
 	CRIU    CRIUConfig    `toml:"criu"`
 	MPI     MPIConfig     `toml:"mpi"`
 	Cluster ClusterConfig `toml:"cluster"`
+	Policy  PolicyConfig  `toml:"policy"`
 }
 
 // AgentConfig covers the daemon's own files. All paths are absolute because
@@ -130,6 +132,46 @@ type ClusterConfig struct {
 	// Peers are "NAME=IP:PORT": each node's name (its host name) and its
 	// agent's agent.listen. This node may be listed too; it is skipped.
 	Peers []string `toml:"peers"`
+}
+
+// PolicyConfig is the cluster's default checkpoint and recovery policy for
+// the jobs this agent coordinates; a job may override the interval, the
+// retention and the restart mode (cruz run --interval, --keep, --restart).
+type PolicyConfig struct {
+	// Mode: "fixed" (every Interval), "auto" (Young/Daly from the measured
+	// cost of the job's checkpoints and MTBF) or "off".
+	Mode        string   `toml:"mode"`
+	Interval    Duration `toml:"interval"`
+	MTBF        Duration `toml:"mtbf"` // mean time between failures of one node
+	MinInterval Duration `toml:"min_interval"`
+	MaxInterval Duration `toml:"max_interval"`
+	Keep        int      `toml:"keep"`      // complete checkpoints kept per job
+	MaxBytes    int64    `toml:"max_bytes"` // storage cap per job, 0 = none
+	RetryBase   Duration `toml:"retry_base"`
+	RetryMax    Duration `toml:"retry_max"`
+	// Restart: "auto" (roll a failed job back to its last checkpoint, on
+	// healthy nodes and spares) or "never".
+	Restart       string   `toml:"restart"`
+	RestartBudget int      `toml:"restart_budget"`
+	RestartWindow Duration `toml:"restart_window"`
+	RestartBase   Duration `toml:"restart_base"`
+	RestartMax    Duration `toml:"restart_max"`
+	// Heartbeat is how often a coordinator checks the nodes and pods of its
+	// jobs; a node that does not answer for HeartbeatTimeout has failed.
+	Heartbeat        Duration `toml:"heartbeat"`
+	HeartbeatTimeout Duration `toml:"heartbeat_timeout"`
+}
+
+// PolicyValues is the [policy] section as the policy package takes it.
+func (c Config) PolicyValues() policy.Config {
+	p := c.Policy
+	return policy.Config{
+		Mode: policy.Mode(p.Mode), Interval: p.Interval.Duration, MTBF: p.MTBF.Duration,
+		MinInterval: p.MinInterval.Duration, MaxInterval: p.MaxInterval.Duration, Keep: p.Keep, MaxBytes: p.MaxBytes,
+		RetryBase: p.RetryBase.Duration, RetryMax: p.RetryMax.Duration,
+		RestartBudget: p.RestartBudget, RestartWindow: p.RestartWindow.Duration,
+		RestartBase: p.RestartBase.Duration, RestartMax: p.RestartMax.Duration,
+	}
 }
 
 // Peer is one entry of cluster.peers.
@@ -194,6 +236,14 @@ func Default() Config {
 			Env:     []string{"UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0", "MPIR_CVAR_NOLOCAL=1"},
 		},
 		Cluster: ClusterConfig{Peers: []string{}},
+		Policy: PolicyConfig{
+			Mode: "fixed", Interval: Duration{10 * time.Minute}, MTBF: Duration{24 * time.Hour},
+			MinInterval: Duration{30 * time.Second}, MaxInterval: Duration{6 * time.Hour}, Keep: 3,
+			RetryBase: Duration{10 * time.Second}, RetryMax: Duration{5 * time.Minute},
+			Restart: "auto", RestartBudget: 3, RestartWindow: Duration{time.Hour},
+			RestartBase: Duration{2 * time.Second}, RestartMax: Duration{2 * time.Minute},
+			Heartbeat: Duration{time.Second}, HeartbeatTimeout: Duration{5 * time.Second},
+		},
 	}
 }
 
@@ -312,32 +362,36 @@ func isListenAddr(s string) bool {
 // sentence "<value> is not ...". Keeping it in one table keeps the type and
 // range errors for a key consistent.
 var wants = map[string]string{
-	"version":         fmt.Sprintf("the integer %d, the config format version this cruzd reads", CurrentVersion),
-	"agent":           "a table",
-	"agent.socket":    "an absolute path of at most 107 bytes, the size limit of a unix socket address",
-	"agent.run_dir":   "an absolute path",
-	"agent.key_file":  "an absolute path",
-	"agent.log_level": `one of "debug", "info", "warn", "error"`,
-	"agent.hostname":  `empty, or a host name: 1 to 64 letters, digits, '-' and '.'`,
-	"agent.listen":    `empty, or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
-	"network":         "a table",
-	"network.bridge":  `a Linux interface name: 1 to 15 bytes, without '/', ':' or whitespace, and not "." or ".."`,
-	"network.subnet":  "an IPv4 CIDR with a prefix length from 8 to 30",
-	"network.mtu":     "an integer from 576 to 9000",
-	"network.uplink":  `empty, or a Linux interface name other than network.bridge: 1 to 15 bytes, without '/', ':' or whitespace`,
-	"network.pool":    "empty, or an IPv4 CIDR inside network.subnet, without host bits set",
-	"store":           "a table",
-	"store.dir":       "an absolute path",
-	"criu":            "a table",
-	"criu.path":       "a command name looked up in PATH or an absolute path",
-	"criu.timeout":    `a duration greater than zero such as "90s" or "2m"`,
-	"criu.log_level":  "an integer from 0 to 4",
-	"mpi":             "a table",
-	"mpi.mpiexec":     "a command name looked up in PATH or an absolute path",
-	"mpi.env":         `a list of "KEY=VALUE" strings`,
-	"network.address": "empty, or an IPv4 CIDR inside network.subnet (the node's address on the pod LAN), not a network or broadcast address",
-	"cluster":         "a table",
-	"cluster.peers":   `a list of "NAME=IP:PORT" strings, one per node agent`,
+	"version":                  fmt.Sprintf("the integer %d, the config format version this cruzd reads", CurrentVersion),
+	"agent":                    "a table",
+	"agent.socket":             "an absolute path of at most 107 bytes, the size limit of a unix socket address",
+	"agent.run_dir":            "an absolute path",
+	"agent.key_file":           "an absolute path",
+	"agent.log_level":          `one of "debug", "info", "warn", "error"`,
+	"agent.hostname":           `empty, or a host name: 1 to 64 letters, digits, '-' and '.'`,
+	"agent.listen":             `empty, or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
+	"network":                  "a table",
+	"network.bridge":           `a Linux interface name: 1 to 15 bytes, without '/', ':' or whitespace, and not "." or ".."`,
+	"network.subnet":           "an IPv4 CIDR with a prefix length from 8 to 30",
+	"network.mtu":              "an integer from 576 to 9000",
+	"network.uplink":           `empty, or a Linux interface name other than network.bridge: 1 to 15 bytes, without '/', ':' or whitespace`,
+	"network.pool":             "empty, or an IPv4 CIDR inside network.subnet, without host bits set",
+	"store":                    "a table",
+	"store.dir":                "an absolute path",
+	"criu":                     "a table",
+	"criu.path":                "a command name looked up in PATH or an absolute path",
+	"criu.timeout":             `a duration greater than zero such as "90s" or "2m"`,
+	"criu.log_level":           "an integer from 0 to 4",
+	"mpi":                      "a table",
+	"mpi.mpiexec":              "a command name looked up in PATH or an absolute path",
+	"mpi.env":                  `a list of "KEY=VALUE" strings`,
+	"network.address":          "empty, or an IPv4 CIDR inside network.subnet (the node's address on the pod LAN), not a network or broadcast address",
+	"cluster":                  "a table",
+	"cluster.peers":            `a list of "NAME=IP:PORT" strings, one per node agent`,
+	"policy":                   "a table",
+	"policy.restart":           `"auto" or "never"`,
+	"policy.heartbeat":         `a duration greater than zero such as "1s"`,
+	"policy.heartbeat_timeout": `a duration at least policy.heartbeat such as "5s"`,
 }
 
 func (c Config) validate() []error {
@@ -422,6 +476,23 @@ func (c Config) validate() []error {
 			errs = append(errs, fmt.Errorf("cluster.peers[%d]: node %s is listed twice; keep one entry per node", i, show(p.Name)))
 		}
 		seen[p.Name] = true
+	}
+
+	if err := c.PolicyValues().Validate(); err != nil {
+		for _, e := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, errors.New(e))
+		}
+	}
+	switch c.Policy.Restart {
+	case "auto", "never":
+	default:
+		bad("policy.restart", c.Policy.Restart)
+	}
+	if c.Policy.Heartbeat.Duration <= 0 {
+		bad("policy.heartbeat", c.Policy.Heartbeat)
+	}
+	if c.Policy.HeartbeatTimeout.Duration < c.Policy.Heartbeat.Duration || c.Policy.HeartbeatTimeout.Duration <= 0 {
+		bad("policy.heartbeat_timeout", c.Policy.HeartbeatTimeout)
 	}
 
 	if !isAbsPath(c.Store.Dir) {

@@ -106,6 +106,10 @@ type Manifest struct {
 	Phases    map[string]int64 `json:"phases_ms"` // e.g. block, dump, commit, resume, total
 	Bytes     int64            `json:"bytes"`
 	Spec      json.RawMessage  `json:"spec,omitempty"` // opaque job spec the agent needs to restart
+	// OutputOffset is where the job's output log stood when the
+	// checkpoint held the job's traffic: what the job printed after it may
+	// be printed again by a run restored from this checkpoint.
+	OutputOffset int64 `json:"output_offset,omitempty"`
 	Signature string           `json:"signature"`
 }
 
