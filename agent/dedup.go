@@ -2,17 +2,18 @@ package agent
 
 // After an automatic rollback the restored job prints again what the failed
 // run printed after the checkpoint it rolls back to. lineDedup drops that
-// repetition from the job's stdout, so that its output reads as one
-// uninterrupted run's.
+// repetition from the job's stdout, so that its output reads as one run's.
 //
 // The failed run's stdout after the checkpoint's cut (the job's output
-// offset when its traffic was blocked) is F = f[0..n). Lines printed just
-// before a pod froze may be in F but not in the checkpoint, so the restored
-// run prints some suffix F[i:] again, then goes on: the filter finds the
-// smallest i for which the restored output starts with F[i:] and drops
-// those lines. It holds the restored output back only while that is
-// undecided, and gives up (passes everything through) at the first line
-// that fits no candidate.
+// offset when its traffic was blocked) is F = f[0..n). The restored run
+// prints a stretch F[i:i+m] again and then goes on with new lines: i > 0
+// when lines printed just before a pod froze are in F but not in the
+// checkpoint, and i+m < n when the failed run printed more before it died
+// (its last lines, an MPI error banner) than the restored run repeats. The
+// filter holds the restored lines back while it matches them against every
+// start i, then drops the longest stretch found (the earliest on a tie) and
+// passes everything through from then on. Lines the failed run already
+// printed stay printed: only the repetition is dropped.
 
 import (
 	"bytes"
@@ -22,24 +23,14 @@ import (
 type lineDedup struct {
 	mu      sync.Mutex
 	f       [][]byte     // the failed run's lines after the cut
-	alive   map[int]bool // candidates i: R so far equals F[i : i+len(R)]
+	alive   map[int]bool // starts i still matching every held line
 	held    [][]byte     // restored lines not yet emitted
 	partial []byte       // restored bytes after the last newline
+	best    int          // the longest match of a start that stopped matching...
+	bestAt  int          // ...and that start
 	done    bool         // decided: pass through
-	dropped int          // lines dropped, for the event log
+	dropped int          // lines dropped
 	told    bool         // the decision went to the event log
-}
-
-// decided returns, once, the number of lines dropped when the filter has
-// decided.
-func (d *lineDedup) decided() (int, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.done || d.told {
-		return 0, false
-	}
-	d.told = true
-	return d.dropped, true
 }
 
 // newLineDedup filters a restored run against the failed run's stdout
@@ -50,7 +41,7 @@ func newLineDedup(failed []byte) *lineDedup {
 		return nil
 	}
 	d := &lineDedup{f: lines, alive: map[int]bool{}}
-	for i := 0; i < len(lines); i++ {
+	for i := range lines {
 		d.alive[i] = true
 	}
 	return d
@@ -84,16 +75,20 @@ func (d *lineDedup) feed(data []byte) []byte {
 		i := bytes.IndexByte(buf, '\n')
 		if i < 0 {
 			d.partial = append([]byte(nil), buf...)
-			buf = nil
-			break
+			return out
 		}
 		out = append(out, d.line(buf[:i+1])...)
 		buf = buf[i+1:]
 	}
-	if d.done {
-		out = append(out, buf...)
+	return append(out, buf...)
+}
+
+// finish records that start i matched k lines and stopped matching.
+func (d *lineDedup) finish(i, k int) {
+	delete(d.alive, i)
+	if k > d.best || (k == d.best && k > 0 && i < d.bestAt) {
+		d.best, d.bestAt = k, i
 	}
-	return out
 }
 
 // line takes one complete restored line.
@@ -102,41 +97,29 @@ func (d *lineDedup) line(l []byte) []byte {
 	d.held = append(d.held, append([]byte(nil), l...))
 	for i := range d.alive {
 		if i+k >= len(d.f) || !bytes.Equal(d.f[i+k], l) {
-			delete(d.alive, i)
+			d.finish(i, k)
 		}
 	}
-	if len(d.alive) == 0 {
-		return d.decide(-1)
+	if len(d.alive) > 0 {
+		return nil
 	}
-	// The smallest candidate decides once it has matched all of F[i:].
-	lowest := len(d.f)
-	for i := range d.alive {
-		lowest = min(lowest, i)
-	}
-	if lowest+len(d.held) == len(d.f) {
-		return d.decide(lowest)
-	}
-	return nil
+	return d.decide()
 }
 
-// decide drops the repeated lines (F[i:], or none for i < 0), emits the
-// rest of what is held and passes everything through from now on.
-func (d *lineDedup) decide(i int) []byte {
+// decide drops the longest repeated stretch from the start of the held
+// lines, emits the rest and passes everything through from now on.
+func (d *lineDedup) decide() []byte {
 	d.done = true
-	skip := 0
-	if i >= 0 {
-		skip = min(len(d.f)-i, len(d.held))
-	}
-	d.dropped = skip
+	d.dropped = min(d.best, len(d.held))
 	var out []byte
-	for _, l := range d.held[skip:] {
+	for _, l := range d.held[d.dropped:] {
 		out = append(out, l...)
 	}
 	d.held = nil
 	return out
 }
 
-// flush decides with what has been seen (the run ended, or stopped, while
+// flush decides with what has been seen (the run ended or stopped while
 // undecided) and returns what is still held.
 func (d *lineDedup) flush() []byte {
 	d.mu.Lock()
@@ -144,14 +127,22 @@ func (d *lineDedup) flush() []byte {
 	if d.done {
 		return nil
 	}
-	lowest := -1
 	for i := range d.alive {
-		if lowest < 0 || i < lowest {
-			lowest = i
-		}
+		d.finish(i, len(d.held))
 	}
-	out := d.decide(lowest)
-	out = append(out, d.partial...)
+	out := append(d.decide(), d.partial...)
 	d.partial = nil
 	return out
+}
+
+// decided returns, once, the number of lines dropped when the filter has
+// decided.
+func (d *lineDedup) decided() (int, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.done || d.told {
+		return 0, false
+	}
+	d.told = true
+	return d.dropped, true
 }

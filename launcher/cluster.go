@@ -1,6 +1,8 @@
 package launcher
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"errors"
 	"fmt"
@@ -64,6 +66,9 @@ func answers(socket string) bool {
 const clusterUsage = "usage: cruz cluster up|status|env|restart|fail|down [FLAGS] (cruz help lists the flags)"
 
 func cmdCluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// The node daemons must not inherit descriptors that whoever ran cruz
+	// left open (a shell's redirections, a lock): mark them close-on-exec.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if len(args) == 0 {
 		return usageError(stderr, errors.New(clusterUsage))
 	}

@@ -1,0 +1,294 @@
+package e2e
+
+// Automatic recovery by the policy engine: real MPI jobs with periodic
+// checkpoints, real faults (a rank killed, a whole node failed, a corrupted
+// checkpoint, failures again and again), and the job's result and every
+// line of its output checked each time.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/testenv"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// withoutAbortBanner drops the lines MPICH's mpiexec prints on stdout when
+// a rank dies ("BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" and
+// the lines around it): the failed run printed them before anyone knew it
+// had failed, so they stay in the output; every line of the program itself
+// must still be there exactly once.
+func withoutAbortBanner(t *testing.T, lines []string) []string {
+	t.Helper()
+	var out []string
+	banners := 0
+	for _, l := range lines {
+		switch {
+		case l == "" || strings.HasPrefix(l, "="):
+			if strings.Contains(l, "BAD TERMINATION") {
+				banners++
+			}
+		case strings.HasPrefix(l, "YOUR APPLICATION TERMINATED WITH THE EXIT STRING"),
+			l == "This typically refers to a problem with your application.",
+			l == "Please see the FAQ page for debugging suggestions":
+		default:
+			out = append(out, l)
+		}
+	}
+	t.Logf("%d MPICH abort banners in the output", banners)
+	return out
+}
+
+// events returns the job's event log.
+func (a *agent) events(u testenv.User, job string) []api.Event {
+	a.t.Helper()
+	r := a.cruz(u, "", "events", "--json", job)
+	require.Equal(a.t, 0, r.Code, "cruz events: %s", r.Stderr)
+	var l api.EventList
+	require.NoError(a.t, json.Unmarshal([]byte(r.Stdout), &l))
+	return l.Events
+}
+
+func kinds(evs []api.Event) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Kind)
+	}
+	return out
+}
+
+func countKind(evs []api.Event, kind string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// awaitEvent waits until the job's event log has n events of kind.
+func (a *agent) awaitEvent(u testenv.User, job, kind string, n int, timeout time.Duration) []api.Event {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		evs := a.events(u, job)
+		if countKind(evs, kind) >= n {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("no %d %q events in %s; events: %v", n, kind, timeout, evs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rankProcess finds a process of the job's ranks (the MPI program, not
+// its hydra proxy) by its name and the agent socket in its environment.
+func (a *agent) rankProcess(t *testing.T, comm string) int {
+	t.Helper()
+	for _, pid := range a.ownPodProcesses() {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(b)) == comm {
+			return pid
+		}
+	}
+	t.Fatalf("no %s process of this agent's jobs", comm)
+	return 0
+}
+
+// TestRecoveryRankKilled: kill -9 of one rank process of a job that
+// checkpoints every 2 s. The coordinator notices (mpiexec ends with an
+// error), rolls the whole job back to its last checkpoint and the job
+// finishes: the attached `cruz run` exits 0 with exactly the output of an
+// uninterrupted run (what the failed run printed after the checkpoint is
+// not shown twice), and the event log tells the story.
+func TestRecoveryRankKilled(t *testing.T) {
+	c := upCluster(t, 3)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 4, 120
+
+	run := n1.startCruz(u, dir, "run", "--name", "k9", "--np", fmt.Sprint(np), "--interval", "2s", "--",
+		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	n1.awaitEvent(u, "k9", "checkpoint", 1, time.Minute)
+	// Let the job print a few lines after its checkpoint: the rollback
+	// will print them again, and they must not be shown twice.
+	time.Sleep(700 * time.Millisecond)
+	victim := n1.rankProcess(t, "mpi_allreduce")
+	require.NoError(t, unix.Kill(victim, unix.SIGKILL))
+	t.Logf("killed rank process %d", victim)
+
+	r := run.wait(t, 3*time.Minute)
+	require.Equal(t, 0, r.Code, "stderr:\n%s", r.Stderr)
+	require.Equal(t, expectedAllreduce(np, iters), withoutAbortBanner(t, outputLines(r.Stdout)), "the output of one uninterrupted run")
+	evs := n1.events(u, "k9")
+	t.Logf("events: %v", kinds(evs))
+	require.Equal(t, 1, countKind(evs, "failure"), "one failure")
+	require.Equal(t, 1, countKind(evs, "recovered"), "one recovery")
+	assert.Equal(t, "exited", evs[len(evs)-1].Kind)
+	for _, e := range evs {
+		if e.Kind == "failure" || e.Kind == "recovered" || e.Kind == "output" {
+			t.Logf("%s: %s", e.Kind, e.Message)
+		}
+	}
+	assert.Equal(t, 1, n1.status(u, "k9").Restarts)
+	c.requireClean(t, st)
+}
+
+// TestRecoveryNodeFailure: a job of 6 ranks on 3 nodes with one spare
+// node; `cruz cluster fail node2` (its link cut, its agent and pods
+// killed). The coordinator's heartbeats notice, the job is rolled back to
+// its last checkpoint with node2's pods on the spare (same addresses and
+// MACs), and finishes with the right output.
+func TestRecoveryNodeFailure(t *testing.T) {
+	c := upCluster(t, 4)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 6, 120
+
+	run := n1.startCruz(u, dir, "run", "--name", "nf", "--np", fmt.Sprint(np), "--interval", "2s", "--spares", "1", "--",
+		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	before := n1.status(u, "nf")
+	ranks, _ := podsByNode(before)
+	require.Equal(t, map[string]int{"node1": 2, "node2": 2, "node3": 2}, ranks, "node4 is the spare")
+	assert.Equal(t, []string{"node4"}, before.Spares)
+	n1.awaitEvent(u, "nf", "checkpoint", 1, time.Minute)
+
+	t0 := time.Now()
+	r := c.clusterCmd("fail", "node2")
+	require.Equal(t, 0, r.Code, "cruz cluster fail node2: %s", r.Stderr)
+	evs := n1.awaitEvent(u, "nf", "recovered", 1, 2*time.Minute)
+	t.Logf("node failure to job running again: %s", time.Since(t0).Round(time.Millisecond))
+	for _, e := range evs {
+		if e.Kind == "failure" || e.Kind == "recovered" {
+			t.Logf("%s: %s", e.Kind, e.Message)
+		}
+	}
+	after := n1.status(u, "nf")
+	ranks, _ = podsByNode(after)
+	assert.Equal(t, map[string]int{"node1": 2, "node4": 2, "node3": 2}, ranks, "node2's ranks are on the spare")
+	for i, p := range after.Pods {
+		assert.Equal(t, before.Pods[i].IP, p.IP)
+		assert.Equal(t, before.Pods[i].MAC, p.MAC)
+	}
+	out := run.wait(t, 3*time.Minute)
+	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
+	require.Equal(t, expectedAllreduce(np, iters), withoutAbortBanner(t, outputLines(out.Stdout)))
+	st = c.status()
+	var alive []cluster.Node
+	for _, n := range st.Nodes {
+		if !n.Failed {
+			alive = append(alive, n)
+		}
+	}
+	st.Nodes = alive
+	c.requireClean(t, st)
+}
+
+// TestRecoveryCorruptCheckpoint: the newest checkpoint is damaged (a byte
+// of one image changed) when a rank is killed: the rollback skips it, says
+// so on the job's stderr and in its event log, and uses the previous one;
+// the output is still that of one uninterrupted run.
+func TestRecoveryCorruptCheckpoint(t *testing.T) {
+	c := upCluster(t, 2)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 2, 120
+
+	run := n1.startCruz(u, dir, "run", "--name", "bad", "--np", fmt.Sprint(np), "--interval", "2s", "--keep", "5", "--",
+		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	evs := n1.awaitEvent(u, "bad", "checkpoint", 2, time.Minute)
+	var newest string
+	for _, e := range evs {
+		if e.Kind == "checkpoint" {
+			newest = e.Checkpoint
+		}
+	}
+	// Stop the policy from taking a newer one: corrupt and kill at once.
+	job := n1.status(u, "bad")
+	pages, err := filepath.Glob(filepath.Join(c.store, job.ID, newest, job.ID+"-r0", "pages-*.img"))
+	require.NoError(t, err)
+	require.NotEmpty(t, pages)
+	f, err := os.OpenFile(pages[0], os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0x5a}, 100)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, unix.Kill(n1.rankProcess(t, "mpi_allreduce"), unix.SIGKILL))
+
+	out := run.wait(t, 3*time.Minute)
+	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
+	require.Equal(t, expectedAllreduce(np, iters), withoutAbortBanner(t, outputLines(out.Stdout)))
+	assert.Contains(t, out.Stderr, "skipping checkpoint", "the restart says it skipped the damaged checkpoint")
+	assert.Contains(t, out.Stderr, newest)
+	evs = n1.events(u, "bad")
+	require.Equal(t, 1, countKind(evs, "checkpoint_skipped"), "events: %v", kinds(evs))
+	for _, e := range evs {
+		if e.Kind == "recovered" {
+			assert.NotEqual(t, newest, e.Checkpoint, "the rollback used an older checkpoint")
+			t.Logf("recovered: %s", e.Message)
+		}
+	}
+}
+
+// TestRecoveryBudget: a job that fails again and again is restored at most
+// policy.restart_budget (3) times, each after a longer delay, then stopped
+// with the reason, on its client's stderr and in its event log.
+func TestRecoveryBudget(t *testing.T) {
+	c := upCluster(t, 1)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+
+	run := n1.startCruz(u, dir, "run", "--plain", "--name", "doomed", "--interval", "1s", "--", testenv.Bin(t, "counter"), "100000", "50")
+	run.waitOutput(t, "line 3\n", time.Minute)
+	n1.awaitEvent(u, "doomed", "checkpoint", 1, time.Minute)
+	for i := 1; i <= 4; i++ {
+		j := awaitJobState(n1, u, "doomed", time.Minute, api.StateRunning)
+		require.Len(t, j.Pods, 1)
+		require.Positive(t, j.Pods[0].PID)
+		require.NoError(t, unix.Kill(j.Pods[0].PID, unix.SIGKILL), "kill %d", i)
+		if i < 4 {
+			n1.awaitEvent(u, "doomed", "recovered", i, time.Minute)
+		}
+	}
+	r := run.wait(t, 2*time.Minute)
+	assert.NotEqual(t, 0, r.Code)
+	assert.Contains(t, r.Stderr, "policy.restart_budget = 3", "the client says why the job stopped")
+	evs := n1.events(u, "doomed")
+	assert.Equal(t, 4, countKind(evs, "failure"), "events: %v", kinds(evs))
+	assert.Equal(t, 3, countKind(evs, "recovered"))
+	assert.Equal(t, "gave_up", evs[len(evs)-1].Kind)
+	var delays []string
+	for _, e := range evs {
+		if e.Kind == "restarting" {
+			delays = append(delays, e.Message)
+		}
+	}
+	require.Len(t, delays, 3)
+	assert.Contains(t, delays[0], "in 2s")
+	assert.Contains(t, delays[1], "in 4s")
+	assert.Contains(t, delays[2], "in 8s")
+	assert.Equal(t, api.StateFailed, n1.status(u, "doomed").State)
+	c.requireClean(t, st)
+}
