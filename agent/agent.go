@@ -215,7 +215,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var remote []*job
+	var remote, autoRecover []*job
 	for _, e := range entries {
 		dir := filepath.Join(a.cfg.Agent.RunDir, "jobs", e.Name())
 		b, err := os.ReadFile(filepath.Join(dir, "job.json"))
@@ -245,12 +245,18 @@ func (a *Agent) reconcile(ctx context.Context) error {
 				a.log.Info("removed half-written checkpoints", "job", rec.ID, "count", n)
 			}
 			j.rec.State, j.rec.Message = api.StateLost, "the agent restarted while the job ran; restart it from its latest checkpoint"
-			j.out.append(api.Frame{Error: "the cruz agent restarted while the job ran; restart it from its latest checkpoint with: cruz restart " + rec.ID})
+			if rec.Policy.Restart == "auto" {
+				j.rec.Message = "the agent restarted while the job ran; rolling it back to its latest checkpoint (cruz events " + rec.ID + ")"
+				j.out.append(api.Frame{Error: "the cruz agent coordinating the job restarted; the job is rolled back to its latest checkpoint: follow it with cruz attach " + rec.ID})
+				autoRecover = append(autoRecover, j)
+			} else {
+				j.out.append(api.Frame{Error: "the cruz agent restarted while the job ran; restart it from its latest checkpoint with: cruz restart " + rec.ID})
+			}
 			if err := a.persist(j); err != nil {
 				return err
 			}
 			for _, p := range rec.Pods {
-				if p.Node != "" && p.Node != a.node {
+				if p.Node != "" && p.Node != a.node && rec.Policy.Restart != "auto" {
 					remote = append(remote, j)
 					break
 				}
@@ -275,6 +281,11 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	// answer (in the background: they may be starting as well).
 	for _, j := range remote {
 		go a.removeRemotePods(j)
+	}
+	// Jobs whose policy says so are rolled back by themselves (their
+	// pods elsewhere are removed first, in the same step).
+	for _, j := range autoRecover {
+		go a.recoverLost(j)
 	}
 	return nil
 }

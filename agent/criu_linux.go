@@ -252,10 +252,11 @@ func (c *criuRunner) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuRe
 	client := os.NewFile(uintptr(fds[0]), "criu-rpc-client")
 	server := os.NewFile(uintptr(fds[1]), "criu-rpc-server")
 	defer client.Close()
-	cmd := exec.CommandContext(ctx, c.path, "swrk", "3")
+	// Always through the launcher: it gives CRIU its own mount namespace
+	// (and, for a pod's user, that user's ids with root's capabilities).
+	argv := criuAsCommand(c.self, uid, gid, c.path, "swrk", "3")
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	if uid != 0 || gid != 0 {
-		argv := criuAsCommand(c.self, uid, gid, c.path, "swrk", "3")
-		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
 		opts.Unprivileged = proto.Bool(true)
 	}
 	cmd.ExtraFiles = append([]*os.File{server}, files...)

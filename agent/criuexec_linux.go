@@ -51,6 +51,21 @@ func ExecCRIUAs(args []string) int {
 	if err1 != nil || err2 != nil {
 		return fail("bad uid or gid", fmt.Errorf("%q %q", args[2], args[3]))
 	}
+	// CRIU makes temporary mounts (/tmp/.criu.mntns.*) while it works. In
+	// the node's mount namespace they would propagate into every pod's
+	// (a slave of it), and a pod dumped meanwhile would carry a mount that
+	// no longer exists at its restore. So CRIU runs in a mount namespace
+	// of its own, a slave of the node's: it sees every mount, and nothing
+	// it mounts goes back.
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fail("new mount namespace", err)
+	}
+	if err := unix.Mount("none", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fail("make / a slave", err)
+	}
+	if uid == 0 && gid == 0 {
+		return execCRIU(args[4:], fail)
+	}
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
 		return fail("keep capabilities", err)
 	}
@@ -81,10 +96,14 @@ func ExecCRIUAs(args []string) int {
 			}
 		}
 	}
-	path := args[4]
+	return execCRIU(args[4:], fail)
+}
+
+func execCRIU(argv []string, fail func(string, error) int) int {
+	path := argv[0]
 	if p, err := lookPath(path, os.Environ()); err == nil {
 		path = p
 	}
-	err := syscall.Exec(path, args[4:], os.Environ())
+	err := syscall.Exec(path, argv, os.Environ())
 	return fail("exec "+path, err)
 }

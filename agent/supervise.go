@@ -332,6 +332,15 @@ func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
 	// What is left of the run goes, on the nodes that answer.
 	healthy := a.liveNodes(2 * time.Second)
 	a.dropRun(j, healthy)
+	a.rollback(j, reason, healthy, delay, t0, giveUp)
+}
+
+// rollback restores a job whose run is gone from its newest complete
+// checkpoint, after delay; caller holds j.op. giveUp ends the job when it
+// cannot.
+func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay time.Duration, t0 time.Time, giveUp func(string)) {
+	sup := a.supervisorOf(j)
+	cfg := a.policyConfig(j)
 	a.setState(j, api.StateRestoring, "recovering: "+reason)
 	a.event(j, api.Event{Kind: "restarting", Message: fmt.Sprintf("rolling back in %s (automatic restart %d of at most %d in %s)",
 		delay, sup.restarts.Count(cfg, time.Now())+1, cfg.RestartBudget, cfg.RestartWindow)})
@@ -374,6 +383,7 @@ func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
 	j.dedup = d
 	j.mu.Unlock()
 	if err := a.restorePods(context.Background(), j, m, newGen); err != nil {
+		a.dropRun(j, healthy)
 		giveUp(fmt.Sprintf("the restore from %s failed: %v", m.ID, firstLine(err.Error())))
 		return
 	}
@@ -405,6 +415,43 @@ func stdoutSince(path string, offset int64) []byte {
 		}
 	}
 	return out
+}
+
+// recoverLost rolls back, by policy, a job that this agent coordinated
+// when it died (reconcile found it running and marked it lost): its pods on
+// other nodes are removed first, then it is restored from its newest
+// complete checkpoint like after any other failure.
+func (a *Agent) recoverLost(j *job) {
+	j.op.Lock()
+	defer j.op.Unlock()
+	reason := "its coordinator (the agent of " + a.node + ") died while it ran"
+	a.event(j, api.Event{Kind: "failure", Node: a.node, Message: reason})
+	t0 := time.Now()
+	giveUp := func(why string) {
+		j.out.append(api.Frame{Error: "the job failed: " + reason + "; " + why})
+		a.setState(j, api.StateFailed, reason+"; "+why)
+		a.event(j, api.Event{Kind: "gave_up", Message: why})
+	}
+	healthy := a.liveNodes(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err := a.onNodesWhere(ctx, j, func(n string) bool { return healthy[n] }, opDestroy, func(_ string, pods []string) nodeReq {
+		return nodeReq{Job: j.id(), Pods: pods}
+	})
+	cancel()
+	if err != nil {
+		a.log.Warn("removing the pods of a lost job", "job", j.id(), "err", err)
+	}
+	cfg := a.policyConfig(j)
+	sup := a.supervisorOf(j)
+	j.mu.Lock()
+	delay, ok, why := sup.restarts.Allow(cfg, time.Now())
+	j.rec.OutputStart = j.out.offset()
+	j.mu.Unlock()
+	if !ok {
+		giveUp(why)
+		return
+	}
+	a.rollback(j, reason, healthy, delay, t0, giveUp)
 }
 
 // liveNodes returns the nodes whose agents answer within timeout.

@@ -55,7 +55,11 @@ func (c *vcluster) node(t *testing.T, st cluster.State, name string) *agent {
 }
 
 // upCluster makes a virtual cluster of n nodes, removed when the test ends.
-func upCluster(t *testing.T, n int) *vcluster {
+func upCluster(t *testing.T, n int) *vcluster { return upClusterWith(t, n, nil) }
+
+// upClusterWith is upCluster that calls before (to prepare the store, say)
+// just before `cruz cluster up`.
+func upClusterWith(t *testing.T, n int, before func(c *vcluster)) *vcluster {
 	t.Helper()
 	testenv.RequireRoot(t)
 	criu := testenv.RequireCRIU(t)
@@ -78,6 +82,9 @@ func upCluster(t *testing.T, n int) *vcluster {
 		}
 		_ = os.RemoveAll(dir)
 	})
+	if before != nil {
+		before(c)
+	}
 	r := c.clusterCmd("up", "--nodes", fmt.Sprint(n), "--lan", c.lan, "--subnet", c.subnet, "--store", c.store)
 	require.Equal(t, 0, r.Code, "cruz cluster up; stdout:\n%s\nstderr:\n%s", r.Stdout, r.Stderr)
 	return c

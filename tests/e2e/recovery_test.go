@@ -292,3 +292,105 @@ func TestRecoveryBudget(t *testing.T) {
 	assert.Equal(t, api.StateFailed, n1.status(u, "doomed").State)
 	c.requireClean(t, st)
 }
+
+// TestRecoveryCoordinatorKilled: the agent coordinating a job is killed
+// (SIGKILL) in the middle of a checkpoint, and restarted (as systemd would).
+// The new agent finds the job lost, removes its pods on every node, and
+// rolls it back to its last complete checkpoint by itself. The output the
+// first `cruz run` got before the crash, followed by what `cruz attach`
+// gets from the rolled-back run, is the output of one uninterrupted run.
+func TestRecoveryCoordinatorKilled(t *testing.T) {
+	c := upCluster(t, 3)
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 4, 150
+
+	run := n1.startCruz(u, dir, "run", "--name", "orphan", "--np", fmt.Sprint(np), "--interval", "2s", "--",
+		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	n1.awaitEvent(u, "orphan", "checkpoint", 1, time.Minute)
+	// Kill the coordinator while it (its CRIU) dumps the job's pods.
+	agentPID := st.Nodes[0].PID
+	killed := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if childWith(agentPID, "criu") != 0 {
+			require.NoError(t, unix.Kill(agentPID, unix.SIGKILL))
+			killed = true
+			break
+		}
+	}
+	require.True(t, killed, "the coordinator started a periodic checkpoint")
+	first := run.wait(t, time.Minute)
+	assert.NotEqual(t, 0, first.Code, "the first client loses its agent")
+	rr := c.clusterCmd("restart", "node1")
+	require.Equal(t, 0, rr.Code, "cruz cluster restart node1: %s", rr.Stderr)
+
+	evs := n1.awaitEvent(u, "orphan", "recovered", 1, 2*time.Minute)
+	for _, e := range evs {
+		if e.Kind == "failure" || e.Kind == "recovered" {
+			t.Logf("%s: %s", e.Kind, e.Message)
+		}
+	}
+	rest := n1.cruz(u, dir, "attach", "orphan")
+	require.Equal(t, 0, rest.Code, "cruz attach: %s", rest.Stderr)
+	got := append(outputLines(first.Stdout), outputLines(rest.Stdout)...)
+	require.Equal(t, expectedAllreduce(np, iters), got, "the first client's output and the rolled-back run's are one run's")
+	c.requireClean(t, c.status())
+}
+
+// TestStoreFullDuringCheckpoint: the checkpoint store (a 20 MiB tmpfs
+// here) fills up while the policy engine checkpoints a job every 2 s. The
+// checkpoint that does not fit fails (and is retried later, failing
+// again); the job runs on and finishes right; nothing half-written is left
+// in the store, and the last checkpoint that fitted is intact and restores.
+func TestStoreFullDuringCheckpoint(t *testing.T) {
+	c := upClusterWith(t, 2, func(c *vcluster) {
+		require.NoError(t, os.MkdirAll(c.store, 0o755))
+		require.NoError(t, unix.Mount("tmpfs", c.store, "tmpfs", 0, "size=20m,mode=0711"))
+		t.Cleanup(func() { _ = unix.Unmount(c.store, unix.MNT_DETACH) })
+	})
+	st := c.status()
+	n1 := c.node(t, st, "node1")
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	const np, iters = 2, 150
+
+	run := n1.startCruz(u, dir, "run", "--name", "full", "--np", fmt.Sprint(np), "--interval", "2s", "--keep", "10", "--",
+		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	evs := n1.awaitEvent(u, "full", "checkpoint_failed", 1, 2*time.Minute)
+	for _, e := range evs {
+		if e.Kind == "checkpoint" || e.Kind == "checkpoint_failed" {
+			t.Logf("%s: %s", e.Kind, e.Message)
+		}
+	}
+	var failed string
+	for _, e := range evs {
+		if e.Kind == "checkpoint_failed" {
+			failed = e.Message
+		}
+	}
+	assert.Contains(t, strings.ToLower(failed), "no space left on device", "the failure says why")
+	assert.Equal(t, api.StateRunning, n1.status(u, "full").State, "the job runs on")
+
+	out := run.wait(t, 3*time.Minute)
+	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
+	require.Equal(t, expectedAllreduce(np, iters), outputLines(out.Stdout))
+	job := n1.status(u, "full")
+	entries, err := os.ReadDir(filepath.Join(c.store, job.ID))
+	require.NoError(t, err)
+	for _, e := range entries {
+		assert.False(t, strings.HasPrefix(e.Name(), ".tmp-"), "half-written %s left in the store", e.Name())
+	}
+	r := n1.cruz(u, "", "checkpoints", "--json", "full")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	var l api.CheckpointList
+	require.NoError(t, json.Unmarshal([]byte(r.Stdout), &l))
+	require.NotEmpty(t, l.Checkpoints, "the checkpoints that fitted are there")
+	assert.Empty(t, l.Problems, "and intact")
+	last := l.Checkpoints[len(l.Checkpoints)-1].ID
+	requireRestoresRest(t, n1, u, dir, "full", last, np, iters)
+	c.requireClean(t, st)
+}
