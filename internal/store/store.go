@@ -95,22 +95,22 @@ type PodImage struct {
 
 // Manifest is manifest.json of a checkpoint.
 type Manifest struct {
-	Format    int              `json:"format"` // FormatVersion
-	ID        string           `json:"id"`
-	Job       string           `json:"job"`
-	JobName   string           `json:"job_name"`
-	Owner     Owner            `json:"owner"`
-	Created   time.Time        `json:"created"`
-	Stopped   bool             `json:"stopped"` // the job was stopped by this checkpoint
-	Pods      []PodImage       `json:"pods"`
-	Phases    map[string]int64 `json:"phases_ms"` // e.g. block, dump, commit, resume, total
-	Bytes     int64            `json:"bytes"`
-	Spec      json.RawMessage  `json:"spec,omitempty"` // opaque job spec the agent needs to restart
+	Format  int              `json:"format"` // FormatVersion
+	ID      string           `json:"id"`
+	Job     string           `json:"job"`
+	JobName string           `json:"job_name"`
+	Owner   Owner            `json:"owner"`
+	Created time.Time        `json:"created"`
+	Stopped bool             `json:"stopped"` // the job was stopped by this checkpoint
+	Pods    []PodImage       `json:"pods"`
+	Phases  map[string]int64 `json:"phases_ms"` // e.g. block, dump, commit, resume, total
+	Bytes   int64            `json:"bytes"`
+	Spec    json.RawMessage  `json:"spec,omitempty"` // opaque job spec the agent needs to restart
 	// OutputOffset is where the job's output log stood when the
 	// checkpoint held the job's traffic: what the job printed after it may
 	// be printed again by a run restored from this checkpoint.
-	OutputOffset int64 `json:"output_offset,omitempty"`
-	Signature string           `json:"signature"`
+	OutputOffset int64  `json:"output_offset,omitempty"`
+	Signature    string `json:"signature"`
 }
 
 // CheckpointError reports a checkpoint that is missing or fails verification.
