@@ -8,6 +8,7 @@
 #   make demo    scripts/demo.sh
 #   make bench   tests/bench/dump-throughput.sh
 #   make bench-coord  tests/bench/coordination.sh
+#   make soak    the soak test: 200+ checkpoints with injected failures (~10 min)
 #   make clean   remove what build installed into $(BIN)
 #
 # Tests run jobs as unprivileged users, so $(BIN) must be reachable by every
@@ -36,7 +37,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users test demo bench bench-coord clean spank spank-note
+.PHONY: all deps build go apps bindir users test demo bench bench-coord soak clean spank spank-note
 
 all: build
 
@@ -139,6 +140,9 @@ bench: deps build
 
 bench-coord: deps build users
 	CRUZ_BIN="$(BIN)" tests/bench/coordination.sh
+
+soak: deps build users
+	CRUZ_SOAK=1 CRUZ_BIN="$(BIN)" $(GO) test -count=1 -timeout 40m -v -run TestSoak ./tests/e2e/
 
 # Removes only the files build put in $(BIN), then the directories if empty.
 clean:

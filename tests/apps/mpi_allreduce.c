@@ -3,7 +3,13 @@
  * ranks and the iteration count, so a checkpointed-and-restored run can be
  * compared line by line with an uninterrupted one.
  *
- * Usage: mpi_allreduce ITERS SLEEP_MS
+ * Usage: mpi_allreduce ITERS SLEEP_MS [MIB]
+ *
+ * With MIB (default 0), each rank also allocates MIB MiB with malloc and
+ * touches every page of it (memset with a byte that depends on the rank)
+ * before the first iteration, and keeps it until the end, so that each
+ * rank's checkpoint carries about that much memory. MIB never changes the
+ * output.
  *
  * Rank 0 prints:
  *   start ranks <n>
@@ -19,9 +25,14 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define MODULUS 1000003ULL
+
+/* ballast holds the MIB MiB of each rank; volatile so that the compiler
+ * cannot drop the allocation or the memset as dead stores. */
+static unsigned char *volatile ballast;
 
 /* parse_u64 parses a non-negative decimal argument or exits with a message. */
 static uint64_t parse_u64(const char *s, const char *what)
@@ -55,17 +66,35 @@ static int64_t value(int rank, uint64_t i)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: mpi_allreduce ITERS SLEEP_MS\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: mpi_allreduce ITERS SLEEP_MS [MIB]\n");
 		return 2;
 	}
 	uint64_t iters = parse_u64(argv[1], "ITERS");
 	uint64_t sleep = parse_u64(argv[2], "SLEEP_MS");
+	uint64_t mib = argc == 4 ? parse_u64(argv[3], "MIB") : 0;
+	if (mib > SIZE_MAX / (1024 * 1024)) {
+		fprintf(stderr, "mpi_allreduce: bad MIB: %s\n", argv[3]);
+		exit(2);
+	}
 
 	MPI_Init(&argc, &argv);
 	int rank, n;
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &n);
+
+	/* ballast: MIB MiB per rank, every page touched, kept until the end */
+	size_t ballast_len = (size_t)mib * 1024 * 1024;
+	if (ballast_len > 0) {
+		unsigned char *p = malloc(ballast_len);
+		if (p == NULL) {
+			fprintf(stderr, "mpi_allreduce: rank %d: cannot allocate %" PRIu64 " MiB\n", rank, mib);
+			MPI_Abort(MPI_COMM_WORLD, 1);
+			return 1;
+		}
+		memset(p, 0x5a ^ (rank & 0xff), ballast_len);
+		ballast = p;
+	}
 
 	if (rank == 0) {
 		printf("start ranks %d\n", n);
@@ -88,6 +117,7 @@ int main(int argc, char **argv)
 		printf("result %" PRId64 " ranks %d iters %" PRIu64 "\n", acc, n, iters);
 		fflush(stdout);
 	}
+	free(ballast);
 	MPI_Finalize();
 	return 0;
 }
