@@ -202,6 +202,11 @@ func (c *criuRunner) version(ctx context.Context) (int, error) {
 func (c *criuRunner) check(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	// CRIU is started through the agent's launcher, which would only say
+	// that its exec failed: look for it first.
+	if _, err := exec.LookPath(c.path); err != nil {
+		return 0, fmt.Errorf("criu not found at %q: install CRIU >= 4.2 (run `make deps`, or scripts/install-deps.sh) or set criu.path in the config", c.path)
+	}
 	v, err := c.version(ctx)
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {

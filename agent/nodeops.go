@@ -265,6 +265,17 @@ func (a *Agent) nodeOp(ctx context.Context, c caller, op string, req nodeReq) (n
 		for _, p := range pods {
 			p.resumeStopped()
 		}
+		// A dump cut short (CRIU killed, a task some other tracer held)
+		// can leave a task stopped only once the tracer lets go: look
+		// again a few times.
+		go func() {
+			for _, d := range []time.Duration{500 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
+				time.Sleep(d)
+				for _, p := range pods {
+					p.resumeStopped()
+				}
+			}
+		}()
 		return nodeResp{}, parallel(pods, func(p *podRuntime) error { return unblockPodTraffic(ctx, p.nsPath) })
 	case opRelease:
 		return nodeResp{}, a.releasePods(ctx, pods)

@@ -140,7 +140,9 @@ func requireSuffixOf(t *testing.T, want, got []string, what string) int {
 // a plain job. The next cruzd removes every pod the dead one left (netns,
 // veth, processes still running) and marks both jobs lost; the MPI job is
 // restarted from its checkpoint and ends with the right result, and the
-// clients of the first run say they lost their stream.
+// clients of the first run say they lost their stream. (The jobs run with
+// --restart never: by policy the agent would roll them back by itself, as
+// TestRecoveryCoordinatorKilled checks.)
 func TestAgentCrashReconcile(t *testing.T) {
 	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
@@ -148,10 +150,10 @@ func TestAgentCrashReconcile(t *testing.T) {
 	const np, iters = 2, 60
 	want := expectedAllreduce(np, iters)
 
-	run := a.startCruz(u, dir, "run", "--name", "ar", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run := a.startCruz(u, dir, "run", "--restart", "never", "--name", "ar", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
 	run.waitOutput(t, "iter 3 ", 60*time.Second)
 	// A job that writes nothing outlives the agent as it is.
-	sleeper := a.startCruz(u, dir, "run", "--plain", "--name", "sleeper", "--", "/bin/sleep", "600")
+	sleeper := a.startCruz(u, dir, "run", "--restart", "never", "--plain", "--name", "sleeper", "--", "/bin/sleep", "600")
 	sj := awaitRunning(t, a, u, "sleeper")
 	j := awaitRunning(t, a, u, "ar")
 	require.Len(t, j.Pods, np+1)
