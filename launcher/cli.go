@@ -57,20 +57,23 @@ Commands:
                         end a job and forget it (and delete its checkpoints)
   version               show the versions of cruz, the agent and CRIU
   cluster up [--nodes N] [--subnet CIDR] [--store DIR] [--lan NAME] [--dir DIR]
+             [--slurm]
                         (root) start a local virtual cluster of N nodes,
-                        each a cruzd in its own network namespace
+                        each a cruzd in its own network namespace;
+                        --slurm also starts a Slurm cluster over them
   cluster status [--json] [--dir DIR]
-                        list the virtual cluster's nodes
+                        list the virtual cluster's nodes (and its Slurm)
   cluster env [--node NODE] [--dir DIR]
-                        print export CRUZ_SOCKET=... for node1 (or NODE)
+                        print export CRUZ_SOCKET=... for node1 (or NODE),
+                        and SLURM_CONF=... if Slurm runs
   cluster restart [--kill] [--dir DIR] NODE
                         (root) restart NODE's agent (--kill: crash it; the
                         new agent takes back the pods it held)
   cluster fail [--dir DIR] NODE
                         (root) make NODE fail as a dead machine does (drill)
   cluster down [--purge] [--lan NAME] [--dir DIR]
-                        (root) stop the virtual cluster and remove it;
-                        --purge also deletes its checkpoint store
+                        (root) stop the virtual cluster (and its Slurm) and
+                        remove it; --purge also deletes its checkpoint store
 
 JOB is a job id or, if unique, a job name. The agent's socket is --socket,
 else that of --node NODE of the virtual cluster, else $CRUZ_SOCKET, else

@@ -97,7 +97,8 @@ func cmdClusterUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.Store, "store", cluster.DefaultStore, "checkpoint store shared by the nodes")
 	fs.StringVar(&o.LAN, "lan", cluster.DefaultLAN, "name of the LAN bridge in the root network namespace")
 	fs.StringVar(&o.Dir, "dir", clusterDir(), "cluster directory: state, key, nodes' run directories")
-	if _, err := parse(fs, args, 0, 0, "[--nodes N] [--subnet CIDR] [--store DIR] [--lan NAME] [--dir DIR]"); err != nil {
+	fs.BoolVar(&o.Slurm, "slurm", false, "also start a Slurm cluster over the nodes (slurmctld at host 254 of the subnet's first /24, on the LAN bridge)")
+	if _, err := parse(fs, args, 0, 0, "[--nodes N] [--subnet CIDR] [--store DIR] [--lan NAME] [--dir DIR] [--slurm]"); err != nil {
 		return usageError(stderr, err)
 	}
 	o.Log = stdout
@@ -110,6 +111,10 @@ func cmdClusterUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stdout, "cruz commands now use node1 unless given --node NODE")
 	} else {
 		fmt.Fprintf(stdout, "use it with: export CRUZ_CLUSTER_DIR=%s, then cruz --node NODE ...\n", st.Dir)
+	}
+	if st.Slurm != nil {
+		fmt.Fprintf(stdout, "slurm: slurmctld at %s, %d nodes; use it with: export SLURM_CONF=%s (or: eval \"$(cruz cluster env --dir %s)\")\n",
+			st.Slurm.Addr(), len(st.Nodes), shellQuote(st.Slurm.Conf), shellQuote(st.Dir))
 	}
 	return 0
 }
@@ -191,6 +196,17 @@ func cmdClusterStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n.Name, state, n.PID, n.Pool, n.Socket)
 	}
 	tw.Flush()
+	if s := st.Slurm; s != nil {
+		state := "slurmctld at " + s.Addr().String()
+		if !s.Alive {
+			state = fmt.Sprintf("slurmctld (pid %d, at %s) is not running", s.PID, s.Addr())
+		}
+		plugin := "SPANK plugin " + s.Plugin
+		if s.Plugin == "" {
+			plugin = "no SPANK plugin"
+		}
+		fmt.Fprintf(stdout, "\nslurm: %s, conf %s, %s\n", state, s.Conf, plugin)
+	}
 	return 0
 }
 
@@ -215,6 +231,9 @@ func cmdClusterEnv(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "export CRUZ_SOCKET=%s\n", shellQuote(n.Socket))
+	if st.Slurm != nil {
+		fmt.Fprintf(stdout, "export SLURM_CONF=%s\n", shellQuote(st.Slurm.Conf))
+	}
 	return 0
 }
 

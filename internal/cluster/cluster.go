@@ -13,6 +13,12 @@
 // addresses from its own /24 of it (network.pool). The checkpoint store and
 // the manifest key are shared by every node, as a cluster file system would
 // be.
+//
+// With Options.Slurm, a real Slurm cluster runs over the nodes too
+// (internal/slurmcluster): munged and slurmctld in the root network
+// namespace, at the LAN's controller address (the one IPv4 address the LAN
+// bridge then has, host 254 of the subnet's first /24), and one slurmd per
+// node in the node's network namespace, at the node's own address.
 package cluster
 
 import (
@@ -24,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -35,6 +42,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/config"
+	"github.com/cruz-hpc/cruz/internal/slurmcluster"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"github.com/vishvananda/netlink"
 )
@@ -53,6 +61,22 @@ const (
 	nodeUplink = "eth0"
 	// maxLANName leaves room for "-NNN" in the LAN veths' names (15 bytes).
 	maxLANName = 11
+
+	// The Slurm cluster's names in the cluster directory (Options.Slurm).
+	// SlurmDirName is slurmcluster's state directory, which must be empty
+	// when it starts: the files cluster writes for it live beside it.
+	SlurmDirName   = "slurm"
+	slurmPlugstack = "slurm-plugstack.conf"
+	// slurmNodeDir is where every node's slurmd, and the jobs it runs, see
+	// the node's own run directory (SlurmState.NodeDir).
+	slurmNodeDir = "this-node"
+	// SpankPlugin is the file name of Cruz's SPANK plugin.
+	SpankPlugin = "cruz_spank.so"
+	// slurmClusterName is Slurm's ClusterName (and its partition's name).
+	slurmClusterName = "cruz"
+	// controllerHost is the host number of the LAN's controller address in
+	// the subnet's first /24, whose hosts 1..MaxNodes are the nodes'.
+	controllerHost = 254
 )
 
 // Timeouts of Up and Down.
@@ -73,7 +97,12 @@ type Options struct {
 	Subnet string // IPv4 subnet of every pod, /8 to /16
 	Store  string // checkpoint store shared by the nodes
 	Cruzd  string // cruzd binary (default: CruzdPath())
-	Log    io.Writer
+	// Slurm also starts a Slurm cluster over the nodes (see SlurmState).
+	Slurm bool
+	// SpankPlugin is the Cruz SPANK plugin Slurm loads (default:
+	// cruz_spank.so next to cruzd). If it is missing Slurm runs without.
+	SpankPlugin string
+	Log         io.Writer
 }
 
 func (o *Options) defaults() {
@@ -127,6 +156,44 @@ type State struct {
 	KeyFile string    `json:"key_file"`
 	Created time.Time `json:"created"`
 	Nodes   []Node    `json:"nodes"`
+	// Slurm is the Slurm cluster over the nodes; nil without one.
+	Slurm *SlurmState `json:"slurm,omitempty"`
+}
+
+// SlurmState is the Slurm cluster that `cruz cluster up --slurm` starts
+// over the nodes (internal/slurmcluster): munged and slurmctld in the root
+// network namespace, one slurmd per node in the node's namespaces.
+type SlurmState struct {
+	// Dir is slurmcluster's state directory, DIR/slurm.
+	Dir string `json:"dir"`
+	// Conf is its slurm.conf: Slurm's clients need SLURM_CONF=Conf.
+	Conf string `json:"conf"`
+	// ControllerAddr is slurmctld's address: host 254 of the subnet's
+	// first /24, on the LAN bridge with the subnet's prefix length. It is
+	// the only IPv4 address the bridge has, and cruz does not make the root
+	// network namespace forward.
+	ControllerAddr netip.Addr `json:"controller_addr"`
+	// Port is slurmctld's TCP port.
+	Port int `json:"port"`
+	// PID is slurmctld's.
+	PID int `json:"pid"`
+	// Plugstack is the plugstack.conf Slurm reads; it loads Plugin, if any.
+	Plugstack string `json:"plugstack"`
+	// Plugin is Cruz's SPANK plugin; "" if Slurm runs without it.
+	Plugin string `json:"plugin,omitempty"`
+	// NodeDir is a directory on which each node's slurmd, and every job
+	// step it runs, sees the node's own run directory (a bind mount in the
+	// slurmd's private mount namespace), so that the plugin's one
+	// socket=NodeDir/cruzd.sock is each node's own agent. In the root
+	// mount namespace it is empty.
+	NodeDir string `json:"node_dir"`
+	// Alive: slurmctld runs (set by Status).
+	Alive bool `json:"alive"`
+}
+
+// Addr is where slurmctld listens.
+func (s *SlurmState) Addr() netip.AddrPort {
+	return netip.AddrPortFrom(s.ControllerAddr, uint16(s.Port))
 }
 
 // Node returns the node called name.
@@ -183,6 +250,9 @@ func Status(dir string) (*State, error) {
 	for i := range s.Nodes {
 		s.Nodes[i].Alive = !s.Nodes[i].Failed && isNodeProcess(s.Nodes[i].PID, s.Nodes[i].Config)
 	}
+	if s.Slurm != nil {
+		s.Slurm.Alive = isSlurmctld(s.Slurm.PID, s.Slurm.Conf)
+	}
 	return s, nil
 }
 
@@ -210,6 +280,11 @@ func nodePool(sub netip.Prefix, k int) netip.Prefix {
 
 // AgentPort is the TCP port of every node agent's API on the pod LAN.
 const AgentPort = 7170
+
+// controllerAddr is the LAN's address in the root network namespace when
+// Slurm runs (slurmctld's): host 254 of the subnet's first /24, which no
+// node uses.
+func controllerAddr(sub netip.Prefix) netip.Addr { return nodeAddr(sub, controllerHost) }
 
 // nodeAddr is node k's own address on the pod LAN: host k of the subnet's
 // first /24, which no node's pool uses.
@@ -250,6 +325,15 @@ func (o *Options) check() (netip.Prefix, error) {
 	if len(filepath.Join(o.Dir, fmt.Sprintf("node%d", o.Nodes), "cruzd.sock")) > 107 {
 		return netip.Prefix{}, fmt.Errorf("--dir %q is too long for the nodes' unix sockets (at most 107 bytes): pick a shorter directory", o.Dir)
 	}
+	if o.Slurm {
+		// slurm.conf and plugstack.conf cannot quote the paths in DIR.
+		if i := strings.IndexAny(o.Dir, ",%#\"' \t\n\\="); i >= 0 {
+			return netip.Prefix{}, fmt.Errorf("--dir %q has a %q, which slurm.conf cannot hold (--slurm): pick a path of letters, digits and / . _ -", o.Dir, o.Dir[i])
+		}
+		if s := filepath.Join(o.Dir, SlurmDirName, "run", "munge.socket.2"); len(s) > 107 {
+			return netip.Prefix{}, fmt.Errorf("--dir %q is too long for Slurm's munge socket %s (at most 107 bytes): pick a shorter directory", o.Dir, s)
+		}
+	}
 	return sub, nil
 }
 
@@ -286,6 +370,14 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 	if fi, err := os.Stat(cruzd); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		return nil, fmt.Errorf("cruzd binary %s not found or not executable: install cruzd next to cruz (make build), or set CRUZ_BIN to its directory", cruzd)
 	}
+	if o.Slurm {
+		if err := checkSlurm(sub, o.LAN); err != nil {
+			return nil, err
+		}
+		if ents, err := os.ReadDir(filepath.Join(o.Dir, SlurmDirName)); err == nil && len(ents) > 0 {
+			return nil, fmt.Errorf("%s holds what a Slurm cluster left (%s, ...): remove it with: cruz cluster down --dir %s --lan %s", filepath.Join(o.Dir, SlurmDirName), ents[0].Name(), o.Dir, o.LAN)
+		}
+	}
 
 	st = &State{Dir: o.Dir, LAN: o.LAN, Subnet: sub.String(), Store: o.Store,
 		KeyFile: filepath.Join(o.Dir, "key", "cluster.key"), Created: time.Now().UTC()}
@@ -321,6 +413,14 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 	if err := netlink.LinkSetUp(lan); err != nil {
 		return nil, fmt.Errorf("bring up LAN bridge %s: %w", o.LAN, err)
 	}
+	if o.Slurm {
+		// The controller's address, on the bridge only: it reaches the
+		// nodes, and nothing else (the root namespace does not forward).
+		a := &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(controllerAddr(sub), sub.Bits()))}
+		if err := netlink.AddrAdd(lan, a); err != nil {
+			return nil, fmt.Errorf("add the Slurm controller's address %s to LAN bridge %s: %w", a.IPNet, o.LAN, err)
+		}
+	}
 
 	exited := make([]chan struct{}, o.Nodes)
 	for k := 1; k <= o.Nodes; k++ {
@@ -338,6 +438,11 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 		}
 		st.Nodes[i].Alive = true
 		fmt.Fprintf(o.Log, "%s is up: pid %d, pool %s, socket %s\n", n.Name, n.PID, n.Pool, n.Socket)
+	}
+	if o.Slurm {
+		if st.Slurm, err = startSlurm(ctx, o, st, sub, cruzd); err != nil {
+			return nil, err
+		}
 	}
 	if err := writeState(st); err != nil {
 		return nil, err
@@ -575,11 +680,14 @@ type DownOptions struct {
 	Log   io.Writer
 }
 
-// Down removes the cluster in dir: it ends every node's cruzd (SIGTERM, which
-// ends the pods of its jobs; SIGKILL after 15 s), deletes the LAN veths and
-// bridge, the nodes' run directories and the state file. The checkpoint
-// store and the key that signs it stay unless Purge is set. It works on a
-// cluster that is partly up or already down.
+// Down removes the cluster in dir: first the Slurm cluster over the nodes,
+// if any (its jobs, daemons and state directory, found by DIR/slurm whether
+// or not the state file says so); then it ends every node's cruzd (SIGTERM,
+// which ends the pods of its jobs; SIGKILL after 15 s), removes the LAN's
+// controller address, deletes the LAN veths and bridge, the nodes' run
+// directories and the state file. The checkpoint store and the key that
+// signs it stay unless Purge is set. It works on a cluster that is partly up
+// or already down.
 func Down(ctx context.Context, o DownOptions) error {
 	if o.Dir == "" {
 		o.Dir = DefaultDir
@@ -594,12 +702,30 @@ func Down(ctx context.Context, o DownOptions) error {
 		return err
 	}
 	storeDir := ""
+	slurmDir := filepath.Join(o.Dir, SlurmDirName)
+	var ctrl netip.Addr
 	if st, err := Load(o.Dir); err == nil {
 		o.LAN, storeDir = st.LAN, st.Store
+		if st.Slurm != nil {
+			ctrl = st.Slurm.ControllerAddr
+			if st.Slurm.Dir != "" {
+				slurmDir = st.Slurm.Dir
+			}
+		}
 	} else if !errors.Is(err, ErrNotUp) {
 		fmt.Fprintf(o.Log, "warning: %v\n", err)
 	}
 	var errs []error
+	// Slurm first, while the nodes still run: its jobs' steps run on them,
+	// and its slurmds live in their network namespaces. StopDir finds the
+	// daemons by their command lines too, so a cluster whose state
+	// directory or state file is gone is stopped all the same; without one
+	// it does nothing. (Up makes clusters only in absolute directories.)
+	if filepath.IsAbs(slurmDir) {
+		if err := slurmcluster.StopDir(ctx, slurmDir); err != nil {
+			errs = append(errs, fmt.Errorf("stop the Slurm cluster in %s: %w", slurmDir, err))
+		}
+	}
 	// Every cruzd started with a config in this directory, whether or not
 	// the state file lists it.
 	pids := findNodeProcesses(o.Dir)
@@ -635,8 +761,19 @@ func Down(ctx context.Context, o DownOptions) error {
 	if n := killPodsLeft(ctx, podNets); n > 0 {
 		fmt.Fprintf(o.Log, "killed %d pod processes that outlived their agents\n", n)
 	}
+	if err := removeControllerAddr(o.LAN, ctrl); err != nil {
+		errs = append(errs, err)
+	}
 	if err := deleteLAN(o.LAN); err != nil {
 		errs = append(errs, err)
+	}
+	if err := os.Remove(filepath.Join(o.Dir, slurmPlugstack)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	// Only empty: a node's run directory is mounted on it in that node's
+	// slurmd's mount namespace, never in this one.
+	if err := os.Remove(filepath.Join(o.Dir, slurmNodeDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s (a node's run directory is mounted on it in this mount namespace?): %w", filepath.Join(o.Dir, slurmNodeDir), err))
 	}
 	entries, _ := os.ReadDir(o.Dir)
 	for _, e := range entries {
@@ -737,4 +874,228 @@ func Alive(pid int) bool { return proc.Alive(pid) }
 
 func awaitGone(ctx context.Context, pids []int, timeout time.Duration) []int {
 	return proc.AwaitGone(ctx, pids, timeout)
+}
+
+// prefixNet is p as netlink wants it.
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// checkSlurm checks, before anything is made, what a Slurm cluster over the
+// nodes needs: its programs, a subnet that no address or route of the root
+// network namespace touches (the LAN bridge gets an address in it, which
+// must not capture anyone's traffic), and slurmctld's port.
+func checkSlurm(sub netip.Prefix, lan string) error {
+	if err := slurmcluster.CheckPrograms(); err != nil {
+		return fmt.Errorf("--slurm: %w", err)
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, ok := ipNetPrefix(a.IPNet); ok && p.Overlaps(sub) {
+			name := "an interface"
+			if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+				name = l.Attrs().Name
+			}
+			return fmt.Errorf("--slurm puts the controller's address %s on %s, but %s already has address %s in subnet %s (another cluster with --slurm, or a real network): pick another --subnet",
+				controllerAddr(sub), lan, name, a.IPNet, sub)
+		}
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if p, ok := ipNetPrefix(r.Dst); ok && p.Bits() > 0 && p.Overlaps(sub) {
+			return fmt.Errorf("--slurm puts the controller's address %s on %s, but this machine already routes %s, which overlaps subnet %s: pick another --subnet",
+				controllerAddr(sub), lan, p, sub)
+		}
+	}
+	return checkSlurmctldPort(slurmcluster.DefaultSlurmctldPort)
+}
+
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	bits, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, bits).Masked(), true
+}
+
+// checkSlurmctldPort fails if slurmctld's port is taken, naming the
+// slurmctlds that run and the cruz clusters they belong to: only one Slurm
+// cluster made by cruz can run on a machine at a time.
+func checkSlurmctldPort(port int) error {
+	l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err == nil {
+		l.Close()
+		return nil
+	}
+	var who []string
+	for _, pid := range slurmctlds() {
+		conf := ""
+		args := cmdline(pid)
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-f" {
+				conf = args[i+1]
+			}
+		}
+		switch {
+		case conf == "":
+			who = append(who, fmt.Sprintf("slurmctld %d", pid))
+		case filepath.Base(filepath.Dir(conf)) == SlurmDirName && fileExists(filepath.Join(filepath.Dir(filepath.Dir(conf)), StateFile)):
+			who = append(who, fmt.Sprintf("slurmctld %d of the cruz cluster in %s (remove it with: cruz cluster down --dir %s)", pid, filepath.Dir(filepath.Dir(conf)), filepath.Dir(filepath.Dir(conf))))
+		default:
+			who = append(who, fmt.Sprintf("slurmctld %d with %s", pid, conf))
+		}
+	}
+	running := ""
+	if len(who) > 0 {
+		running = "; running: " + strings.Join(who, ", ")
+	}
+	return fmt.Errorf("--slurm: TCP port %d, where the cluster's slurmctld would listen, is in use (%v): only one Slurm cluster made by cruz (cruz cluster up --slurm, or a test of internal/slurmcluster) can run on this machine at a time; stop the other first%s",
+		port, err, running)
+}
+
+// slurmctlds lists the live slurmctld processes.
+func slurmctlds() []int {
+	var pids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(b)) == "slurmctld" && Alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// isSlurmctld tells whether pid is a live slurmctld run with conf.
+func isSlurmctld(pid int, conf string) bool {
+	if pid <= 0 || conf == "" || !Alive(pid) {
+		return false
+	}
+	for _, a := range cmdline(pid) {
+		if a == conf {
+			return true
+		}
+	}
+	return false
+}
+
+// startSlurm starts the Slurm cluster over the nodes, whose agents answer:
+// slurmctld at the LAN's controller address, node K's slurmd in the network
+// namespace of its holder (which lives as long as the node) at the node's
+// own address, and Cruz's SPANK plugin if it is there. Then it mounts each
+// node's run directory on NodeDir in that node's slurmd's mount namespace,
+// so that the plugin's socket (NodeDir/cruzd.sock) is every node's own
+// agent. On error the caller's Down removes it all.
+func startSlurm(ctx context.Context, o Options, st *State, sub netip.Prefix, cruzd string) (*SlurmState, error) {
+	ss := &SlurmState{Dir: filepath.Join(o.Dir, SlurmDirName), ControllerAddr: controllerAddr(sub), Port: slurmcluster.DefaultSlurmctldPort,
+		Plugstack: filepath.Join(o.Dir, slurmPlugstack), NodeDir: filepath.Join(o.Dir, slurmNodeDir)}
+	if err := os.Mkdir(ss.NodeDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("create %s: %w", ss.NodeDir, err)
+	}
+	plugin := o.SpankPlugin
+	if plugin == "" {
+		plugin = filepath.Join(filepath.Dir(cruzd), SpankPlugin)
+	}
+	conf := "# plugstack.conf of the Slurm cluster over the virtual nodes, written by\n" +
+		"# cruz cluster up --slurm. On each node, " + ss.NodeDir + " is that node's run\n" +
+		"# directory (a mount in its slurmd's namespace), so the socket is its own agent's.\n"
+	if fi, err := os.Stat(plugin); err == nil && fi.Mode().IsRegular() {
+		if strings.ContainsAny(plugin, " \t\n") {
+			return nil, fmt.Errorf("the SPANK plugin's path %q has whitespace, which plugstack.conf cannot hold", plugin)
+		}
+		ss.Plugin = plugin
+		conf += fmt.Sprintf("optional %s socket=%s\n", plugin, filepath.Join(ss.NodeDir, "cruzd.sock"))
+	} else {
+		fmt.Fprintf(o.Log, "note: no Cruz SPANK plugin at %s (make build makes it where libslurm-dev is installed): Slurm runs without it, so srun and sbatch have no --cruz\n", plugin)
+	}
+	if err := os.WriteFile(ss.Plugstack, []byte(conf), 0o644); err != nil {
+		return nil, fmt.Errorf("write %s: %w", ss.Plugstack, err)
+	}
+	nodes := make([]slurmcluster.Node, len(st.Nodes))
+	for i, n := range st.Nodes {
+		nodes[i] = slurmcluster.Node{Name: n.Name, NetnsPID: n.HolderPID, Addr: n.Addr}
+	}
+	c, err := slurmcluster.Start(ctx, slurmcluster.Options{Dir: ss.Dir, ClusterName: slurmClusterName, ControllerAddr: ss.ControllerAddr,
+		Nodes: nodes, PlugstackConf: ss.Plugstack, SlurmctldPort: ss.Port, Log: o.Log})
+	if err != nil {
+		return nil, fmt.Errorf("start Slurm over the nodes: %w", err)
+	}
+	ss.Conf, ss.Alive = c.ConfPath(), true
+	pids := c.PIDs()
+	ss.PID = pids["slurmctld"]
+	for _, n := range st.Nodes {
+		if err := mountNodeDir(ctx, pids["slurmd-"+n.Name], n, ss.NodeDir); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(o.Log, "slurm is up: slurmctld at %s, conf %s\n", ss.Addr(), ss.Conf)
+	return ss, nil
+}
+
+// mountNodeDir bind-mounts node n's run directory on dir in the mount
+// namespace of its slurmd (pid), which is the slurmd's own, private one
+// (slurmcluster starts it with unshare --mount --propagation private), and
+// checks that the node's agent socket is there.
+func mountNodeDir(ctx context.Context, pid int, n Node, dir string) error {
+	if pid <= 0 || !Alive(pid) {
+		return fmt.Errorf("the slurmd of %s is not running (pid %d)", n.Name, pid)
+	}
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(mctx, "nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", pid), "--", "mount", "--bind", n.RunDir, dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mount %s's run directory on %s for its slurmd (pid %d): %w: %s", n.Name, dir, pid, err, strings.TrimSpace(string(out)))
+	}
+	// /proc/PID/root resolves paths in the slurmd's mount namespace.
+	sock := fmt.Sprintf("/proc/%d/root%s", pid, filepath.Join(dir, "cruzd.sock"))
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%s's slurmd (pid %d) does not see its agent's socket at %s after the mount (%v)", n.Name, pid, filepath.Join(dir, "cruzd.sock"), err)
+	}
+	return nil
+}
+
+// removeControllerAddr removes the Slurm controller's address from the LAN
+// bridge, or, if it is not known (the state file is gone), every IPv4
+// address the bridge has: cruz cluster up gives it no other.
+func removeControllerAddr(lan string, ctrl netip.Addr) error {
+	br, err := netlink.LinkByName(lan)
+	if err != nil {
+		return nil
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return nil // deleteLAN says what is wrong
+	}
+	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list the addresses of LAN bridge %s: %w", lan, err)
+	}
+	var errs []error
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IPNet.IP.To4())
+		if !ok || (ctrl.IsValid() && ip != ctrl) {
+			continue
+		}
+		if err := netlink.AddrDel(br, &a); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("remove address %s from LAN bridge %s: %w", a.IPNet, lan, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +27,11 @@ func TestOptionsCheck(t *testing.T) {
 	ok.defaults()
 	_, err := ok.check()
 	require.NoError(t, err)
+	// Paths that only slurm.conf cannot hold are fine without --slurm.
+	plain := ok
+	plain.Dir = "/tmp/a,b"
+	_, err = plain.check()
+	require.NoError(t, err)
 	for _, tt := range []struct {
 		mutate func(*Options)
 		want   string
@@ -35,6 +43,9 @@ func TestOptionsCheck(t *testing.T) {
 		{func(o *Options) { o.LAN = "a-very-long-lan" }, `--lan "a-very-long-lan" is not an interface name of 1 to 11 bytes`},
 		{func(o *Options) { o.Dir = "rel" }, `--dir "rel" is not an absolute path`},
 		{func(o *Options) { o.Store = "rel" }, `--store "rel" is not an absolute path`},
+		{func(o *Options) { o.Slurm, o.Dir = true, "/tmp/a,b" }, `--dir "/tmp/a,b" has a ',', which slurm.conf cannot hold (--slurm)`},
+		{func(o *Options) { o.Slurm, o.Dir = true, "/tmp/a b" }, `--dir "/tmp/a b" has a ' '`},
+		{func(o *Options) { o.Slurm, o.Dir = true, "/"+strings.Repeat("d", 85) }, "too long for Slurm's munge socket"},
 	} {
 		o := ok
 		tt.mutate(&o)
@@ -164,4 +175,51 @@ func TestFailReportString(t *testing.T) {
 	assert.Equal(t, "node1 failed: link cut, 0 pod processes killed, node removed", r.String())
 	r = FailReport{Node: "node1", Agent: true, PodProcesses: 1}
 	assert.Equal(t, "node1 failed: link already gone, agent and 1 pod process killed, node's namespaces already gone", r.String())
+}
+
+func TestControllerAddr(t *testing.T) {
+	assert.Equal(t, "10.203.0.254", controllerAddr(netip.MustParsePrefix("10.203.0.0/16")).String())
+	assert.Equal(t, "10.0.0.254", controllerAddr(netip.MustParsePrefix("10.0.0.0/8")).String())
+	// No node has it: their addresses are hosts 1..MaxNodes.
+	assert.Less(t, MaxNodes, controllerHost)
+	n := prefixNet(netip.PrefixFrom(controllerAddr(netip.MustParsePrefix("10.203.0.0/16")), 16))
+	assert.Equal(t, "10.203.0.254/16", n.String())
+	p, ok := ipNetPrefix(n)
+	assert.True(t, ok)
+	assert.Equal(t, "10.203.0.0/16", p.String())
+}
+
+func TestSlurmState(t *testing.T) {
+	dir := t.TempDir()
+	st := &State{Dir: dir, LAN: "czlan0", Nodes: []Node{{Name: "node1"}}}
+	require.NoError(t, writeState(st))
+	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "slurm", "a cluster without Slurm has no slurm state")
+	got, err := Status(dir)
+	require.NoError(t, err)
+	assert.Nil(t, got.Slurm)
+
+	st.Slurm = &SlurmState{Dir: filepath.Join(dir, "slurm"), Conf: filepath.Join(dir, "slurm", "slurm.conf"),
+		ControllerAddr: netip.MustParseAddr("10.203.0.254"), Port: 16817, PID: os.Getpid(), NodeDir: filepath.Join(dir, "this-node")}
+	require.NoError(t, writeState(st))
+	got, err = Status(dir)
+	require.NoError(t, err)
+	require.NotNil(t, got.Slurm)
+	assert.Equal(t, "10.203.0.254:16817", got.Slurm.Addr().String())
+	assert.Equal(t, st.Slurm.Conf, got.Slurm.Conf)
+	// Our pid runs, but is no slurmctld with that slurm.conf.
+	assert.False(t, got.Slurm.Alive)
+}
+
+func TestCheckSlurmctldPort(t *testing.T) {
+	l, err := net.Listen("tcp", ":0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	err = checkSlurmctldPort(port)
+	l.Close()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), fmt.Sprintf("TCP port %d, where the cluster's slurmctld would listen, is in use", port))
+	assert.Contains(t, err.Error(), "only one Slurm cluster made by cruz")
+	assert.NoError(t, checkSlurmctldPort(port))
 }
