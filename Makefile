@@ -106,13 +106,14 @@ users:
 	id -u cruzt2 >/dev/null 2>&1 || useradd -m -s /bin/bash cruzt2
 	@echo "users: cruzt1 ($$(id cruzt1)), cruzt2 ($$(id cruzt2))"
 
-# go test -v so that loud skips are visible; the log is summarised at the end
+# -p 1: packages one at a time (the Slurm tests of two packages share
+# slurmctld's port). go test -v so that loud skips are visible; the log is summarised at the end
 # with a "test: N passed, N failed, N skipped" line (subtests included).
 test: deps build users
 	@log="$$(mktemp /tmp/cruz-test.XXXXXX.log)"; \
-	echo "test: go test -count=1 -timeout 40m ./... with CRUZ_BIN=$(BIN) (log: $$log)"; \
+	echo "test: go test -p 1 -count=1 -timeout 60m ./... with CRUZ_BIN=$(BIN) (log: $$log)"; \
 	set +e; \
-	CRUZ_BIN="$(BIN)" $(GO) test -count=1 -timeout 40m -v ./... 2>&1 | tee "$$log"; \
+	CRUZ_BIN="$(BIN)" $(GO) test -p 1 -count=1 -timeout 60m -v ./... 2>&1 | tee "$$log"; \
 	rc=$${PIPESTATUS[0]}; \
 	set -e; \
 	pass=$$(grep -cE '^[[:space:]]*--- PASS' "$$log" || true); \
