@@ -90,6 +90,16 @@ func upClusterWith(t *testing.T, n int, before func(c *vcluster)) *vcluster {
 	return c
 }
 
+// clusterSetup makes a cluster of n nodes and returns it, its state, node1's
+// agent, the test user cruzt1 and a working directory of theirs.
+func clusterSetup(t *testing.T, n int) (*vcluster, cluster.State, *agent, testenv.User, string) {
+	t.Helper()
+	c := upCluster(t, n)
+	st := c.status()
+	u := testenv.LookupUser(t, "cruzt1")
+	return c, st, c.node(t, st, "node1"), u, testenv.TempDirFor(t, u)
+}
+
 func nsInode(t *testing.T, pid int, ns string) uint64 {
 	t.Helper()
 	var st unix.Stat_t

@@ -57,11 +57,7 @@ func podPID1(t *testing.T, ip string) int {
 // the previous checkpoint is still the latest, and restores to the same
 // result.
 func TestClusterCheckpointFails(t *testing.T) {
-	c := upCluster(t, 3)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, st, n1, u, dir := clusterSetup(t, 3)
 	const np, iters = 4, 60
 
 	run := n1.startAllreduce(u, dir, "faulty", np, iters)

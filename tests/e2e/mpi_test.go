@@ -29,10 +29,13 @@ func expectedAllreduce(np, iters int) []string {
 }
 
 // startAllreduce starts mpi_allreduce (np ranks, iters iterations of
-// 100 ms) as u and waits until it has done 3 iterations.
-func (a *agent) startAllreduce(u testenv.User, dir, name string, np, iters int) *cruzCmd {
+// 100 ms) as u, with the extra cruz run flags, and waits until it has done
+// 3 iterations.
+func (a *agent) startAllreduce(u testenv.User, dir, name string, np, iters int, flags ...string) *cruzCmd {
 	a.t.Helper()
-	run := a.startCruz(u, dir, "run", "--name", name, "--np", fmt.Sprint(np), "--", testenv.Bin(a.t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	args := append([]string{"run", "--name", name, "--np", fmt.Sprint(np)}, flags...)
+	args = append(args, "--", testenv.Bin(a.t, "mpi_allreduce"), fmt.Sprint(iters), "100")
+	run := a.startCruz(u, dir, args...)
 	run.waitOutput(a.t, "iter 3 ", 60*time.Second)
 	return run
 }

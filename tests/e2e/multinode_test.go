@@ -90,11 +90,7 @@ func fdbPort(t *testing.T, lan, mac string) string {
 // LAN learns the pods' new places at once, the three runs' output is the
 // output of one uninterrupted run, line by line, and nothing is left behind.
 func TestClusterMultiNodeJob(t *testing.T) {
-	c := upCluster(t, 4)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, st, n1, u, dir := clusterSetup(t, 4)
 	const np, iters = 8, 150
 
 	run := n1.startAllreduce(u, dir, "wide", np, iters)

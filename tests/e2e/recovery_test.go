@@ -113,16 +113,10 @@ func (a *agent) rankProcess(t *testing.T, comm string) int {
 // uninterrupted run (what the failed run printed after the checkpoint is
 // not shown twice), and the event log tells the story.
 func TestRecoveryRankKilled(t *testing.T) {
-	c := upCluster(t, 3)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, st, n1, u, dir := clusterSetup(t, 3)
 	const np, iters = 4, 120
 
-	run := n1.startCruz(u, dir, "run", "--name", "k9", "--np", fmt.Sprint(np), "--interval", "2s", "--",
-		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
-	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	run := n1.startAllreduce(u, dir, "k9", np, iters, "--interval", "2s")
 	n1.awaitEvent(u, "k9", "checkpoint", 1, time.Minute)
 	// Let the job print a few lines after its checkpoint: the rollback
 	// will print them again, and they must not be shown twice.
@@ -154,16 +148,10 @@ func TestRecoveryRankKilled(t *testing.T) {
 // its last checkpoint with node2's pods on the spare (same addresses and
 // MACs), and finishes with the right output.
 func TestRecoveryNodeFailure(t *testing.T) {
-	c := upCluster(t, 4)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, st, n1, u, dir := clusterSetup(t, 4)
 	const np, iters = 6, 120
 
-	run := n1.startCruz(u, dir, "run", "--name", "nf", "--np", fmt.Sprint(np), "--interval", "2s", "--spares", "1", "--",
-		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
-	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	run := n1.startAllreduce(u, dir, "nf", np, iters, "--interval", "2s", "--spares", "1")
 	before := n1.status(u, "nf")
 	ranks, _ := podsByNode(before)
 	require.Equal(t, map[string]int{"node1": 2, "node2": 2, "node3": 2}, ranks, "node4 is the spare")
@@ -206,16 +194,10 @@ func TestRecoveryNodeFailure(t *testing.T) {
 // so on the job's stderr and in its event log, and uses the previous one;
 // the output is still that of one uninterrupted run.
 func TestRecoveryCorruptCheckpoint(t *testing.T) {
-	c := upCluster(t, 2)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, _, n1, u, dir := clusterSetup(t, 2)
 	const np, iters = 2, 120
 
-	run := n1.startCruz(u, dir, "run", "--name", "bad", "--np", fmt.Sprint(np), "--interval", "2s", "--keep", "5", "--",
-		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
-	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	run := n1.startAllreduce(u, dir, "bad", np, iters, "--interval", "2s", "--keep", "5")
 	evs := n1.awaitEvent(u, "bad", "checkpoint", 2, time.Minute)
 	var newest string
 	for _, e := range evs {
@@ -254,11 +236,7 @@ func TestRecoveryCorruptCheckpoint(t *testing.T) {
 // policy.restart_budget (3) times, each after a longer delay, then stopped
 // with the reason, on its client's stderr and in its event log.
 func TestRecoveryBudget(t *testing.T) {
-	c := upCluster(t, 1)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, st, n1, u, dir := clusterSetup(t, 1)
 
 	run := n1.startCruz(u, dir, "run", "--plain", "--name", "doomed", "--interval", "1s", "--", testenv.Bin(t, "counter"), "100000", "50")
 	run.waitOutput(t, "line 3\n", time.Minute)
@@ -300,16 +278,10 @@ func TestRecoveryBudget(t *testing.T) {
 // first `cruz run` got before the crash, followed by what `cruz attach`
 // gets from the rolled-back run, is the output of one uninterrupted run.
 func TestRecoveryCoordinatorKilled(t *testing.T) {
-	c := upCluster(t, 3)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, st, n1, u, dir := clusterSetup(t, 3)
 	const np, iters = 4, 150
 
-	run := n1.startCruz(u, dir, "run", "--name", "orphan", "--np", fmt.Sprint(np), "--interval", "2s", "--",
-		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
-	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	run := n1.startAllreduce(u, dir, "orphan", np, iters, "--interval", "2s")
 	n1.awaitEvent(u, "orphan", "checkpoint", 1, time.Minute)
 	// Kill the coordinator while it (its CRIU) dumps the job's pods.
 	agentPID := st.Nodes[0].PID
@@ -357,9 +329,7 @@ func TestStoreFullDuringCheckpoint(t *testing.T) {
 	dir := testenv.TempDirFor(t, u)
 	const np, iters = 2, 150
 
-	run := n1.startCruz(u, dir, "run", "--name", "full", "--np", fmt.Sprint(np), "--interval", "2s", "--keep", "10", "--",
-		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
-	run.waitOutput(t, "iter 3 ", 60*time.Second)
+	run := n1.startAllreduce(u, dir, "full", np, iters, "--interval", "2s", "--keep", "10")
 	evs := n1.awaitEvent(u, "full", "checkpoint_failed", 1, 2*time.Minute)
 	for _, e := range evs {
 		if e.Kind == "checkpoint" || e.Kind == "checkpoint_failed" {

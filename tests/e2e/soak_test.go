@@ -48,11 +48,7 @@ func TestSoak(t *testing.T) {
 		t.Skip("SKIP: the soak test runs only with CRUZ_SOAK=1 (make soak): about 10 minutes")
 	}
 	const np, iters, want = 4, 4000, 200
-	c := upCluster(t, 4)
-	st := c.status()
-	n1 := c.node(t, st, "node1")
-	u := testenv.LookupUser(t, "cruzt1")
-	dir := testenv.TempDirFor(t, u)
+	c, st, n1, u, dir := clusterSetup(t, 4)
 	run := n1.startCruz(u, dir, "run", "--name", "soak", "--np", fmt.Sprint(np), "--interval", "1s", "--keep", "2", "--spares", "1", "--",
 		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
 	run.waitOutput(t, "iter 3 ", time.Minute)
