@@ -648,7 +648,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 		actx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		if _, rerr := a.onNodes(actx, j, opResume, func(_ string, pods []string) nodeReq {
-			return nodeReq{Job: j.id(), Pods: pods}
+			return nodeReq{Job: j.id(), Pods: pods, Continue: true}
 		}); rerr != nil {
 			log.Error("resuming the job after the failed checkpoint", "err", rerr)
 		}

@@ -96,7 +96,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	resumed := false
 	defer func() {
 		if err != nil && !resumed {
-			if _, rerr := source.do(context.Background(), opResume, nodeReq{Job: j.id(), Pods: pods}); rerr != nil {
+			if _, rerr := source.do(context.Background(), opResume, nodeReq{Job: j.id(), Pods: pods, Continue: true}); rerr != nil {
 				log.Error("resuming the pod on its node after the failed migration", "err", rerr)
 			}
 			log.Warn("migration failed; the pod runs on where it was", "err", err)

@@ -41,6 +41,10 @@ type nodeReq struct {
 	// Stop leaves the dumped pods stopped (dump): for a checkpoint that ends
 	// the job, or a migration.
 	Stop bool `json:"stop,omitempty"`
+	// Continue (resume) also sends SIGCONT to the pods' processes: after a
+	// dump that failed or left them stopped, not after one that kept them
+	// running (a signal during the next dump would make it fail).
+	Continue bool `json:"continue,omitempty"`
 	// Restore lists the pods to restore, each with its spec and stdio keys.
 	Restore []restorePod `json:"restore,omitempty"`
 	Signal  int          `json:"signal,omitempty"`
@@ -262,20 +266,27 @@ func (a *Agent) nodeOp(ctx context.Context, c caller, op string, req nodeReq) (n
 	case opResume:
 		s.op.Lock()
 		defer s.op.Unlock()
-		for _, p := range pods {
-			p.resumeStopped()
-		}
-		// A dump cut short (CRIU killed, a task some other tracer held)
-		// can leave a task stopped only once the tracer lets go: look
-		// again a few times.
-		go func() {
-			for _, d := range []time.Duration{500 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
-				time.Sleep(d)
-				for _, p := range pods {
-					p.resumeStopped()
-				}
+		if req.Continue {
+			for _, p := range pods {
+				p.resumeStopped()
 			}
-		}()
+			// A dump cut short (CRIU killed, a task some other tracer
+			// held) can leave a task stopped only once the tracer lets
+			// go: look again a few times, for stopped tasks only, and
+			// never while a dump of the set runs.
+			go func() {
+				for _, d := range []time.Duration{500 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
+					time.Sleep(d)
+					if !s.op.TryLock() {
+						continue
+					}
+					for _, p := range pods {
+						p.continueStopped()
+					}
+					s.op.Unlock()
+				}
+			}()
+		}
 		return nodeResp{}, parallel(pods, func(p *podRuntime) error { return unblockPodTraffic(ctx, p.nsPath) })
 	case opRelease:
 		return nodeResp{}, a.releasePods(ctx, pods)

@@ -286,6 +286,21 @@ func (p *podRuntime) resumeStopped() {
 	}
 }
 
+// continueStopped sends SIGCONT to the pod's processes that are stopped
+// (state T, not a tracer's stop).
+func (p *podRuntime) continueStopped() {
+	for _, pid := range processesInNetns(p.ns.ino) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && s[i+2] == 'T' {
+			_ = unix.Kill(pid, unix.SIGCONT)
+		}
+	}
+}
+
 // destroy kills what is left of the pod and removes every trace of it: its
 // processes (killing PID 1 kills its pid namespace), veth and netns (and with
 // it the pod's filter table). Safe to call more than once.
