@@ -146,8 +146,9 @@ func podInitPID(ino uint64) int {
 // away) are removed. An unreachable coordinator is asked again for a
 // minute; after that the pods are removed: held pods help no one.
 func (a *Agent) confirmAdopted(s *podSet) {
-	owner := caller{UID: s.uid, GID: s.gid}
-	nc, err := a.client(s.coordinator, owner)
+	// The agent asks for itself (as root): the set's record keeps the
+	// owner's uid, not the whole identity a request for the user carries.
+	nc, err := a.client(s.coordinator, rootCaller)
 	if err != nil || nc.remote == nil {
 		return
 	}
