@@ -643,6 +643,12 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			return
 		}
 		_ = pend.Abort()
+		if ctx.Err() != nil {
+			// A recovery cancelled it: it removes the run's pods itself,
+			// and must not wait here for a node that is gone.
+			log.Warn("checkpoint cancelled", "err", err)
+			return
+		}
 		// Undo on every node: stopped pods go on, traffic flows again. A
 		// node that does not answer soon is likely gone.
 		actx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

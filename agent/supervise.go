@@ -184,7 +184,9 @@ func (j *job) current(gen int) bool {
 // heartbeat asks every node of the job for its pods; it returns why the job
 // has failed ("" if it has not) and the node at fault.
 func (a *Agent) heartbeat(j *job, gen int, hb time.Duration, lastSeen map[string]time.Time, start time.Time, timeout time.Duration) (string, string) {
-	ctx, cancel := context.WithTimeout(context.Background(), hb+time.Second)
+	// A node gets one heartbeat period to answer, so that a silent one is
+	// noticed about heartbeat_timeout after its last answer.
+	ctx, cancel := context.WithTimeout(context.Background(), hb)
 	defer cancel()
 	groups := j.byNode()
 	type answer struct {
@@ -367,6 +369,17 @@ func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay t
 		giveUp("checkpoint " + m.ID + " has no usable job record")
 		return
 	}
+	// Pods go back to where they ran (a migration since the checkpoint
+	// stays), except from nodes that failed.
+	j.mu.Lock()
+	for i := range saved.Pods {
+		for _, cur := range j.rec.Pods {
+			if cur.Name == saved.Pods[i].Name && cur.Node != "" {
+				saved.Pods[i].Node = cur.Node
+			}
+		}
+	}
+	j.mu.Unlock()
 	moved, err := a.replace(j, saved.Pods, healthy)
 	if err != nil {
 		giveUp(err.Error())
