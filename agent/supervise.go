@@ -129,13 +129,9 @@ func (a *Agent) supervise(j *job, gen int) {
 	sup := a.supervisorOf(j)
 	cfg := a.policyConfig(j)
 	j.mu.Lock()
-	if sup.sched == nil {
-		sup.sched = policy.NewScheduler(cfg, time.Now())
-	} else {
-		sup.sched.SetConfig(cfg)
-		// A restored run starts its period afresh.
-		sup.sched.Succeeded(time.Now(), 0)
-	}
+	// Each run (a start, a restart, a rollback) starts its period afresh;
+	// only the restart budget carries over from run to run.
+	sup.sched = policy.NewScheduler(cfg, time.Now())
 	j.mu.Unlock()
 	hb := a.cfg.Policy.Heartbeat.Duration
 	go a.watchNodes(j, gen, hb)
