@@ -782,10 +782,9 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []s
 		return nil, 0, errorf(errConflict, "job %s is %s: stop it first with `cruz checkpoint --stop %s`", j.id(), prev, j.id())
 	}
 	var m *store.Manifest
-	var dir string
 	var skipped []string
 	if id == "" {
-		m, dir, skipped, err = a.store.Latest(j.id())
+		m, _, skipped, err = a.store.Latest(j.id())
 		for _, s := range skipped {
 			a.log.Warn("skipping checkpoint", "job", j.id(), "reason", s)
 		}
@@ -793,7 +792,7 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []s
 			err = errorf(errNotFound, "job %s has no complete checkpoint to restart from", j.id())
 		}
 	} else {
-		m, dir, err = a.store.Load(j.id(), id)
+		m, _, err = a.store.Load(j.id(), id)
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalidID) {
@@ -838,7 +837,6 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []s
 	allocMu.Unlock()
 	log := a.log.With("job", j.id(), "checkpoint", m.ID)
 	log.Info("restart started", "pods", len(m.Pods), "nodes", len(j.byNode()))
-	_ = dir
 	t0 := time.Now()
 	if err := a.restorePods(ctx, j, m, gen); err != nil {
 		a.teardown(j, api.Frame{Error: "restart failed: " + err.Error()})

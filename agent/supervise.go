@@ -347,7 +347,7 @@ func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay t
 	sup.restarts.Record(time.Now())
 	j.mu.Unlock()
 
-	m, dir, skipped, err := a.store.Latest(j.id())
+	m, _, skipped, err := a.store.Latest(j.id())
 	for _, s := range skipped {
 		a.event(j, api.Event{Kind: "checkpoint_skipped", Message: "skipping checkpoint: " + s})
 		j.out.append(api.Frame{Stream: "stderr", Data: []byte("cruz: skipping checkpoint: " + s + "\n")})
@@ -359,7 +359,6 @@ func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay t
 		giveUp(fmt.Sprintf("there is no complete checkpoint to roll back to (%v)", err))
 		return
 	}
-	_ = dir
 	var saved jobRecord
 	if err := json.Unmarshal(m.Spec, &saved); err != nil || saved.ID != j.id() {
 		giveUp("checkpoint " + m.ID + " has no usable job record")
