@@ -537,16 +537,18 @@ func (a *Agent) nodeDump(ctx context.Context, s *podSet, pods []*podRuntime, req
 		opts := dumpOptions{Pid: p.pid, ImagesDir: dir, WorkDir: work,
 			NetnsPath: p.nsPath, KeepRunning: !req.Stop, UID: p.spec.UID, GID: p.spec.GID, Timeout: a.cfg.CRIU.Timeout.Duration}
 		st, err := a.host.criu.dump(ctx, opts)
-		if err != nil && transientDumpError(err) && ctx.Err() == nil {
-			// CRIU found a socket's receive queue changing under it
-			// (data that was already past the filter when the pod was
-			// blocked); it resumed the pod, so dump again.
-			a.log.Info("dump again after a transient TCP repair error", "pod", p.spec.Name, "err", firstLine(err.Error()))
+		for try := 1; try <= 3 && err != nil && transientDumpError(err) && ctx.Err() == nil; try++ {
+			// CRIU found a socket's receive queue changing under it: data
+			// that was already past the filter when the pod was blocked
+			// (in the socket's backlog) reached the queue while CRIU read
+			// it. CRIU resumed the pod; the backlog is drained by now, so
+			// dump again.
+			a.log.Info("dump again after a transient TCP repair error", "pod", p.spec.Name, "try", try, "err", firstLine(err.Error()))
 			_ = os.RemoveAll(dir)
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				return err
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(time.Duration(try) * 200 * time.Millisecond)
 			st, err = a.host.criu.dump(ctx, opts)
 		}
 		if err != nil {
