@@ -234,10 +234,8 @@ func TestCluster(t *testing.T) {
 		for _, line := range nonEmptyLines(string(out)) {
 			assert.NotContains(t, line, " "+c.lan, "no LAN bridge or veth left")
 		}
-		var hostNet unix.Stat_t
-		require.NoError(t, unix.Stat("/proc/self/ns/net", &hostNet))
 		for _, n := range st.Nodes {
-			assert.Empty(t, podProcesses(hostNet.Ino, "CRUZ_SOCKET="+n.Socket), "no pod process of %s left", n.Name)
+			assert.Empty(t, podProcesses(testHostNet, "CRUZ_SOCKET="+n.Socket), "no pod process of %s left", n.Name)
 		}
 		res := run.wait(t, 30*time.Second)
 		assert.NotEqual(t, 0, res.Code, "the job on node1 ended with its node")

@@ -27,9 +27,7 @@ import (
 // the processes of the test users in pods.
 func podPID1(t *testing.T, ip string) int {
 	t.Helper()
-	var hostNet unix.Stat_t
-	require.NoError(t, unix.Stat("/proc/self/ns/net", &hostNet))
-	for _, pid := range podProcesses(hostNet.Ino) {
+	for _, pid := range podProcesses(testHostNet) {
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		isInit := false
 		for _, line := range strings.Split(string(status), "\n") {
@@ -134,6 +132,15 @@ func nodeRequest(t *testing.T, from cluster.Node, addr, method, path string, bod
 	ch := make(chan answer, 1)
 	go func() {
 		runtime.LockOSThread() // the thread changes netns; it ends with the goroutine
+		// ... unless it is the main thread, which Go cannot end: go back
+		// to the test's netns before returning.
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		defer orig.Close()
+		defer netns.Set(orig) //nolint:errcheck // best effort; the thread ends anyway
 		h, err := netns.GetFromPid(from.PID)
 		if err != nil {
 			ch <- answer{err: err}

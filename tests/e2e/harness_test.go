@@ -350,12 +350,19 @@ func (a *agent) requireNoLeaks() {
 // network namespace other than the node's with this agent's CRUZ_SOCKET in
 // their environment (cruz passes its environment to the job).
 func (a *agent) ownPodProcesses() []int {
-	var hostNet unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &hostNet); err != nil {
-		a.t.Fatalf("stat /proc/self/ns/net: %v", err)
-	}
-	return podProcesses(hostNet.Ino, "CRUZ_SOCKET="+a.socket)
+	return podProcesses(testHostNet, "CRUZ_SOCKET="+a.socket)
 }
+
+// testHostNet is the inode of the network namespace the tests run in, read
+// once before any test runs: later, /proc/self/ns/net is the main thread's,
+// which a test that enters a node's namespace on a locked thread might be.
+var testHostNet = func() uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		panic("stat /proc/self/ns/net: " + err.Error())
+	}
+	return st.Ino
+}()
 
 // podProcesses lists processes of the test users (uid >= 1000) that run in
 // a network namespace other than hostNet and, if env is given, have it in
