@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -49,14 +50,32 @@ func podPID1(t *testing.T, ip string) int {
 }
 
 // TestClusterCheckpointFails: a job of 4 ranks on 3 nodes; a checkpoint in
-// which one pod on another node than the coordinator's cannot be dumped
-// (something else already traces it, so CRIU cannot seize it) is reported
-// failed, naming the node and the pod; the job runs on and finishes right;
-// the previous checkpoint is still the latest, and restores to the same
-// result.
+// which CRIU fails on node2 (a wrapper makes node2's CRIU exit at once while
+// a trigger file exists, as a CRIU that crashes would) is reported failed,
+// naming the node and the pod; the job runs on and finishes right; the
+// previous checkpoint is still the latest, and restores to the same result.
 func TestClusterCheckpointFails(t *testing.T) {
 	c, st, n1, u, dir := clusterSetup(t, 3)
 	const np, iters = 4, 60
+
+	// node2's agent runs CRIU through the wrapper (the pods' users run it
+	// too, for dumps: the directory is world-readable).
+	criu := testenv.RequireCRIU(t)
+	wrapDir, err := os.MkdirTemp("", "cruz-criuwrap-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(wrapDir) })
+	require.NoError(t, os.Chmod(wrapDir, 0o755))
+	trigger := filepath.Join(wrapDir, "fail")
+	wrapper := filepath.Join(wrapDir, "criu")
+	require.NoError(t, os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\n[ -e %s ] && { echo 'injected CRIU failure' >&2; exit 1; }\nexec %s \"$@\"\n", trigger, criu)), 0o755))
+	node2 := st.Nodes[1]
+	cfg, err := os.ReadFile(node2.Config)
+	require.NoError(t, err)
+	require.Contains(t, string(cfg), `path = "criu"`)
+	require.NoError(t, os.WriteFile(node2.Config, []byte(strings.Replace(string(cfg), `path = "criu"`, fmt.Sprintf("path = %q", wrapper), 1)), 0o644))
+	r := c.clusterCmd("restart", "node2")
+	require.Equal(t, 0, r.Code, "cruz cluster restart node2: %s", r.Stderr)
+	st = c.status()
 
 	run := n1.startAllreduce(u, dir, "faulty", np, iters)
 	good := n1.checkpoint(u, "faulty")
@@ -68,20 +87,10 @@ func TestClusterCheckpointFails(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, victim.Name, "a pod on node2")
-	pid := podPID1(t, victim.IP)
 
-	// Trace the pod's PID 1 from a thread of this test (PTRACE_SEIZE does
-	// not stop it); the thread's end releases it.
-	seized := make(chan error)
-	release := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // the thread exits with the goroutine: the tracee is released
-		seized <- unix.PtraceSeize(pid)
-		<-release
-	}()
-	require.NoError(t, <-seized, "seize pod %s (pid %d)", victim.Name, pid)
-	r := n1.cruz(u, "", "checkpoint", "faulty")
-	close(release)
+	require.NoError(t, os.WriteFile(trigger, nil, 0o644))
+	r = n1.cruz(u, "", "checkpoint", "faulty")
+	require.NoError(t, os.Remove(trigger))
 	require.NotEqual(t, 0, r.Code, "the checkpoint fails; stdout %s", r.Stdout)
 	assert.Contains(t, r.Stderr, "node node2", "the error names the node")
 	assert.Contains(t, r.Stderr, victim.Name, "the error names the pod")
