@@ -82,7 +82,10 @@ func TestClusterFail(t *testing.T) {
 	r = c.clusterCmd("fail", "node2")
 	require.Equal(t, 0, r.Code, "cruz cluster fail node2; stdout:\n%s\nstderr:\n%s", r.Stdout, r.Stderr)
 	t.Logf("cruz cluster fail node2: %s", r.Stdout)
-	assert.Equal(t, fmt.Sprintf("node2 failed: link cut, agent and %d pod processes killed, node removed\n", len(pods)), r.Stdout)
+	// The count is of the processes alive when it struck: a job's
+	// processes come and go, so it need not equal len(pods) above; that
+	// every one of them is gone is checked below.
+	assert.Regexp(t, `^node2 failed: link cut, agent and [1-9][0-9]* pod processes killed, node removed\n$`, r.Stdout)
 
 	assert.False(t, cluster.Alive(node2.PID), "node2's agent (pid %d) is dead", node2.PID)
 	assert.False(t, cluster.Alive(node2.HolderPID), "node2's holder (pid %d) is dead", node2.HolderPID)
