@@ -89,7 +89,12 @@ func (a *Agent) client(node string, c caller) (nodeClient, error) {
 			return nodeClient{a: a, node: node, c: c, remote: cl}, nil
 		}
 	}
-	return nodeClient{}, errorf(errBadRequest, "unknown node %q: this cluster's nodes are %s (cluster.peers in the agents' config)", node, strings.Join(a.nodes(), ", "))
+	return nodeClient{}, a.unknownNode(node)
+}
+
+// unknownNode is the error for a node name the cluster does not have.
+func (a *Agent) unknownNode(node string) error {
+	return errorf(errBadRequest, "unknown node %q: this cluster's nodes are %s (cluster.peers in the agents' config)", node, strings.Join(a.nodes(), ", "))
 }
 
 // isNode tells whether name is a node of the cluster.
@@ -107,7 +112,7 @@ func (a *Agent) checkNodes(names []string) error {
 	seen := map[string]bool{}
 	for _, n := range names {
 		if !a.isNode(n) {
-			return errorf(errBadRequest, "unknown node %q: this cluster's nodes are %s (cluster.peers in the agents' config)", n, strings.Join(a.nodes(), ", "))
+			return a.unknownNode(n)
 		}
 		if seen[n] {
 			return errorf(errBadRequest, "node %s is listed twice in --nodes", n)
