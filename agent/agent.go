@@ -345,6 +345,10 @@ func (a *Agent) persist(j *job) error {
 // usedAddrs lists the pod addresses held by jobs that have pods or may be
 // restarted into them (stopped or lost jobs keep their addresses, which move
 // with their ranks).
+// cancelledAddrHold is how long a cancelled Slurm step's pod addresses stay
+// reserved for a requeue to resume it with.
+const cancelledAddrHold = 24 * time.Hour
+
 func (a *Agent) usedAddrs(except string) map[netip.Addr]string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -354,7 +358,10 @@ func (a *Agent) usedAddrs(except string) map[netip.Addr]string {
 			continue
 		}
 		j.mu.Lock()
-		if holdsAddrs(j.rec.State) {
+		// A Slurm step that was cancelled is resumed by a requeue, which
+		// comes soon or never (scancel): its addresses are kept for it a day.
+		expired := j.rec.State == api.StateCancelled && time.Since(j.rec.Updated) > cancelledAddrHold
+		if holdsAddrs(j.rec.State) && !expired {
 			for _, p := range j.rec.Pods {
 				used[p.Addr.Addr()] = id
 			}
@@ -414,6 +421,11 @@ func (a *Agent) lookup(c caller, ref string) (*job, error) {
 		for _, cand := range a.jobs {
 			if cand.rec.Name == ref && (c.UID == 0 || cand.rec.UID == c.UID) {
 				matches = append(matches, cand)
+			}
+		}
+		if len(matches) == 0 {
+			if sj, ok := a.lookupSlurmLocked(c, ref); ok {
+				matches = append(matches, sj)
 			}
 		}
 		switch len(matches) {

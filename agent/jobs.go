@@ -59,7 +59,7 @@ func holdsPods(state string) bool {
 
 // holdsAddrs: the job's pod addresses stay reserved for it.
 func holdsAddrs(state string) bool {
-	return holdsPods(state) || state == api.StateStopped || state == api.StateLost
+	return holdsPods(state) || state == api.StateStopped || state == api.StateLost || state == api.StateCancelled
 }
 
 // job is a job known to this agent.
@@ -183,7 +183,18 @@ var allocMu sync.Mutex
 // Run creates a job for caller and starts it. It returns once every pod is
 // up (or the job failed to start, with the reason).
 func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, error) {
+	if req.Slurm != nil {
+		return nil, errorf(errBadRequest, "a Slurm step's job starts through POST /v1/slurm/steps (srun --cruz)")
+	}
+	return a.run(ctx, c, req, newJobID())
+}
+
+// run creates job id for caller and starts it.
+func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string) (*job, error) {
 	if err := validateRun(&req); err != nil {
+		return nil, err
+	}
+	if err := a.checkStore(req.Store); err != nil {
 		return nil, err
 	}
 	nodes := req.Nodes
@@ -208,7 +219,6 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	if req.Plain {
 		npods = 1
 	}
-	id := newJobID()
 	allocMu.Lock()
 	addrs, err := a.allocAddrs(npods)
 	if err != nil {
@@ -232,6 +242,9 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 		rec.Pods = append(rec.Pods, mk(id+"-mpiexec", "mpiexec", -1, addrs[0], nil))
 		hosts := make([]string, req.NP)
 		placed := placeRanks(req.NP, nodes)
+		if req.Slurm != nil {
+			placed = req.Slurm.RankNodes
+		}
 		for r := 0; r < req.NP; r++ {
 			spec := mk(fmt.Sprintf("%s-r%d", id, r), "rank", r, addrs[r+1], nil)
 			spec.Node = placed[r]
@@ -253,6 +266,12 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 	j.op.Lock()
 	defer j.op.Unlock()
 	a.mu.Lock()
+	if _, taken := a.jobs[id]; taken {
+		a.mu.Unlock()
+		allocMu.Unlock()
+		out.close()
+		return nil, errorf(errConflict, "job %s exists already", id)
+	}
 	a.jobs[id] = j
 	a.mu.Unlock()
 	allocMu.Unlock()
@@ -463,6 +482,7 @@ func (a *Agent) watchMain(j *job, gen int) {
 	a.setState(j, api.StateExited, "")
 	a.event(j, api.Event{Kind: "exited", Message: fmt.Sprintf("the job ended with status %d", code)})
 	a.log.Info("job ended", "job", j.id(), "exit", code)
+	a.dropSlurmCheckpoints(j)
 }
 
 // isStatus tells whether err is an agent's answer with that HTTP status.
@@ -773,6 +793,14 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []s
 	if err != nil {
 		return nil, 0, err
 	}
+	return a.restart(ctx, c, j, id, func(pods []podSpec) error { return a.place(pods, nodes) }, nil)
+}
+
+// restart restores job j from checkpoint id (latest good one if empty),
+// its pods placed by place. prepare, if set, runs once the checkpoint is
+// chosen, before any pod is restored.
+func (a *Agent) restart(ctx context.Context, c caller, j *job, id string, place func([]podSpec) error, prepare func(j *job, m *store.Manifest, start int64)) (*job, int64, error) {
+	var err error
 	if !j.op.TryLock() {
 		return nil, 0, errorf(errConflict, "job %s is busy with another operation: try again when it is done", j.id())
 	}
@@ -810,7 +838,7 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []s
 	if node := a.peersHolding(ctx, c, j.id()); node != "" {
 		return nil, 0, errorf(errConflict, "job %s runs on node %s, its coordinator: stop it there first (cruz --node %s checkpoint --stop %s)", j.id(), node, node, j.id())
 	}
-	if err := a.place(saved.Pods, nodes); err != nil {
+	if err := place(saved.Pods); err != nil {
 		return nil, 0, err
 	}
 	allocMu.Lock()
@@ -826,6 +854,9 @@ func (a *Agent) Restart(ctx context.Context, c caller, ref, id string, nodes []s
 	// the checkpoints skipped on the way goes after it.
 	for _, s := range skipped {
 		j.out.append(api.Frame{Stream: "stderr", Data: []byte("cruz: skipping checkpoint: " + s + "\n")})
+	}
+	if prepare != nil {
+		prepare(j, m, start)
 	}
 	j.mu.Lock()
 	j.rec.Pods, j.rec.ExitCode, j.rec.OutputStart = saved.Pods, nil, start

@@ -172,15 +172,18 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/version", a.withCaller(a.handleVersion))
 	mux.HandleFunc("GET /v1/jobs", a.withCaller(a.handleJobs))
 	mux.HandleFunc("POST /v1/jobs", a.withCaller(a.handleRun))
-	mux.HandleFunc("GET /v1/jobs/{job}", a.withCaller(a.handleJob))
+	mux.HandleFunc("GET /v1/jobs/{job}", a.withCaller(a.orPeers(a.handleJob)))
 	mux.HandleFunc("DELETE /v1/jobs/{job}", a.withCaller(a.handleRemove))
-	mux.HandleFunc("POST /v1/jobs/{job}/checkpoint", a.withCaller(a.handleCheckpoint))
-	mux.HandleFunc("GET /v1/jobs/{job}/checkpoints", a.withCaller(a.handleCheckpoints))
+	mux.HandleFunc("POST /v1/jobs/{job}/checkpoint", a.withCaller(a.orPeers(a.handleCheckpoint)))
+	mux.HandleFunc("GET /v1/jobs/{job}/checkpoints", a.withCaller(a.orPeers(a.handleCheckpoints)))
 	mux.HandleFunc("POST /v1/jobs/{job}/restart", a.withCaller(a.handleRestart))
 	mux.HandleFunc("GET /v1/jobs/{job}/attach", a.withCaller(a.handleAttach))
 	mux.HandleFunc("POST /v1/jobs/{job}/signal", a.withCaller(a.handleSignal))
 	mux.HandleFunc("POST /v1/jobs/{job}/migrate", a.withCaller(a.handleMigrate))
-	mux.HandleFunc("GET /v1/jobs/{job}/events", a.withCaller(a.handleEvents))
+	mux.HandleFunc("GET /v1/jobs/{job}/events", a.withCaller(a.orPeers(a.handleEvents)))
+	// srun --cruz (slurm.go).
+	mux.HandleFunc("POST /v1/slurm/steps", a.withCaller(a.handleRunSlurm))
+	mux.HandleFunc("POST /v1/slurm/end", a.withCaller(a.handleSlurmEnd))
 	mux.HandleFunc("POST /v1/drain", a.withCaller(a.handleDrain))
 	// Between agents only (see nodeops.go).
 	mux.HandleFunc("POST /v1/node/{op}", a.withCaller(a.handleNodeOp))
@@ -278,6 +281,10 @@ func (a *Agent) info(j *job) api.Job {
 	out := api.Job{ID: rec.ID, Name: rec.Name, User: rec.User, UID: rec.UID, State: rec.State, Message: rec.Message,
 		NP: rec.Request.NP, Argv: rec.Request.Argv, ExitCode: rec.ExitCode, Created: rec.Created, Updated: rec.Updated,
 		LastCheckpoint: rec.LastCheckpoint, Pods: []api.Pod{}, Policy: rec.Policy.String(), Spares: rec.Spares}
+	out.RestartPolicy = rec.Policy.Restart
+	if s := rec.Request.Slurm; s != nil {
+		out.Slurm = &api.SlurmInfo{JobID: s.JobID, StepID: s.StepID, Restarts: s.Restarts}
+	}
 	j.mu.Lock()
 	if j.sup != nil {
 		out.Restarts = j.sup.restarts.Count(a.policyValuesFor(rec), time.Now())
@@ -339,6 +346,11 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request, c caller) e
 // stream sends the job, then its output frames from offset from, until the
 // frame that ends the run or the client goes away (the job goes on).
 func (a *Agent) stream(w http.ResponseWriter, r *http.Request, j *job, from int64) {
+	a.streamWith(w, r, j, nil, from)
+}
+
+// streamWith is stream with frames sent first, before the log's.
+func (a *Agent) streamWith(w http.ResponseWriter, r *http.Request, j *job, first []api.Frame, from int64) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
@@ -346,6 +358,11 @@ func (a *Agent) stream(w http.ResponseWriter, r *http.Request, j *job, from int6
 	info := a.info(j)
 	if err := enc.Encode(api.Frame{Job: &info}); err != nil {
 		return
+	}
+	for _, f := range first {
+		if err := enc.Encode(f); err != nil {
+			return
+		}
 	}
 	if flusher != nil {
 		flusher.Flush()

@@ -24,6 +24,16 @@ var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGH
 // should exit with: the job's, ExitStopped, or 1 when the run ended in error
 // or the agent went away.
 func Follow(ctx context.Context, c *api.Client, s *api.Stream, stdout, stderr io.Writer) int {
+	return follow(ctx, s, stdout, stderr, func(id string, sig os.Signal) {
+		if err := c.Signal(ctx, id, int(sig.(syscall.Signal))); err != nil {
+			fmt.Fprintf(stderr, "cruz: forwarding %v to job %s: %v\n", sig, id, err)
+		}
+	})
+}
+
+// follow is Follow with onSignal called, one signal at a time, for each
+// signal the client gets once the job's id is known.
+func follow(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, onSignal func(id string, sig os.Signal)) int {
 	defer s.Close()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwardedSignals...)
@@ -32,9 +42,7 @@ func Follow(ctx context.Context, c *api.Client, s *api.Stream, stdout, stderr io
 	go func() {
 		id := <-jobID
 		for sig := range sigs {
-			if err := c.Signal(ctx, id, int(sig.(syscall.Signal))); err != nil {
-				fmt.Fprintf(stderr, "cruz: forwarding %v to job %s: %v\n", sig, id, err)
-			}
+			onSignal(id, sig)
 		}
 	}()
 	var id string

@@ -56,6 +56,10 @@ Commands:
   rm [--checkpoints] JOB
                         end a job and forget it (and delete its checkpoints)
   version               show the versions of cruz, the agent and CRIU
+  slurm-end [--step S] [--reason TEXT] SLURM_JOB_ID
+                        remove the pods of a Slurm job's srun --cruz steps
+                        (their checkpoints stay); the SPANK plugin's epilog
+                        runs it on every node
   cluster up [--nodes N] [--subnet CIDR] [--store DIR] [--lan NAME] [--dir DIR]
              [--slurm]
                         (root) start a local virtual cluster of N nodes,
@@ -75,7 +79,9 @@ Commands:
                         (root) stop the virtual cluster (and its Slurm) and
                         remove it; --purge also deletes its checkpoint store
 
-JOB is a job id or, if unique, a job name. The agent's socket is --socket,
+JOB is a job id, a job name if unique, or a Slurm job id (1234: the step of
+job 1234 that runs, else its latest; 1234.2: step 2), asked of this node's
+agent and, if it does not know it, of the others. The agent's socket is --socket,
 else that of --node NODE of the virtual cluster, else $CRUZ_SOCKET, else
 ` + api.DefaultSocket + ` (or, if no agent answers there and a virtual
 cluster is up, node1's). The virtual cluster's directory is $CRUZ_CLUSTER_DIR
@@ -109,6 +115,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"run": cmdRun, "checkpoint": cmdCheckpoint, "restart": cmdRestart, "status": cmdStatus,
 		"checkpoints": cmdCheckpoints, "attach": cmdAttach, "signal": cmdSignal, "rm": cmdRemove,
 		"version": cmdVersion, "migrate": cmdMigrate, "drain": cmdDrain, "events": cmdEvents,
+		"slurm-end": cmdSlurmEnd,
 	}
 	run, ok := cmds[cmd]
 	if !ok {
@@ -513,6 +520,36 @@ func cmdEvents(ctx context.Context, c *api.Client, args []string, stdout, stderr
 	}
 	for _, e := range list.Events {
 		fmt.Fprintf(stdout, "%s  %-18s %s\n", e.Time.Local().Format("15:04:05.000"), e.Kind, e.Message)
+	}
+	return 0
+}
+
+func cmdSlurmEnd(ctx context.Context, c *api.Client, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("slurm-end", stderr)
+	step := fs.Int("step", -1, "only this step of the job")
+	reason := fs.String("reason", "", "why, for the job's event log")
+	pos, err := parse(fs, args, 1, 1, "[--step S] [--reason TEXT] SLURM_JOB_ID")
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	id, err := strconv.ParseUint(pos[0], 10, 32)
+	if err != nil || id == 0 {
+		return usageError(stderr, fmt.Errorf("Slurm job id %q is not a positive number", pos[0]))
+	}
+	req := api.SlurmEndRequest{JobID: uint32(id), Reason: *reason}
+	if *step >= 0 {
+		s := uint32(*step)
+		req.StepID = &s
+	}
+	res, err := c.SlurmEnd(ctx, req)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	for _, j := range res.Jobs {
+		fmt.Fprintf(stdout, "ended job %s\n", j)
+	}
+	for _, p := range res.Pods {
+		fmt.Fprintf(stdout, "removed pod %s\n", p)
 	}
 	return 0
 }

@@ -33,7 +33,14 @@
 #      time the job's traffic was held, the migration's downtime, the
 #      failure's timeline from the job's events: detection, rollback, restore,
 #      first new output; the lines the rollback repeated and cruz did not show
-#      twice; the result), then remove the jobs and take the cluster down.
+#      twice; the result);
+#   6. if Slurm and the SPANK plugin are installed (the cluster then also
+#      runs Slurm, `cruz cluster up --slurm`): submit the program as a Slurm
+#      job on node3 and node4 whose step is `srun --cruz-interval=2s`,
+#      requeue it half-way (`scontrol requeue`), and check that it resumed
+#      from its last checkpoint (its events) and that its output file is an
+#      uninterrupted run's, line by line; then remove the jobs and take the
+#      cluster down.
 #
 # Environment:
 #   CRUZ_BIN         where `make build` put cruz, cruzd and apps/ (/opt/cruz/bin)
@@ -227,8 +234,18 @@ if "$CRUZ" cluster status --dir "$CDIR" >/dev/null 2>&1 || [ -e "$CDIR" ] || ip 
 	cluster_down || die "could not take the earlier demo's cluster down: cruz cluster down --dir $CDIR --lan $LAN --purge"
 fi
 CLUSTER=1
+# With Slurm and the SPANK plugin there, the cluster also runs Slurm, for
+# the last act (srun --cruz, requeued half-way).
+SLURM=0
+UP_SLURM=()
+if [ -e "$BIN/cruz_spank.so" ] && command -v slurmctld slurmd munged sbatch srun scontrol >/dev/null 2>&1; then
+	SLURM=1
+	UP_SLURM=(--slurm)
+else
+	info "no Slurm or no SPANK plugin ($BIN/cruz_spank.so): the Slurm act is left out (make deps build installs and builds them)"
+fi
 t0=$(now)
-if ! "$CRUZ" cluster up --nodes "$NODES" --dir "$CDIR" --lan "$LAN" --subnet "$SUBNET" --store "$STORE" \
+if ! "$CRUZ" cluster up --nodes "$NODES" --dir "$CDIR" --lan "$LAN" --subnet "$SUBNET" --store "$STORE" "${UP_SLURM[@]}" \
 	>"$WORK/cluster-up.out" 2>&1 7>&- 8>&- 9<&-; then
 	indent <"$WORK/cluster-up.out" >&2
 	die "cruz cluster up failed (its output is above)"
@@ -359,7 +376,8 @@ wait_iters() {
 # -------------------------------------------------- the reference output
 # What an uninterrupted run prints follows from the number of ranks and
 # iterations (tests/apps/mpi_allreduce.c; the pause does not change it).
-"$PYTHON" - "$WORK/ref.out" "$NP" "$ITERS" <<'PY' || die "could not compute the reference output"
+reference() { # FILE NP ITERS
+	"$PYTHON" - "$@" <<'PY' || die "could not compute the reference output"
 import sys
 np, iters = int(sys.argv[2]), int(sys.argv[3])
 out, acc = ["start ranks %d" % np], 0
@@ -370,6 +388,8 @@ for i in range(1, iters + 1):
 out.append("result %d ranks %d iters %d" % (acc, np, iters))
 open(sys.argv[1], "w").write("".join(l + "\n" for l in out))
 PY
+}
+reference "$WORK/ref.out" "$NP" "$ITERS"
 T_REF=""
 if [ "$REFERENCE" = run ]; then
 	say "reference run: cruz run --name ref --np $NP -- ${JOB[*]}"
@@ -769,6 +789,61 @@ print("result       %s (the same)" % e["RESULT"])
 print("timings      cluster up %s s;%s the run that lost %s %s s; demo so far %s s"
       % (e["T_UP"], " reference run %s s;" % e["T_REF"] if e["T_REF"] else "", e["FAIL_NODE"], e["T_RUN"], e["T_TOTAL"]))
 PY
+
+# ------------------------------------------------------------- under Slurm
+if [ "$SLURM" = 1 ]; then
+	S_NP=4
+	S_ITERS=80
+	S_NODES=node3,node4 # node2 is dead; node1 ran the job above
+	SCONF=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["slurm"]["conf"])' "$WORK/cluster.json") ||
+		die "cruz cluster status --json has no Slurm configuration"
+	slurm_as_user() { as_user env SLURM_CONF="$SCONF" "$@"; }
+	say "the program under Slurm: sbatch -N2 -n$S_NP -w $S_NODES, its step srun --cruz-interval=2s ($S_ITERS iterations); scontrol requeue half-way"
+	printf '#!/bin/sh\nsrun --cruz-interval=2s %s %s %s\n' "$APP" "$S_ITERS" "$SLEEP_MS" >"$WORK/slurm-job.sh"
+	chmod 0755 "$WORK/slurm-job.sh"
+	chown "$DEMO_USER:" "$WORK/slurm-job.sh"
+	SJOB=$(slurm_as_user sbatch --parsable -N2 -n"$S_NP" -w "$S_NODES" -o "$WORK/slurm-%j.out" -e "$WORK/slurm-%j.err" "$WORK/slurm-job.sh") ||
+		die "sbatch failed"
+	info "Slurm job $SJOB; its step runs as cruz job slurm-$SJOB-0, a pod per task, coordinated by node3's agent"
+	for _ in $(seq 600); do grep -q '^iter 40 ' "$WORK/slurm-$SJOB.out" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^iter 40 ' "$WORK/slurm-$SJOB.out" || die "the Slurm job did not reach iteration 40 in 60 s: $(cat "$WORK/slurm-$SJOB.err")"
+	as_user "$CRUZ" checkpoints --json "$SJOB" >"$WORK/slurm-cks.json" || die "cruz checkpoints $SJOB failed"
+	N_CK=$("$PYTHON" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["checkpoints"]))' "$WORK/slurm-cks.json")
+	[ "$N_CK" -ge 1 ] || die "no checkpoint of the Slurm job's step after 40 iterations"
+	info "cruz checkpoints $SJOB (a Slurm job id, asked of node1's agent, answered by node3's): $N_CK so far"
+	t_rq=$(now)
+	slurm_as_user scontrol requeue "$SJOB" || die "scontrol requeue $SJOB failed"
+	info "scontrol requeue $SJOB at iteration $(grep -c '^iter ' "$WORK/slurm-$SJOB.out")"
+	state=""
+	for _ in $(seq 1200); do
+		state=$(slurm_as_user scontrol show job -o "$SJOB" | sed -n 's/.* JobState=\([A-Z_]*\).*/\1/p')
+		case $state in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL) break ;; esac
+		sleep 0.1
+	done
+	[ "$state" = COMPLETED ] || die "the requeued Slurm job ended $state: $(cat "$WORK/slurm-$SJOB.err")"
+	T_SLURM=$(secs "$t_rq" "$(now)")
+	reference "$WORK/slurm-ref.out" "$S_NP" "$S_ITERS"
+	if ! diff -u "$WORK/slurm-ref.out" "$WORK/slurm-$SJOB.out" >"$WORK/slurm-diff.txt"; then
+		head -n 40 "$WORK/slurm-diff.txt" | indent >&2
+		die "the Slurm job's output file differs from the reference (diff above)"
+	fi
+	as_user "$CRUZ" events --json "$SJOB" >"$WORK/slurm-events.json" || die "cruz events $SJOB failed"
+	"$PYTHON" - "$WORK/slurm-events.json" <<'PY' || die "the Slurm step's events do not tell a resume (see above)"
+import json, sys
+evs = json.load(open(sys.argv[1]))["events"]
+kinds = [e["kind"] for e in evs]
+bad = []
+for k, n in (("started", 1), ("cancelled", 1), ("restarted", 1), ("exited", 1)):
+    if kinds.count(k) != n:
+        bad.append("%d %s events, expected %d: %s" % (kinds.count(k), k, n, kinds))
+if bad:
+    print("\n".join("    " + b for b in bad), file=sys.stderr)
+    sys.exit(1)
+r = evs[kinds.index("restarted")]
+print("demo: Slurm started the job again; its step resumed from %s (%s), not from the start" % (r["checkpoint"], r["message"]))
+PY
+	info "the Slurm job completed $T_SLURM s after the requeue; its output file is the reference's, line for line ($(wc -l <"$WORK/slurm-ref.out") lines: Slurm truncated it at the requeue, the resumed step wrote the earlier lines again, none lost or doubled)"
+fi
 
 # ------------------------------------------------------------- clean up
 say "clean up"

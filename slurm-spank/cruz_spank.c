@@ -7,14 +7,20 @@
  *   --cruz-store=DIR         keep checkpoints in DIR (absolute path)
  *   --cruz-restart=auto|never  restart from the last checkpoint after a failure
  *
- * Every --cruz-* option implies --cruz. The plugin only checks the options
- * and hands them to the job as environment variables (CRUZ_ENABLED=1,
- * CRUZ_INTERVAL, CRUZ_STORE, CRUZ_RESTART), which the Cruz launcher acts on.
- * On a node without a Cruz agent, the tasks of a --cruz step fail before
- * they exec, saying why, rather than run unprotected.
+ * Every --cruz-* option implies --cruz. The plugin is thin: it checks the
+ * options, hands them to the job as environment variables (CRUZ_ENABLED=1,
+ * CRUZ_INTERVAL, CRUZ_STORE, CRUZ_RESTART), and in each task of a --cruz
+ * step has slurmstepd exec the cruz command in place of the task's program
+ * (CRUZ_TASK_ARGV0 keeps the program's path). There, cruz hands the step
+ * to the node's agent, which runs it as one Cruz job, one pod per task
+ * (launcher/slurmtask.go, agent/slurm.go). The batch script itself is never
+ * wrapped. On a node without a Cruz agent, the tasks of a --cruz step fail
+ * before they exec, saying why, rather than run unprotected. The job's
+ * epilog asks the node's agent to remove whatever pods of the job are left.
  *
  * plugstack.conf:
  *   required /path/to/cruz_spank.so [socket=/run/cruz/cruzd.sock]
+ *                                   [cruz=/opt/cruz/bin/cruz]
  *
  * Build: cc -shared -fPIC -Wall -Wextra -Werror -o cruz_spank.so cruz_spank.c
  */
@@ -26,14 +32,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <slurm/slurm.h>
 #include <slurm/spank.h>
 
 SPANK_PLUGIN(cruz, 1);
 
 #define CRUZ_DEFAULT_SOCKET "/run/cruz/cruzd.sock"
+#define CRUZ_DEFAULT_BIN "/opt/cruz/bin/cruz"
+/* How long the epilog waits for the agent to remove a job's pods. */
+#define CRUZ_EPILOG_TIMEOUT_SEC 60
 /* Shorter intervals would spend the job's time checkpointing. */
 #define CRUZ_MIN_INTERVAL_SEC 1.0
 
@@ -42,6 +56,7 @@ static char *cruz_interval = NULL;
 static char *cruz_store = NULL;
 static char *cruz_restart = NULL;
 static char cruz_socket[PATH_MAX] = CRUZ_DEFAULT_SOCKET;
+static char cruz_bin[PATH_MAX] = CRUZ_DEFAULT_BIN;
 static int cruz_no_agent = 0; /* remote: --cruz given, agent socket missing */
 
 static int opt_cruz(int val, const char *optarg, int remote);
@@ -218,6 +233,17 @@ static int opt_restart(int val, const char *optarg, int remote)
 	return set_string(&cruz_restart, optarg);
 }
 
+/* A step that runs the user's tasks: not the batch script, not extern. */
+static int is_job_step(spank_t sp)
+{
+	uint32_t step = 0;
+
+	if (spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS)
+		return 0;
+	return step != SLURM_BATCH_SCRIPT && step != SLURM_EXTERN_CONT &&
+	       step != SLURM_INTERACTIVE_STEP;
+}
+
 static const char *no_agent_message(void)
 {
 	static char msg[PATH_MAX + 512];
@@ -227,7 +253,7 @@ static const char *no_agent_message(void)
 		strcpy(host, "?");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(msg, sizeof(msg), "cruz: no cruz agent on node %s (socket %s): "
-		 "start cruzd (systemctl start cruzd) or drop --cruz",
+		 "start cruzd on that node (as root) or drop --cruz",
 		 host, cruz_socket);
 	return msg;
 }
@@ -238,19 +264,26 @@ static int parse_args(int ac, char **av)
 	int i;
 
 	for (i = 0; i < ac; i++) {
+		char *dst = NULL;
+		const char *val = NULL;
+
 		if (strncmp(av[i], "socket=", 7) == 0 && av[i][7] == '/') {
-			if (strlen(av[i] + 7) >= sizeof(cruz_socket)) {
-				slurm_error("cruz: plugstack.conf: %s is too long",
-					    av[i]);
-				return -1;
-			}
-			strcpy(cruz_socket, av[i] + 7);
+			dst = cruz_socket;
+			val = av[i] + 7;
+		} else if (strncmp(av[i], "cruz=", 5) == 0 && av[i][5] == '/') {
+			dst = cruz_bin;
+			val = av[i] + 5;
 		} else {
 			slurm_error("cruz: plugstack.conf: unknown argument "
-				    "\"%s\" (known: socket=/ABSOLUTE/PATH)",
-				    av[i]);
+				    "\"%s\" (known: socket=/ABSOLUTE/PATH, "
+				    "cruz=/ABSOLUTE/PATH)", av[i]);
 			return -1;
 		}
+		if (strlen(val) >= PATH_MAX) {
+			slurm_error("cruz: plugstack.conf: %s is too long", av[i]);
+			return -1;
+		}
+		strcpy(dst, val);
 	}
 	return 0;
 }
@@ -325,13 +358,46 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
  */
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
+	int argc = 0;
+	char **argv = NULL;
+	char *wrapper;
+
 	(void) ac;
 	(void) av;
-	if (!spank_remote(sp) || !cruz_no_agent)
+	if (!spank_remote(sp) || !cruz_enabled || !is_job_step(sp))
 		return 0;
-	fprintf(stderr, "%s\n", no_agent_message());
-	fflush(stderr);
-	return -1;
+	if (cruz_no_agent) {
+		fprintf(stderr, "%s\n", no_agent_message());
+		fflush(stderr);
+		return -1;
+	}
+	if (access(cruz_bin, X_OK) < 0) {
+		fprintf(stderr, "cruz: %s: %s: install cruz on this node or set "
+			"cruz=/PATH in plugstack.conf\n", cruz_bin, strerror(errno));
+		fflush(stderr);
+		return -1;
+	}
+	if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS ||
+	    argc < 1 || argv == NULL || argv[0] == NULL) {
+		fprintf(stderr, "cruz: cannot read the task's command line\n");
+		fflush(stderr);
+		return -1;
+	}
+	/*
+	 * slurmstepd execs argv[0] (already a full path) with argv once this
+	 * returns: make that cruz, which finds the program's path in
+	 * CRUZ_TASK_ARGV0 and its arguments in its own.
+	 */
+	wrapper = strdup(cruz_bin);
+	if (wrapper == NULL ||
+	    setenv_job(sp, "CRUZ_TASK_ARGV0", argv[0]) < 0 ||
+	    setenv_job(sp, "CRUZ_SOCKET", cruz_socket) < 0) {
+		fprintf(stderr, "cruz: cannot hand the task to cruz\n");
+		fflush(stderr);
+		return -1;
+	}
+	argv[0] = wrapper;
+	return 0;
 }
 
 /*
@@ -351,6 +417,86 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	spank_get_item(sp, S_TASK_GLOBAL_ID, &task);
 	slurm_debug("cruz: job %u task %u: checkpointing through %s",
 		    job, task, cruz_socket);
+	return 0;
+}
+
+/*
+ * Runs `cruz slurm-end JOB` as root, bounded in time: the node's agent
+ * removes whatever pods of the job's --cruz steps are still on the node
+ * (their first task normally ends them at scancel or requeue; this catches
+ * a task killed before it could). Their checkpoints stay, for a requeue.
+ */
+static int run_slurm_end(uint32_t job)
+{
+	char id[32], sock_arg[PATH_MAX + 16];
+	pid_t pid;
+	int status, waited;
+
+	snprintf(id, sizeof(id), "%u", job);
+	snprintf(sock_arg, sizeof(sock_arg), "--socket=%s", cruz_socket);
+	pid = fork();
+	if (pid < 0) {
+		slurm_error("cruz: epilog of job %u: fork: %s", job, strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		char *args[] = { cruz_bin, sock_arg, "slurm-end", "--reason",
+				 "the Slurm job ended (epilog)", id, NULL };
+		execv(cruz_bin, args);
+		_exit(127);
+	}
+	for (waited = 0; waited < CRUZ_EPILOG_TIMEOUT_SEC * 10; waited++) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid) {
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+				return 0;
+			slurm_error("cruz: epilog of job %u: %s slurm-end failed "
+				    "(status %d): see the cruzd log", job,
+				    cruz_bin, status);
+			return -1;
+		}
+		if (r < 0 && errno != EINTR)
+			return -1;
+		nanosleep(&ts, NULL);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	slurm_error("cruz: epilog of job %u: the agent did not answer within "
+		    "%d s: check cruzd on this node", job, CRUZ_EPILOG_TIMEOUT_SEC);
+	return -1;
+}
+
+/*
+ * The job's epilog, as root on each of its nodes. A failure here would
+ * drain the node, so problems are logged but not returned.
+ */
+int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
+{
+	uint32_t job = 0;
+	struct stat st;
+	spank_err_t rc;
+
+	/* slurm_spank_init is not called for the epilog: read them here. */
+	if (parse_args(ac, av) < 0)
+		return 0;
+	rc = spank_get_item(sp, S_JOB_ID, &job);
+	if (rc != ESPANK_SUCCESS || job == 0) {
+		slurm_error("cruz: epilog: no job id: %s", spank_strerror(rc));
+		return 0;
+	}
+	/* No agent, no pods: nothing to clean. */
+	if (stat(cruz_socket, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		slurm_debug("cruz: epilog of job %u: no agent at %s", job, cruz_socket);
+		return 0;
+	}
+	if (access(cruz_bin, X_OK) < 0) {
+		slurm_error("cruz: epilog of job %u: %s: %s", job, cruz_bin, strerror(errno));
+		return 0;
+	}
+	if (run_slurm_end(job) == 0)
+		slurm_debug("cruz: epilog of job %u: done", job);
 	return 0;
 }
 

@@ -181,6 +181,27 @@ func (c *Client) Restart(ctx context.Context, ref string, req RestartRequest) (*
 	return c.stream(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(ref)+"/restart", req)
 }
 
+// RunSlurm starts the job of a Slurm step, or resumes it if Slurm requeued
+// it, and returns its attached stream.
+func (c *Client) RunSlurm(ctx context.Context, req RunRequest) (*Stream, error) {
+	return c.stream(ctx, http.MethodPost, "/v1/slurm/steps", req)
+}
+
+// SlurmEnd ends what runs for a Slurm job (see SlurmEndRequest).
+func (c *Client) SlurmEnd(ctx context.Context, req SlurmEndRequest) (SlurmEndResult, error) {
+	var out SlurmEndResult
+	err := c.do(ctx, http.MethodPost, "/v1/slurm/end", req, &out)
+	return out, err
+}
+
+// JobAt asks node's agent (through this one) about a job: for a task of a
+// Slurm step on another node than the step's coordinator.
+func (c *Client) JobAt(ctx context.Context, ref, node string) (Job, error) {
+	var j Job
+	err := c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref)+"?at="+url.QueryEscape(node), nil, &j)
+	return j, err
+}
+
 // Attach follows a running job's output from the start of its current run.
 func (c *Client) Attach(ctx context.Context, ref string) (*Stream, error) {
 	return c.stream(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref)+"/attach", nil)

@@ -32,6 +32,42 @@ type RunRequest struct {
 	Spares int `json:"spares,omitempty"`
 	// Restart after a failure: "auto" or "never"; empty: the cluster's policy.
 	Restart string `json:"restart,omitempty"`
+	// Slurm is the Slurm job step the job runs as (srun --cruz): the job
+	// takes the id slurm-JOB-STEP and its ranks go where Slurm put the
+	// step's tasks. A requeued job resumes from its last checkpoint.
+	Slurm *SlurmStep `json:"slurm,omitempty"`
+	// Store is the checkpoint store the job asks for (srun --cruz-store);
+	// empty: the agent's. Only the agent's own store is accepted.
+	Store string `json:"store,omitempty"`
+}
+
+// SlurmStep says which Slurm job step a job runs as, and where.
+type SlurmStep struct {
+	JobID  uint32 `json:"job_id"`
+	StepID uint32 `json:"step_id"`
+	// Restarts is SLURM_RESTART_COUNT: how often Slurm requeued the job.
+	// A job that was requeued resumes from its step's last checkpoint;
+	// one that was not starts afresh.
+	Restarts int `json:"restarts"`
+	// RankNodes is the node of each rank (task), as Slurm placed them.
+	RankNodes []string `json:"rank_nodes"`
+}
+
+// SlurmEndRequest asks the agent to end what runs for a Slurm job (scancel,
+// requeue, time limit, the epilog): its jobs coordinated here lose their
+// pods on every node but keep their checkpoints, and its pods on this node
+// are removed.
+type SlurmEndRequest struct {
+	JobID uint32 `json:"job_id"`
+	// StepID, if set, limits it to that step.
+	StepID *uint32 `json:"step_id,omitempty"`
+	Reason string  `json:"reason"`
+}
+
+// SlurmEndResult says what was ended.
+type SlurmEndResult struct {
+	Jobs []string `json:"jobs"` // jobs coordinated here whose pods were removed
+	Pods []string `json:"pods"` // pods removed on this node
 }
 
 // CheckpointRequest asks for a checkpoint of a running job.
@@ -96,10 +132,11 @@ const (
 	StateStarting  = "starting"
 	StateRunning   = "running"
 	StateRestoring = "restoring"
-	StateStopped   = "stopped" // stopped at a checkpoint; cruz restart resumes it
-	StateExited    = "exited"  // PID 1 of the job ended; ExitCode says how
-	StateFailed    = "failed"  // could not start or restore
-	StateLost      = "lost"    // the agent restarted under it; restart from a checkpoint
+	StateStopped   = "stopped"   // stopped at a checkpoint; cruz restart resumes it
+	StateExited    = "exited"    // PID 1 of the job ended; ExitCode says how
+	StateFailed    = "failed"    // could not start or restore
+	StateLost      = "lost"      // the agent restarted under it; restart from a checkpoint
+	StateCancelled = "cancelled" // Slurm ended it (scancel, requeue, time limit); a requeue resumes it
 )
 
 // Pod describes one pod of a job.
@@ -136,6 +173,17 @@ type Job struct {
 	Spares []string `json:"spares,omitempty"`
 	// Restarts counts automatic restarts after failures.
 	Restarts int `json:"restarts"`
+	// RestartPolicy is the job's restart policy: auto or never.
+	RestartPolicy string `json:"restart_policy,omitempty"`
+	// Slurm is the Slurm job step the job runs as, if any.
+	Slurm *SlurmInfo `json:"slurm,omitempty"`
+}
+
+// SlurmInfo is the Slurm side of a job run by srun --cruz.
+type SlurmInfo struct {
+	JobID    uint32 `json:"job_id"`
+	StepID   uint32 `json:"step_id"`
+	Restarts int    `json:"restarts"`
 }
 
 // Event is one entry of a job's event log: what happened to it and what

@@ -1022,7 +1022,11 @@ func startSlurm(ctx context.Context, o Options, st *State, sub netip.Prefix, cru
 			return nil, fmt.Errorf("the SPANK plugin's path %q has whitespace, which plugstack.conf cannot hold", plugin)
 		}
 		ss.Plugin = plugin
-		conf += fmt.Sprintf("optional %s socket=%s\n", plugin, filepath.Join(ss.NodeDir, "cruzd.sock"))
+		// required: Slurm ignores a failure of an optional plugin, which
+		// would let a --cruz task on a node without an agent run
+		// unprotected. cruz= is the command the plugin runs tasks with.
+		conf += fmt.Sprintf("required %s socket=%s cruz=%s\n", plugin, filepath.Join(ss.NodeDir, "cruzd.sock"),
+			filepath.Join(filepath.Dir(cruzd), "cruz"))
 	} else {
 		fmt.Fprintf(o.Log, "note: no Cruz SPANK plugin at %s (make build makes it where libslurm-dev is installed): Slurm runs without it, so srun and sbatch have no --cruz\n", plugin)
 	}

@@ -8,6 +8,11 @@ import (
 	"strings"
 )
 
+// credExpireSec is the lifetime of job step credentials: long enough for a
+// step to launch on nodes that share one machine, short so that requeued
+// jobs start again within seconds.
+const credExpireSec = 5
+
 // slurmConf is the cluster's slurm.conf. host is the root namespace's short
 // hostname, dir the state directory, plugstack the plugstack.conf to use.
 func slurmConf(o Options, host, dir, plugstack string) string {
@@ -27,7 +32,9 @@ func slurmConf(o Options, host, dir, plugstack string) string {
 	w("AuthType=auth/munge")
 	w("CredType=cred/munge")
 	// One munged serves the controller, every node and every client.
-	w("AuthInfo=socket=%s", p(runDirName, mungeSocket))
+	// cred_expire is also how long a requeued job waits before it may
+	// start again (Slurm's default: 120 s).
+	w("AuthInfo=socket=%s,cred_expire=%d", p(runDirName, mungeSocket), credExpireSec)
 	w("StateSaveLocation=%s", p(spoolDirName, "slurmctld"))
 	w("SlurmdSpoolDir=%s", p(spoolDirName, "%n"))
 	// Slurm's own pid files; ours, for StopDir, are in Dir/pids.
@@ -52,13 +59,16 @@ func slurmConf(o Options, host, dir, plugstack string) string {
 	w("SelectType=select/cons_tres")
 	w("SelectTypeParameters=CR_Core")
 	// Without it sbatch jobs wait up to 3 s before they are scheduled.
-	w("SchedulerParameters=batch_sched_delay=0")
+	w("SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1")
 	// A node that comes back registers as idle instead of staying down.
 	w("ReturnToService=2")
 	// The nodes share this machine's CPUs: trust the CPU counts below
 	// rather than the hardware slurmd sees.
 	w("SlurmdParameters=config_overrides")
 	w("KillWait=5")
+	// Batch jobs may be requeued (scontrol requeue, a failed node) unless
+	// they say --no-requeue: Cruz resumes them from their last checkpoint.
+	w("JobRequeue=1")
 	w("InactiveLimit=0")
 	w("MailProg=/bin/true")
 	for _, n := range o.Nodes {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -342,12 +343,18 @@ func TestCluster(t *testing.T) {
 	defer agent.Close()
 	store := t.TempDir()
 
+	// The fake cruz: the plugin has slurmstepd exec it in place of each
+	// task of a --cruz step; it runs the task's program as it is.
+	fakeCruz := filepath.Join(agentDir, "cruz")
+	// (The epilog runs it too, as `cruz slurm-end JOB`: nothing to do.)
+	require.NoError(t, os.WriteFile(fakeCruz, []byte("#!/bin/sh\n[ -n \"$CRUZ_TASK_ARGV0\" ] || exit 0\nexec \"$CRUZ_TASK_ARGV0\" \"$@\"\n"), 0o755))
+
 	plugstack := filepath.Join(agentDir, "plugstack.conf")
 	so, spankErr := buildSpank(t)
 	writePlugstack := func(socket string) {
 		line := ""
 		if spankErr == nil {
-			line = fmt.Sprintf("required %s socket=%s\n", so, socket)
+			line = fmt.Sprintf("required %s socket=%s cruz=%s\n", so, socket, fakeCruz)
 		}
 		require.NoError(t, os.WriteFile(plugstack, []byte(line), 0o644))
 	}
@@ -427,10 +434,16 @@ func TestCluster(t *testing.T) {
 		show := `echo "$(hostname) ${CRUZ_ENABLED-unset} ${CRUZ_INTERVAL-unset} ${CRUZ_STORE-unset} ${CRUZ_RESTART-unset}"`
 		out, err = run(t, c, 60*time.Second, "srun", "-N2", "--cruz-interval=1h30m", "--cruz-store="+store, "--cruz-restart=never", "sh", "-c", show)
 		require.NoError(t, err)
-		assert.ElementsMatch(t, []string{"n1 1 1h30m " + store + " never", "n2 1 1h30m " + store + " never"}, strings.Split(strings.TrimSpace(out), "\n"))
+		assert.ElementsMatch(t, []string{"n1 1 1h30m " + store + " never", "n2 1 1h30m " + store + " never"}, strings.Split(strings.TrimSpace(withoutSrunNotes(out)), "\n"))
 		out, err = run(t, c, 60*time.Second, "srun", "-N1", "sh", "-c", show)
 		require.NoError(t, err)
 		assert.Equal(t, "n1 unset unset unset unset", strings.TrimSpace(withoutSrunNotes(out)))
+
+		// Each task of a --cruz step is handed to cruz, which learns the
+		// program's path and the node's agent from its environment.
+		out, err = run(t, c, 60*time.Second, "srun", "--cruz", "-N1", "sh", "-c", `echo "$CRUZ_TASK_ARGV0 $CRUZ_SOCKET"`)
+		require.NoError(t, err)
+		assert.Regexp(t, `^(/usr/bin/|/bin/)?sh `+regexp.QuoteMeta(agentSock)+`$`, strings.TrimSpace(withoutSrunNotes(out)))
 
 		// sbatch hands the options to the batch script and its steps.
 		jobOut := filepath.Join(t.TempDir(), "job.out")

@@ -203,9 +203,19 @@ func TestClusterSlurm(t *testing.T) {
 			require.NoError(t, syscall.Stat(filepath.Join(c.dir, fmt.Sprintf("node%d", k), "cruzd.sock"), &s))
 			want = append(want, fmt.Sprintf("node%d %d 1", k, s.Ino))
 		}
-		r = slurmCmd(t, conf, "srun", "--cruz", "-N3", "sh", "-c", `echo "$(hostname) $(stat -c %i `+sock+`) $CRUZ_ENABLED"`)
+		r = slurmCmd(t, conf, "srun", "-N3", "sh", "-c", `echo "$(hostname) $(stat -c %i `+sock+`) 1"`)
+		require.Equal(t, 0, r.Code, "srun: %s", r.Stderr)
+		assert.Equal(t, want, sortedLines(r.Stdout), "per node: hostname, inode of the plugin's socket")
+
+		// srun --cruz runs the tasks' program in pods (one per task, under
+		// mpiexec), which see the plugin's settings.
+		r = slurmCmd(t, conf, "srun", "--cruz", "-N3", "sh", "-c", `echo "$(hostname) $CRUZ_ENABLED"`)
 		require.Equal(t, 0, r.Code, "srun --cruz: %s", r.Stderr)
-		assert.Equal(t, want, sortedLines(r.Stdout), "per node: hostname, inode of the plugin's socket, CRUZ_ENABLED")
+		lines := sortedLines(r.Stdout)
+		require.Len(t, lines, 3, "srun --cruz -N3 printed:\n%s\n%s", r.Stdout, r.Stderr)
+		for k, line := range lines {
+			assert.Regexp(t, fmt.Sprintf(`^slurm-[0-9]+-0-r%d 1$`, k), line, "a task's pod: its hostname and CRUZ_ENABLED")
+		}
 		assert.NotContains(t, r.Stderr, "no cruz agent")
 	}
 

@@ -1,0 +1,538 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/store"
+)
+
+// A Slurm step run with srun --cruz is one Cruz job, id slurm-JOB-STEP. Its
+// first task (on the step's first node) asks this agent to start it, or,
+// when Slurm requeued the job, to resume it from the step's last
+// checkpoint; the agent of that node coordinates it. The SPANK plugin and
+// the task side are in slurm-spank/ and launcher/slurmtask.go.
+
+// slurmJobID is the Cruz job id of a Slurm step.
+func slurmJobID(job, step uint32) string { return fmt.Sprintf("slurm-%d-%d", job, step) }
+
+// slurmJobPrefix starts the ids of every step of Slurm job job.
+func slurmJobPrefix(job uint32) string { return fmt.Sprintf("slurm-%d-", job) }
+
+// validateSlurm checks the Slurm side of a step's run request and makes the
+// request say where its pods go.
+func (a *Agent) validateSlurm(req *api.RunRequest) error {
+	s := req.Slurm
+	if s.JobID == 0 {
+		return errorf(errBadRequest, "Slurm job id 0 is not valid")
+	}
+	if s.Restarts < 0 {
+		return errorf(errBadRequest, "Slurm restart count %d is not valid", s.Restarts)
+	}
+	if req.NP < 1 || len(s.RankNodes) != req.NP {
+		return errorf(errBadRequest, "the step has %d tasks but %d task nodes were given", req.NP, len(s.RankNodes))
+	}
+	if req.Plain || len(req.Nodes) > 0 || req.Spares > 0 {
+		return errorf(errBadRequest, "a Slurm step's job runs where Slurm placed its tasks: no --plain, --nodes or --spares")
+	}
+	var nodes []string
+	for _, n := range s.RankNodes {
+		if !a.isNode(n) {
+			return errorf(errBadRequest, "Slurm node %q has no cruz agent in this cluster (cluster.peers lists %s): every Slurm node must run cruzd under its Slurm node name", n, strings.Join(a.nodes(), ", "))
+		}
+		if !slices.Contains(nodes, n) {
+			nodes = append(nodes, n)
+		}
+	}
+	if nodes[0] != a.node {
+		return errorf(errBadRequest, "the step's first task runs on %s, not on this agent's node %s: its first task must ask the agent of its own node", nodes[0], a.node)
+	}
+	if req.NP == 1 {
+		// One task: the program runs as it is, in one pod, like cruz run.
+		req.Plain = true
+		return nil
+	}
+	req.Nodes = nodes
+	return nil
+}
+
+// RunSlurm starts the job of a Slurm step, or resumes it from its last
+// complete checkpoint if Slurm requeued the job (Restarts > 0) and the step
+// ran the same program before. It returns the job and the offset of its
+// output log to stream from, and the frames to send before that (the
+// output of the step's earlier runs, up to the checkpoint).
+func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*job, int64, []api.Frame, error) {
+	if req.Slurm == nil {
+		return nil, 0, nil, errorf(errBadRequest, "no Slurm step given")
+	}
+	if err := a.validateSlurm(&req); err != nil {
+		return nil, 0, nil, err
+	}
+	s := req.Slurm
+	id := slurmJobID(s.JobID, s.StepID)
+	step := fmt.Sprintf("%d.%d", s.JobID, s.StepID)
+	j, err := a.lookupID(c, id)
+	adopted := false
+	if errors.Is(err, errNotFound) {
+		j, err = a.adopt(c, id, err)
+		adopted = err == nil
+	}
+	if err != nil && !errors.Is(err, errNotFound) {
+		return nil, 0, nil, err
+	}
+	if j != nil {
+		if holdsPods(j.state()) {
+			return nil, 0, nil, errorf(errConflict, "Slurm step %s runs already as cruz job %s (%s): one srun --cruz per step", step, id, j.state())
+		}
+		if node := a.peersHolding(ctx, c, id); node != "" {
+			return nil, 0, nil, errorf(errConflict, "Slurm step %s runs already as cruz job %s on node %s", step, id, node)
+		}
+		j.mu.Lock()
+		prev := j.rec.Request
+		j.mu.Unlock()
+		same := prev.Slurm != nil && prev.NP == req.NP && slices.Equal(prev.Argv, req.Argv)
+		// A step that had ended by itself before the requeue runs again
+		// from its start, as Slurm reruns the whole batch script.
+		finished := j.state() == api.StateExited || (adopted && a.exitedElsewhere(ctx, c, id))
+		if s.Restarts > 0 && same && !finished {
+			if m, _, _, lerr := a.store.Latest(id); lerr == nil && m != nil {
+				return a.resumeSlurm(ctx, c, j, req)
+			}
+		}
+		// A step of an earlier Slurm job with the same id (Slurm's ids
+		// start over when its state is reset), or a requeued step without
+		// a checkpoint or with another program: its state is of no use.
+		why := "the Slurm job was not requeued"
+		if s.Restarts > 0 && finished {
+			why = "the step had ended before the requeue"
+		} else if s.Restarts > 0 && !same {
+			why = "the step runs another program than before"
+		} else if s.Restarts > 0 {
+			why = "the step has no complete checkpoint yet"
+		}
+		a.log.Info("Slurm step starts afresh: removing its earlier cruz job", "job", id, "why", why)
+		if err := a.Remove(c, id, true); err != nil && !errors.Is(err, errNotFound) {
+			return nil, 0, nil, fmt.Errorf("remove the earlier cruz job %s of Slurm step %s (%s): %w", id, step, why, err)
+		}
+	}
+	j, err = a.run(ctx, c, req, id)
+	return j, 0, nil, err
+}
+
+// dropSlurmCheckpoints deletes the checkpoints of a Slurm step that ended
+// by itself: nothing resumes from them (a requeue runs such a step again
+// from its start, as Slurm reruns the batch script), and nobody would
+// delete them otherwise.
+func (a *Agent) dropSlurmCheckpoints(j *job) {
+	j.mu.Lock()
+	slurm := j.rec.Request.Slurm != nil
+	j.mu.Unlock()
+	if !slurm {
+		return
+	}
+	if err := a.store.DeleteJob(j.id()); err != nil {
+		a.log.Warn("deleting the checkpoints of an ended Slurm step", "job", j.id(), "err", err)
+		return
+	}
+	a.event(j, api.Event{Kind: "pruned", Message: "the Slurm step ended by itself: its checkpoints are deleted (a requeue would run it from its start)"})
+}
+
+// exitedElsewhere tells whether another agent knows job id as ended by
+// itself (the step's first node was another one before the requeue).
+func (a *Agent) exitedElsewhere(ctx context.Context, c caller, id string) bool {
+	for _, node := range a.nodes()[1:] {
+		nc, err := a.client(node, c)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		var info api.Job
+		err = nc.remote.Call(cctx, http.MethodGet, "/v1/jobs/"+id, nil, &info)
+		cancel()
+		if err == nil && info.State == api.StateExited {
+			return true
+		}
+	}
+	return false
+}
+
+// resumeSlurm restores a requeued step's job on the step's new nodes, its
+// ranks where Slurm put their tasks, from its newest complete checkpoint.
+func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRequest) (*job, int64, []api.Frame, error) {
+	rankNodes := req.Slurm.RankNodes
+	place := func(pods []podSpec) error {
+		for i := range pods {
+			switch {
+			case pods[i].Role != "rank":
+				pods[i].Node = a.node
+			case pods[i].Rank >= 0 && pods[i].Rank < len(rankNodes):
+				pods[i].Node = rankNodes[pods[i].Rank]
+			default:
+				return errorf(errConflict, "pod %s is rank %d, but the step has %d tasks", pods[i].Name, pods[i].Rank, len(rankNodes))
+			}
+		}
+		return nil
+	}
+	var prefix []api.Frame
+	prepare := func(j *job, m *store.Manifest, start int64) {
+		// Slurm truncates a requeued job's output files. The output of the
+		// step's earlier runs goes to the new run's first, all of it (also
+		// what was on its way out of the pods when the checkpoint was
+		// taken); what the restored run prints again of what the cancelled
+		// run printed after the checkpoint is not shown twice, as after a
+		// rollback. So the step's output reads as one run's.
+		prefix = outputFrames(j.out.path, start)
+		d := newLineDedup(stdoutSince(j.out.path, m.OutputOffset))
+		j.mu.Lock()
+		j.dedup = d
+		j.rec.Request.Slurm = req.Slurm
+		j.rec.Request.Env, j.rec.Request.Interval, j.rec.Request.Restart = req.Env, req.Interval, req.Restart
+		j.mu.Unlock()
+	}
+	if err := a.checkStore(req.Store); err != nil {
+		return nil, 0, nil, err
+	}
+	rj, from, err := a.restart(ctx, c, j, "", place, prepare)
+	if err != nil {
+		// The step's other tasks wait for this run of it: it is over.
+		a.setState(j, api.StateFailed, "resume from the last checkpoint failed: "+err.Error())
+		return nil, 0, nil, fmt.Errorf("resume Slurm step %d.%d from its last checkpoint: %w", req.Slurm.JobID, req.Slurm.StepID, err)
+	}
+	return rj, from, prefix, nil
+}
+
+// outputFrames reads the stdout and stderr frames of an output log up to
+// offset to (not the frames that ended runs).
+func outputFrames(path string, to int64) []api.Frame {
+	var out []api.Frame
+	for _, line := range bytes.SplitAfter(readRange(path, 0, to), []byte("\n")) {
+		var fr api.Frame
+		if json.Unmarshal(line, &fr) == nil && fr.Stream != "" && len(fr.Data) > 0 {
+			out = append(out, api.Frame{Stream: fr.Stream, Data: fr.Data})
+		}
+	}
+	return out
+}
+
+// checkStore refuses a store other than the agent's own: checkpoints hold
+// process memory, so they go only where the agent keeps them safe (a
+// root-owned store, store.dir in cruzd.toml).
+func (a *Agent) checkStore(dir string) error {
+	if dir == "" || filepath.Clean(dir) == a.store.Root() {
+		return nil
+	}
+	return errorf(errBadRequest, "checkpoint store %s: this cluster's agents keep checkpoints in %s (store.dir in cruzd.toml) and take no other: drop --cruz-store, or give --cruz-store=%s", dir, a.store.Root(), a.store.Root())
+}
+
+// readRange reads bytes [from, to) of a file (what there is of them).
+func readRange(path string, from, to int64) []byte {
+	if to <= from {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	buf := make([]byte, to-from)
+	n, _ := f.ReadAt(buf, from)
+	return buf[:n]
+}
+
+// SlurmEnd ends what runs for Slurm job req.JobID: the jobs of its steps
+// that this agent coordinates lose their pods on every node (they keep
+// their checkpoints, for a requeue) and become cancelled; pods of its steps
+// on this node whose coordinator is elsewhere are ended through that
+// coordinator, and removed here if it does not answer.
+func (a *Agent) SlurmEnd(ctx context.Context, c caller, req api.SlurmEndRequest) (api.SlurmEndResult, error) {
+	res := api.SlurmEndResult{Jobs: []string{}, Pods: []string{}}
+	if req.JobID == 0 {
+		return res, errorf(errBadRequest, "Slurm job id 0 is not valid")
+	}
+	prefix := slurmJobPrefix(req.JobID)
+	matches := func(id string) bool {
+		if req.StepID != nil {
+			return id == slurmJobID(req.JobID, *req.StepID)
+		}
+		return strings.HasPrefix(id, prefix)
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "Slurm ended the job"
+	}
+	for _, j := range a.jobList() {
+		if !matches(j.id()) {
+			continue
+		}
+		if c.UID != 0 && j.owner().UID != c.UID {
+			return res, errorf(errForbidden, "job %s belongs to uid %d: you (uid %d) can end only your own jobs", j.id(), j.owner().UID, c.UID)
+		}
+		if a.cancelJob(j, c, reason) {
+			res.Jobs = append(res.Jobs, j.id())
+		}
+	}
+	// Pods here of steps coordinated elsewhere (the epilog of a node that
+	// is not the step's first).
+	a.mu.Lock()
+	var sets []*podSet
+	for id, s := range a.sets {
+		if matches(id) {
+			sets = append(sets, s)
+		}
+	}
+	a.mu.Unlock()
+	for _, s := range sets {
+		if c.UID != 0 && s.uid != c.UID {
+			return res, errorf(errForbidden, "the pods of job %s belong to uid %d: you (uid %d) can end only your own jobs", s.job, s.uid, c.UID)
+		}
+		if s.coordinator != "" && s.coordinator != a.node {
+			if nc, err := a.client(s.coordinator, c); err == nil {
+				cctx, cancel := context.WithTimeout(ctx, nodeTimeout)
+				one := req
+				err = nc.remote.Call(cctx, http.MethodPost, "/v1/slurm/end", one, nil)
+				cancel()
+				if err != nil {
+					a.log.Warn("asking a Slurm step's coordinator to end it", "job", s.job, "coordinator", s.coordinator, "err", err)
+				}
+			}
+		}
+		s.mu.Lock()
+		var names []string
+		for name := range s.pods {
+			names = append(names, name)
+		}
+		s.mu.Unlock()
+		if len(names) == 0 {
+			continue
+		}
+		if _, err := a.nodeOp(ctx, rootCaller, opDestroy, nodeReq{Job: s.job}); err != nil {
+			return res, fmt.Errorf("remove the pods of job %s: %w", s.job, err)
+		}
+		res.Pods = append(res.Pods, names...)
+	}
+	slices.Sort(res.Pods)
+	if len(res.Jobs)+len(res.Pods) > 0 {
+		a.log.Info("ended a Slurm job's pods", "slurm_job", req.JobID, "jobs", res.Jobs, "pods", res.Pods, "reason", reason, "by", c.UID)
+	}
+	return res, nil
+}
+
+// cancelJob removes the pods of a job this agent coordinates, on every
+// node, and marks it cancelled; false if it had none.
+func (a *Agent) cancelJob(j *job, c caller, reason string) bool {
+	j.mu.Lock()
+	if j.sup != nil && j.sup.cancel != nil {
+		j.sup.cancel()
+	}
+	j.mu.Unlock()
+	j.op.Lock()
+	defer j.op.Unlock()
+	if !j.hasPods() {
+		return false
+	}
+	a.teardown(j, api.Frame{Error: reason})
+	a.setState(j, api.StateCancelled, reason)
+	a.event(j, api.Event{Kind: "cancelled", Message: fmt.Sprintf("%s (by uid %d); its checkpoints are kept: a requeue resumes it from the last one", reason, c.UID)})
+	return true
+}
+
+// lookupID finds a job by its exact id.
+func (a *Agent) lookupID(c caller, id string) (*job, error) {
+	a.mu.Lock()
+	j, ok := a.jobs[id]
+	a.mu.Unlock()
+	if !ok {
+		return nil, errorf(errNotFound, "job %q does not exist on this node", id)
+	}
+	if c.UID != 0 && j.owner().UID != c.UID {
+		return nil, errorf(errForbidden, "job %s belongs to uid %d: you (uid %d) can act only on your own jobs", id, j.owner().UID, c.UID)
+	}
+	return j, nil
+}
+
+// lookupSlurmLocked finds the job of a Slurm job id ("1234": its step that
+// holds pods, else its newest step) or step ("1234.2") among the caller's
+// jobs. a.mu is held.
+func (a *Agent) lookupSlurmLocked(c caller, ref string) (*job, bool) {
+	jobPart, stepPart, hasStep := strings.Cut(ref, ".")
+	jobID, err := strconv.ParseUint(jobPart, 10, 32)
+	if err != nil || jobID == 0 {
+		return nil, false
+	}
+	if hasStep {
+		step, err := strconv.ParseUint(stepPart, 10, 32)
+		if err != nil {
+			return nil, false
+		}
+		j, ok := a.jobs[slurmJobID(uint32(jobID), uint32(step))]
+		return j, ok
+	}
+	var best *job
+	var bestRunning bool
+	var bestTime time.Time
+	for id, j := range a.jobs {
+		if !strings.HasPrefix(id, slurmJobPrefix(uint32(jobID))) {
+			continue
+		}
+		j.mu.Lock()
+		uid, running, created := j.rec.UID, holdsPods(j.rec.State), j.rec.Created
+		j.mu.Unlock()
+		if c.UID != 0 && uid != c.UID {
+			continue
+		}
+		if best == nil || (running && !bestRunning) || (running == bestRunning && created.After(bestTime)) {
+			best, bestRunning, bestTime = j, running, created
+		}
+	}
+	return best, best != nil
+}
+
+// orPeers answers a request about a job this agent does not know from the
+// agent that does: ?at=NODE names it, else every other node is asked in
+// turn. Only a user's own request (unix socket) is passed on, signed for
+// that user, never one that came from another agent.
+func (a *Agent) orPeers(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, c caller) error {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+		if err != nil {
+			return errorf(errBadRequest, "read request: %v", err)
+		}
+		at := r.URL.Query().Get("at")
+		if at != "" && !a.isNode(at) {
+			return a.unknownNode(at)
+		}
+		if at == "" || at == a.node || fromPeer(r.Context()) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			err = h(w, r, c)
+			if !errors.Is(err, errNotFound) || fromPeer(r.Context()) || at == a.node {
+				return err
+			}
+		}
+		nodes := []string{at}
+		if at == "" {
+			nodes = a.whoKnows(r.Context(), c, r.PathValue("job"))
+		}
+		var in any
+		if len(body) > 0 {
+			in = json.RawMessage(body)
+		}
+		for _, node := range nodes {
+			nc, cerr := a.client(node, c)
+			if cerr != nil {
+				continue
+			}
+			var out json.RawMessage
+			ferr := nc.remote.Call(context.WithoutCancel(r.Context()), r.Method, r.URL.Path, in, &out)
+			var ae *api.Error
+			switch {
+			case ferr == nil:
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(out)
+				return nil
+			case errors.As(ferr, &ae) && ae.Status == http.StatusNotFound && at == "":
+				continue
+			case errors.As(ferr, &ae):
+				writeJSON(w, ae.Status, api.ErrorBody{Error: ae.Message})
+				return nil
+			default:
+				return fmt.Errorf("ask node %s: %w", node, ferr)
+			}
+		}
+		if err == nil {
+			err = errorf(errNotFound, "job %q does not exist on node %s", r.PathValue("job"), at)
+		}
+		return err
+	}
+}
+
+// whoKnows asks every other node at once, briefly (a node that is down
+// must not hold up the answer), about job ref, and returns those that know
+// it: first those where it runs, then by how recently it changed.
+func (a *Agent) whoKnows(ctx context.Context, c caller, ref string) []string {
+	type known struct {
+		node string
+		job  api.Job
+	}
+	peers := a.nodes()[1:]
+	found := make(chan *known, len(peers))
+	for _, node := range peers {
+		go func(node string) {
+			nc, err := a.client(node, c)
+			if err != nil {
+				found <- nil
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			var j api.Job
+			if err := nc.remote.Call(cctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref), nil, &j); err != nil {
+				found <- nil
+				return
+			}
+			found <- &known{node: node, job: j}
+		}(node)
+	}
+	var all []known
+	for range peers {
+		if k := <-found; k != nil {
+			all = append(all, *k)
+		}
+	}
+	slices.SortFunc(all, func(x, y known) int {
+		if hx, hy := holdsPods(x.job.State), holdsPods(y.job.State); hx != hy {
+			if hx {
+				return -1
+			}
+			return 1
+		}
+		return y.job.Updated.Compare(x.job.Updated)
+	})
+	out := make([]string, len(all))
+	for i, k := range all {
+		out[i] = k.node
+	}
+	return out
+}
+
+func (a *Agent) handleRunSlurm(w http.ResponseWriter, r *http.Request, c caller) error {
+	if fromPeer(r.Context()) {
+		return errorf(errForbidden, "a Slurm step starts through the agent of its first node's unix socket")
+	}
+	var req api.RunRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	j, from, prefix, err := a.RunSlurm(r.Context(), c, req)
+	if j == nil {
+		return err
+	}
+	a.streamWith(w, r, j, prefix, from)
+	return nil
+}
+
+func (a *Agent) handleSlurmEnd(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.SlurmEndRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	res, err := a.SlurmEnd(context.WithoutCancel(r.Context()), c, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}

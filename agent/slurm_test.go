@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestOutputFrames: the output a requeued Slurm step sends first is its
+// earlier runs' stdout and stderr, without the frames that ended runs.
+func TestOutputFrames(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "output")
+	log, err := openOutputLog(path, 0)
+	require.NoError(t, err)
+	defer log.close()
+	out := func(s string) { log.append(api.Frame{Stream: "stdout", Data: []byte(s)}) }
+
+	out("start\n")
+	out("1\n")
+	mid := log.offset()
+	log.append(api.Frame{Stream: "stderr", Data: []byte("warning\n")})
+	out("2\n")
+	log.append(api.Frame{Error: "ended by Slurm"})
+	out("3\n")
+	end := log.offset()
+
+	text := func(frames []api.Frame) (s string) {
+		for _, f := range frames {
+			s += f.Stream + ":" + string(f.Data)
+		}
+		return s
+	}
+	assert.Equal(t, "stdout:start\nstdout:1\n", text(outputFrames(path, mid)))
+	assert.Equal(t, "stdout:start\nstdout:1\nstderr:warning\nstdout:2\nstdout:3\n", text(outputFrames(path, end)))
+	assert.Empty(t, outputFrames(path, 0))
+	assert.Empty(t, outputFrames(filepath.Join(t.TempDir(), "none"), end), "no log: nothing")
+}
+
+func TestSlurmJobIDs(t *testing.T) {
+	assert.Equal(t, "slurm-42-0", slurmJobID(42, 0))
+	assert.Equal(t, "slurm-42-", slurmJobPrefix(42))
+	a := &Agent{jobs: map[string]*job{}}
+	mk := func(id string, uid uint32, state string, age int) {
+		j := &job{rec: jobRecord{ID: id, UID: uid, State: state}}
+		j.rec.Created = j.rec.Created.AddDate(0, 0, age)
+		a.jobs[id] = j
+	}
+	mk("slurm-7-0", 1001, api.StateExited, 1)
+	mk("slurm-7-1", 1001, api.StateRunning, 0)
+	mk("slurm-7-2", 1001, api.StateExited, 2)
+	mk("slurm-8-0", 1002, api.StateRunning, 0)
+	find := func(uid uint32, ref string) string {
+		j, ok := a.lookupSlurmLocked(caller{UID: uid}, ref)
+		if !ok {
+			return ""
+		}
+		return j.id()
+	}
+	assert.Equal(t, "slurm-7-1", find(1001, "7"), "the step that runs")
+	assert.Equal(t, "slurm-7-2", find(1001, "7.2"))
+	assert.Equal(t, "", find(1001, "8"), "another user's job")
+	assert.Equal(t, "slurm-8-0", find(0, "8"), "root sees every job")
+	assert.Equal(t, "", find(1001, "x"))
+	assert.Equal(t, "", find(1001, "0"))
+	delete(a.jobs, "slurm-7-1")
+	assert.Equal(t, "slurm-7-2", find(1001, "7"), "none runs: the newest")
+}
