@@ -91,6 +91,9 @@ type job struct {
 	// signalled: the job's user sent it a signal that ends processes, so
 	// its end is not a failure to recover from.
 	signalled bool
+	// endCode is the status the main process ended with, for the recovery
+	// of that failure: if the job gives up, its status is that one.
+	endCode *int
 }
 
 func (j *job) id() string { return j.rec.ID }
@@ -444,6 +447,9 @@ func (a *Agent) watchMain(j *job, gen int) {
 		time.Sleep(time.Second)
 	}
 	if j.current(gen) && j.failedEnd(code) {
+		j.mu.Lock()
+		j.endCode = &code
+		j.mu.Unlock()
 		a.recoverJob(j, gen, fmt.Sprintf("the job's main process (%s on %s) ended with status %d", main.Name, main.Node, code), main.Node)
 		return
 	}

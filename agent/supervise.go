@@ -310,8 +310,20 @@ func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
 	restart := j.rec.Policy.Restart
 	j.mu.Unlock()
 	sup := a.supervisorOf(j)
+	j.mu.Lock()
+	endCode := j.endCode
+	j.endCode = nil
+	j.mu.Unlock()
 	giveUp := func(why string) {
-		a.teardown(j, api.Frame{Error: "the job failed: " + reason + "; " + why})
+		final := api.Frame{Error: "the job failed: " + reason + "; " + why}
+		if endCode != nil {
+			// The program's own status, for its caller (srun, a script).
+			final.Exit = &api.ExitInfo{Code: *endCode}
+			j.mu.Lock()
+			j.rec.ExitCode = endCode
+			j.mu.Unlock()
+		}
+		a.teardown(j, final)
 		a.setState(j, api.StateFailed, reason+"; "+why)
 		a.event(j, api.Event{Kind: "gave_up", Message: why})
 	}

@@ -66,14 +66,17 @@ func follow(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, onSign
 			_, _ = stdout.Write(f.Data)
 		case f.Stream == "stderr":
 			_, _ = stderr.Write(f.Data)
+		case f.Error != "":
+			fmt.Fprintf(stderr, "cruz: job %s: %s\n", id, f.Error)
+			if f.Exit != nil { // it failed with the program's own status
+				return f.Exit.Code
+			}
+			return 1
 		case f.Exit != nil:
 			return f.Exit.Code
 		case f.Stopped != nil:
 			fmt.Fprintf(stderr, "cruz: job %s stopped at checkpoint %s; resume it with: cruz restart %s\n", id, f.Stopped.Checkpoint, id)
 			return ExitStopped
-		case f.Error != "":
-			fmt.Fprintf(stderr, "cruz: job %s: %s\n", id, f.Error)
-			return 1
 		}
 	}
 }

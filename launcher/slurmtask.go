@@ -314,6 +314,9 @@ func waitForStep(ctx context.Context, c *api.Client, step slurmStep, stderr io.W
 			case api.StateStopped:
 				return ExitStopped
 			case api.StateFailed:
+				if j.ExitCode != nil {
+					return *j.ExitCode
+				}
 				return 1
 			default:
 				// Cancelled or lost: before this run started, the
@@ -331,10 +334,15 @@ func waitForStep(ctx context.Context, c *api.Client, step slurmStep, stderr io.W
 			fmt.Fprintf(stderr, "cruz: srun --cruz: task %d gave up waiting for job %s on %s after %s: %s\n", step.procID, step.jobRef(), coordinator, appearWithin, msg)
 			return 1
 		}
+		// Every task of a large step asks: once the job runs, less often.
+		poll := time.Second
+		if seen && time.Since(started) > 30*time.Second {
+			poll = 5 * time.Second
+		}
 		select {
 		case <-ctx.Done():
 			return 128 + int(syscall.SIGTERM)
-		case <-time.After(time.Second):
+		case <-time.After(poll):
 		}
 	}
 }

@@ -260,7 +260,25 @@ func TestSlurmCruzJob(t *testing.T) {
 	assert.GreaterOrEqual(t, countKind(evs, "checkpoint"), 2, "periodic checkpoints: %v", kinds(evs))
 	// Nothing will resume a step that ended by itself: its checkpoints go.
 	assert.NoDirExists(t, filepath.Join(e.c.store, j.ID), "the ended step's checkpoints")
+
+	// A program that fails: srun exits with its status, as without Cruz
+	// (there is no checkpoint to roll back to).
+	r := e.as(t, "srun", "--cruz", "-N2", "-n2", "sh", "-c", "echo failing; exit 3")
+	assert.Equal(t, 3, r.Code, "srun's status; stderr:\n%s", r.Stderr)
+	assert.Equal(t, "failing\nfailing\n", withoutQueueNotes(r.Stdout))
+	assert.Contains(t, r.Stderr, "ended with status 3")
 	e.requireSlurmClean(t, id)
+}
+
+// withoutQueueNotes drops srun's notes about waiting for resources.
+func withoutQueueNotes(s string) string {
+	var out []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if !strings.HasPrefix(l, "srun: job ") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
 }
 
 // TestSlurmScancel: scancel of a running srun --cruz job ends it at once:
