@@ -230,7 +230,11 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			_ = os.RemoveAll(dir)
 			continue
 		}
-		out, err := openOutputLog(filepath.Join(dir, "output"), rec.UID)
+		outPath, err := a.outputPath(rec)
+		if err != nil {
+			return err
+		}
+		out, err := openOutputLog(outPath, rec.UID)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -260,7 +261,18 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 		allocMu.Unlock()
 		return nil, fmt.Errorf("create job directory: %w", err)
 	}
-	out, err := openOutputLog(filepath.Join(a.jobDir(id), "output"), c.UID)
+	outPath, err := a.outputPath(rec)
+	if err == nil && req.Slurm != nil {
+		// A new run of the step: nothing of an earlier one.
+		if rerr := os.Remove(outPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = fmt.Errorf("remove the earlier output log: %w", rerr)
+		}
+	}
+	if err != nil {
+		allocMu.Unlock()
+		return nil, err
+	}
+	out, err := openOutputLog(outPath, c.UID)
 	if err != nil {
 		allocMu.Unlock()
 		return nil, err
@@ -914,7 +926,11 @@ func (a *Agent) adopt(c caller, id string, notFound error) (*job, error) {
 	if err := os.MkdirAll(a.jobDir(id), 0o700); err != nil {
 		return nil, fmt.Errorf("create job directory: %w", err)
 	}
-	out, err := openOutputLog(filepath.Join(a.jobDir(id), "output"), rec.UID)
+	outPath, err := a.outputPath(rec)
+	if err != nil {
+		return nil, err
+	}
+	out, err := openOutputLog(outPath, rec.UID)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,25 @@ import (
 // checkpoint; the agent of that node coordinates it. The SPANK plugin and
 // the task side are in slurm-spank/ and launcher/slurmtask.go.
 
+// slurmOutputLog is the name of a Slurm step's output log in its directory
+// of the store.
+const slurmOutputLog = "output.log"
+
+// outputPath is where a job's output log is: in its run directory, or, for
+// a Slurm step, in its directory of the shared store, so that a requeue that
+// resumes it on another first node (when its coordinator's node failed,
+// say) still has the output to replay.
+func (a *Agent) outputPath(rec jobRecord) (string, error) {
+	if rec.Request.Slurm == nil {
+		return filepath.Join(a.jobDir(rec.ID), "output"), nil
+	}
+	p, err := a.store.JobFile(rec.ID, store.Owner{UID: rec.UID, GID: rec.GID}, slurmOutputLog)
+	if err != nil {
+		return "", fmt.Errorf("the Slurm step's output log in the store: %w", err)
+	}
+	return p, nil
+}
+
 // slurmJobID is the Cruz job id of a Slurm step.
 func slurmJobID(job, step uint32) string { return fmt.Sprintf("slurm-%d-%d", job, step) }
 

@@ -254,3 +254,24 @@ func (s *Store) cleanDir(dir string) (int, error) {
 	}
 	return removed, errors.Join(errs...)
 }
+
+// JobFile returns the path of a file of job's own in its directory (created,
+// with the owner's permissions, if needed), such as the output log of a job
+// that may be resumed by an agent on another node. name is a plain file
+// name that is not a checkpoint's, a temporary or a deleted entry's.
+func (s *Store) JobFile(job string, owner Owner, name string) (string, error) {
+	if err := ValidateJobID(job); err != nil {
+		return "", err
+	}
+	if name == "" || name != filepath.Base(name) || name == "." || name == ".." || parseID(name) >= 0 ||
+		strings.HasPrefix(name, tmpPrefix) || strings.HasPrefix(name, delPrefix) || strings.HasPrefix(name, ".") {
+		return "", fmt.Errorf("job %s: %q is not a name for a job's file", job, name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dir, err := s.ensureJobDir(job, newPerms(owner, s.root))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, name), nil
+}

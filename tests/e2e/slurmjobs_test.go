@@ -346,6 +346,7 @@ func TestSlurmRequeue(t *testing.T) {
 	r := e.as(t, "scontrol", "requeue", id)
 	require.Equal(t, 0, r.Code, "scontrol requeue: %s", r.Stderr)
 
+	logAfter := e.waitLogAfterRestart(t, job)
 	sj := e.waitJob(t, id, 3*time.Minute)
 	assert.Equal(t, "COMPLETED", sj.State)
 	assert.Equal(t, 1, sj.Restarts, "Slurm requeued it once")
@@ -366,8 +367,7 @@ func TestSlurmRequeue(t *testing.T) {
 
 	// The restored run's own output, after the frame that ended the
 	// cancelled run, starts past the first iteration and prints no start.
-	log, err := os.ReadFile(filepath.Join(e.c.dir, "node1", "jobs", job, "output"))
-	require.NoError(t, err)
+	log := logAfter
 	var after []string
 	cancelled := false
 	for _, line := range strings.Split(string(log), "\n") {
@@ -392,6 +392,71 @@ func TestSlurmRequeue(t *testing.T) {
 	for _, l := range after {
 		assert.NotContains(t, l, "start ranks", "the restored run did not start over")
 	}
+	e.requireSlurmClean(t, id)
+}
+
+// waitLogAfterRestart waits until a requeued step's job has restarted and
+// printed, and returns its output log, read from the step's directory of
+// the store (where it is until the step ends).
+func (e *slurmEnv) waitLogAfterRestart(t *testing.T, job string) []byte {
+	t.Helper()
+	path := filepath.Join(e.c.store, job, "output.log")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if i := strings.LastIndex(string(b), `"error":`); i >= 0 && strings.Contains(string(b[i:]), `"stream":"stdout"`) {
+				return b
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no output of the restarted run in %s within 2m (read: %v)", path, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSlurmRequeueElsewhere: a requeued job that Slurm starts again on
+// other nodes (here node1 is excluded while it waits, as after a node
+// failure): the step's new first node, node2, has never run it; its agent
+// takes the job from the shared store (its signed record and its output
+// log) and resumes it there from the last checkpoint, and the output file
+// is still one uninterrupted run's.
+func TestSlurmRequeueElsewhere(t *testing.T) {
+	e := slurmSetup(t, 3)
+	const np, iters = 4, 80
+	id := e.sbatch(t, "-N2", "-n4", "-w", "node1,node2", e.allreduceScript(t, "job.sh", "--cruz-interval=1s", iters, 150))
+	e.waitOutput(t, id, "iter 25 ", 90*time.Second)
+	job := "slurm-" + id + "-0"
+	var list api.CheckpointList
+	e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
+	require.NotEmpty(t, list.Checkpoints, "a checkpoint before the requeue")
+	for _, args := range [][]string{
+		{"requeuehold", id},
+		{"update", "JobId=" + id, "ReqNodeList=node2,node3"},
+		{"release", id},
+	} {
+		r := slurmCmd(t, e.conf, "scontrol", args...)
+		require.Equal(t, 0, r.Code, "scontrol %v: %s", args, r.Stderr)
+	}
+	sj := e.waitJob(t, id, 3*time.Minute)
+	assert.Equal(t, "COMPLETED", sj.State)
+	assert.Equal(t, 1, sj.Restarts)
+	assert.Equal(t, expectedAllreduce(np, iters), outputLines(e.out(t, id)), "the output file, line by line")
+
+	n2 := e.c.node(t, e.st, "node2")
+	evs := n2.events(e.u, job)
+	require.Equal(t, 1, countKind(evs, "restarted"), "node2's agent restarted it: %v", kinds(evs))
+	assert.Zero(t, countKind(evs, "started"), "node2 did not start it afresh: %v", kinds(evs))
+	var j api.Job
+	e.cruzJSON(t, n2, &j, "status", "--json", job)
+	ranks, main := podsByNode(j)
+	assert.Equal(t, map[string]int{"node2": 2, "node3": 2}, ranks, "the ranks where the new tasks are")
+	assert.Equal(t, "node2", main)
+	evs = e.n1.events(e.u, job)
+	assert.Equal(t, 1, countKind(evs, "started"), "node1 started it: %v", kinds(evs))
+	assert.Equal(t, 1, countKind(evs, "cancelled"), "node1's run was cancelled by the requeue: %v", kinds(evs))
+	assert.Zero(t, countKind(evs, "restarted"), "node1 did not restart it: %v", kinds(evs))
 	e.requireSlurmClean(t, id)
 }
 
