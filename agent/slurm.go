@@ -109,6 +109,11 @@ func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*jo
 		j, err = a.adopt(c, id, err)
 		adopted = err == nil
 	}
+	if errors.Is(err, errForbidden) {
+		// Slurm's job ids start over when its state is reset: another
+		// user's job of the same id left this one's record or checkpoints.
+		return nil, 0, nil, errorf(errConflict, "cruz job %s (of an earlier Slurm job %d) belongs to another user: ask an administrator to remove it (as root: cruz rm --checkpoints %s)", id, s.JobID, id)
+	}
 	if err != nil && !errors.Is(err, errNotFound) {
 		return nil, 0, nil, err
 	}

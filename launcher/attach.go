@@ -34,9 +34,21 @@ func Follow(ctx context.Context, c *api.Client, s *api.Stream, stdout, stderr io
 // follow is Follow with onSignal called, one signal at a time, for each
 // signal the client gets once the job's id is known.
 func follow(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, onSignal func(id string, sig os.Signal)) int {
-	defer s.Close()
+	return followSignals(ctx, s, stdout, stderr, notifyForwarded(), onSignal)
+}
+
+// notifyForwarded returns a channel that gets the signals a client passes
+// on, caught from now on.
+func notifyForwarded() chan os.Signal {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwardedSignals...)
+	return sigs
+}
+
+// followSignals is follow with the signals from sigs (notifyForwarded),
+// which may hold some that came before.
+func followSignals(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, sigs chan os.Signal, onSignal func(id string, sig os.Signal)) int {
+	defer s.Close()
 	defer signal.Stop(sigs)
 	jobID := make(chan string, 1)
 	go func() {

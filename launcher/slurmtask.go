@@ -135,14 +135,20 @@ func SlurmTask(ctx context.Context, argv []string, stdout, stderr io.Writer) int
 	req := api.RunRequest{Name: name, NP: step.ntasks, Argv: argv, Env: env, Dir: dir,
 		Interval: step.interval, Restart: step.restart, Store: step.store,
 		Slurm: &api.SlurmStep{JobID: step.jobID, StepID: step.stepID, Restarts: step.restarts, RankNodes: step.rankNodes}}
+	// Signals are caught from now on: scancel or the time-limit warning may
+	// come while the job starts or resumes (a large restore takes a while),
+	// and are acted on once it runs, rather than kill this task (their
+	// default action) and leave the job to the epilog.
+	sigs := notifyForwarded()
 	s, err := c.RunSlurm(ctx, req)
 	if err != nil {
+		signal.Stop(sigs)
 		code := failf("Slurm step %s: %v", step.name(), err)
 		endStep(ctx, step, stderr)
 		return code
 	}
 	h := &stepSignals{c: c, step: step, stderr: stderr}
-	code := follow(ctx, s, stdout, stderr, h.handle)
+	code := followSignals(ctx, s, stdout, stderr, sigs, h.handle)
 	return h.exitCode(ctx, code)
 }
 
