@@ -40,7 +40,7 @@ func (a *Agent) outputPath(rec jobRecord) (string, error) {
 	}
 	p, err := a.store.JobFile(rec.ID, store.Owner{UID: rec.UID, GID: rec.GID}, slurmOutputLog)
 	if err != nil {
-		return "", fmt.Errorf("the Slurm step's output log in the store: %w", err)
+		return "", errorf(errConflict, "the checkpoint store %s cannot take the Slurm step's files (%v): the store (store.dir in cruzd.toml) must be writable by the agents; run without --cruz until it is", a.store.Root(), err)
 	}
 	return p, nil
 }

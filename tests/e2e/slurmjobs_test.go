@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -523,6 +524,28 @@ func TestSlurmBadInput(t *testing.T) {
 		assert.Contains(t, r.Stderr, "keep checkpoints in "+e.c.store)
 		assert.Contains(t, r.Stderr, "drop --cruz-store")
 		assert.Less(t, time.Since(t0), 30*time.Second, "fails fast")
+	})
+
+	t.Run("store not writable", func(t *testing.T) {
+		// A read-only store (a bind mount of it onto itself), as when the
+		// shared filesystem is mounted read-only on the nodes.
+		out, err := exec.Command("mount", "--bind", e.c.store, e.c.store).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", e.c.store).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v: %s", e.c.store, err, out)
+			}
+		})
+		out, err = exec.Command("mount", "-o", "remount,bind,ro", e.c.store).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		e.waitIdle(t)
+		t0 := time.Now()
+		r := e.as(t, "srun", "--cruz", "-N2", "-n2", prog, "3", "10")
+		assert.NotEqual(t, 0, r.Code)
+		assert.Contains(t, r.Stderr, "cruz: srun --cruz:")
+		assert.Contains(t, r.Stderr, "read-only file system")
+		assert.Contains(t, r.Stderr, "must be writable by the agents")
+		assert.Less(t, time.Since(t0), 20*time.Second, "fails fast")
 	})
 
 	t.Run("no agent on a node", func(t *testing.T) {
