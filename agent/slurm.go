@@ -512,8 +512,13 @@ func (a *Agent) whoKnows(ctx context.Context, c caller, ref string) []string {
 	}
 	var all []known
 	for range peers {
-		if k := <-found; k != nil {
-			all = append(all, *k)
+		k := <-found
+		if k == nil {
+			continue
+		}
+		all = append(all, *k)
+		if holdsPods(k.job.State) {
+			break // where it runs: no need to wait for a node that is down
 		}
 	}
 	slices.SortFunc(all, func(x, y known) int {
