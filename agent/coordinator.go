@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -307,24 +308,72 @@ func (a *Agent) stopFollowers(j *job) {
 	}
 }
 
+// peerJob is what another node's agent tells of a job.
+type peerJob struct {
+	node string
+	job  api.Job
+}
+
+// peerJobs asks every other node at once, briefly (a node that is down must
+// not hold up the answer), what it knows of job ref, for c. It returns the
+// answers of those that know it: one where the job runs (with pods) first,
+// without waiting for the rest then; the others by how recently it changed.
+func (a *Agent) peerJobs(ctx context.Context, c caller, ref string) []peerJob {
+	peers := a.nodes()[1:]
+	found := make(chan *peerJob, len(peers))
+	for _, node := range peers {
+		go func(node string) {
+			nc, err := a.client(node, c)
+			if err != nil {
+				found <- nil
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			var j api.Job
+			if err := nc.remote.Call(cctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref), nil, &j); err != nil {
+				found <- nil
+				return
+			}
+			found <- &peerJob{node: node, job: j}
+		}(node)
+	}
+	var all []peerJob
+	for range peers {
+		k := <-found
+		if k == nil {
+			continue
+		}
+		all = append(all, *k)
+		if holdsPods(k.job.State) {
+			break
+		}
+	}
+	slices.SortFunc(all, func(x, y peerJob) int {
+		if hx, hy := holdsPods(x.job.State), holdsPods(y.job.State); hx != hy {
+			if hx {
+				return -1
+			}
+			return 1
+		}
+		return y.job.Updated.Compare(x.job.Updated)
+	})
+	return all
+}
+
+// runningOn is the node among answers where the job runs (with pods), or "".
+func runningOn(answers []peerJob) string {
+	if len(answers) > 0 && holdsPods(answers[0].job.State) {
+		return answers[0].node
+	}
+	return ""
+}
+
 // peersHolding asks the other nodes whether one of them runs job id (with
 // pods), so that a job is never restarted while it runs elsewhere. It returns
 // the node that does, or "".
 func (a *Agent) peersHolding(ctx context.Context, c caller, id string) string {
-	for _, node := range a.nodes()[1:] {
-		nc, err := a.client(node, c)
-		if err != nil {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		var info api.Job
-		err = nc.remote.Call(cctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &info)
-		cancel()
-		if err == nil && holdsPods(info.State) {
-			return node
-		}
-	}
-	return ""
+	return runningOn(a.peerJobs(ctx, c, id))
 }
 
 // rootCaller is the agent acting as root (for itself, not for a user).

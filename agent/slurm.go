@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -121,7 +120,8 @@ func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*jo
 		if holdsPods(j.state()) {
 			return nil, 0, nil, errorf(errConflict, "Slurm step %s runs already as cruz job %s (%s): one srun --cruz per step", step, id, j.state())
 		}
-		if node := a.peersHolding(ctx, c, id); node != "" {
+		others := a.peerJobs(ctx, c, id)
+		if node := runningOn(others); node != "" {
 			return nil, 0, nil, errorf(errConflict, "Slurm step %s runs already as cruz job %s on node %s", step, id, node)
 		}
 		j.mu.Lock()
@@ -130,7 +130,9 @@ func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*jo
 		same := prev.Slurm != nil && prev.NP == req.NP && slices.Equal(prev.Argv, req.Argv)
 		// A step that had ended by itself before the requeue runs again
 		// from its start, as Slurm reruns the whole batch script.
-		finished := j.state() == api.StateExited || (adopted && a.exitedElsewhere(ctx, c, id))
+		finished := j.state() == api.StateExited || (adopted && slices.ContainsFunc(others, func(o peerJob) bool {
+			return o.job.State == api.StateExited // where it ran before the requeue
+		}))
 		if s.Restarts > 0 && same && !finished {
 			if m, _, _, lerr := a.store.Latest(id); lerr == nil && m != nil {
 				return a.resumeSlurm(ctx, c, j, req)
@@ -172,25 +174,6 @@ func (a *Agent) dropSlurmCheckpoints(j *job) {
 		return
 	}
 	a.event(j, api.Event{Kind: "pruned", Message: "the Slurm step ended by itself: its checkpoints are deleted (a requeue would run it from its start)"})
-}
-
-// exitedElsewhere tells whether another agent knows job id as ended by
-// itself (the step's first node was another one before the requeue).
-func (a *Agent) exitedElsewhere(ctx context.Context, c caller, id string) bool {
-	for _, node := range a.nodes()[1:] {
-		nc, err := a.client(node, c)
-		if err != nil {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		var info api.Job
-		err = nc.remote.Call(cctx, http.MethodGet, "/v1/jobs/"+id, nil, &info)
-		cancel()
-		if err == nil && info.State == api.StateExited {
-			return true
-		}
-	}
-	return false
 }
 
 // resumeSlurm restores a requeued step's job on the step's new nodes, its
@@ -447,7 +430,10 @@ func (a *Agent) orPeers(h handlerFunc) handlerFunc {
 		}
 		nodes := []string{at}
 		if at == "" {
-			nodes = a.whoKnows(r.Context(), c, r.PathValue("job"))
+			nodes = nil
+			for _, o := range a.peerJobs(r.Context(), c, r.PathValue("job")) {
+				nodes = append(nodes, o.node)
+			}
 		}
 		var in any
 		if len(body) > 0 {
@@ -481,60 +467,6 @@ func (a *Agent) orPeers(h handlerFunc) handlerFunc {
 		}
 		return err
 	}
-}
-
-// whoKnows asks every other node at once, briefly (a node that is down
-// must not hold up the answer), about job ref, and returns those that know
-// it: first those where it runs, then by how recently it changed.
-func (a *Agent) whoKnows(ctx context.Context, c caller, ref string) []string {
-	type known struct {
-		node string
-		job  api.Job
-	}
-	peers := a.nodes()[1:]
-	found := make(chan *known, len(peers))
-	for _, node := range peers {
-		go func(node string) {
-			nc, err := a.client(node, c)
-			if err != nil {
-				found <- nil
-				return
-			}
-			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			defer cancel()
-			var j api.Job
-			if err := nc.remote.Call(cctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(ref), nil, &j); err != nil {
-				found <- nil
-				return
-			}
-			found <- &known{node: node, job: j}
-		}(node)
-	}
-	var all []known
-	for range peers {
-		k := <-found
-		if k == nil {
-			continue
-		}
-		all = append(all, *k)
-		if holdsPods(k.job.State) {
-			break // where it runs: no need to wait for a node that is down
-		}
-	}
-	slices.SortFunc(all, func(x, y known) int {
-		if hx, hy := holdsPods(x.job.State), holdsPods(y.job.State); hx != hy {
-			if hx {
-				return -1
-			}
-			return 1
-		}
-		return y.job.Updated.Compare(x.job.Updated)
-	})
-	out := make([]string, len(all))
-	for i, k := range all {
-		out[i] = k.node
-	}
-	return out
 }
 
 func (a *Agent) handleRunSlurm(w http.ResponseWriter, r *http.Request, c caller) error {

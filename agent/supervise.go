@@ -461,6 +461,7 @@ func (a *Agent) recoverLost(j *job) {
 	if err != nil {
 		a.log.Warn("removing the pods of a lost job", "job", j.id(), "err", err)
 	}
+	a.cleanHalfWritten(j.id())
 	cfg := a.policyConfig(j)
 	sup := a.supervisorOf(j)
 	j.mu.Lock()
@@ -666,4 +667,24 @@ func (j *job) failedEnd(code int) bool {
 		return code >= 128 || code < 0
 	}
 	return true
+}
+
+// cleanHalfWritten removes the half-written checkpoints of a job whose
+// coordinator died during a checkpoint. The agent cleaned them as it
+// started, but the other nodes' CRIUs may still have been writing their
+// pods' images into them then (their dumps end once the pods are gone), so
+// that the removal failed half-way: it is tried again for a few seconds.
+func (a *Agent) cleanHalfWritten(id string) {
+	for try := 0; try < 10; try++ {
+		n, err := a.store.CleanTemp(id)
+		if err == nil {
+			if n > 0 {
+				a.log.Info("removed half-written checkpoints", "job", id, "count", n)
+			}
+			return
+		}
+		a.log.Info("half-written checkpoints still being written: trying again", "job", id, "err", err)
+		time.Sleep(500 * time.Millisecond)
+	}
+	a.log.Warn("could not remove half-written checkpoints (cruzd removes them when it restarts)", "job", id)
 }
