@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -225,9 +224,8 @@ func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRe
 // offset to (not the frames that ended runs).
 func outputFrames(path string, to int64) []api.Frame {
 	var out []api.Frame
-	for _, line := range bytes.SplitAfter(readRange(path, 0, to), []byte("\n")) {
-		var fr api.Frame
-		if json.Unmarshal(line, &fr) == nil && fr.Stream != "" && len(fr.Data) > 0 {
+	for _, fr := range logFrames(path, 0, to) {
+		if fr.Stream != "" && len(fr.Data) > 0 {
 			out = append(out, api.Frame{Stream: fr.Stream, Data: fr.Data})
 		}
 	}
@@ -242,21 +240,6 @@ func (a *Agent) checkStore(dir string) error {
 		return nil
 	}
 	return errorf(errBadRequest, "checkpoint store %s: this cluster's agents keep checkpoints in %s (store.dir in cruzd.toml) and take no other: drop --cruz-store, or give --cruz-store=%s", dir, a.store.Root(), a.store.Root())
-}
-
-// readRange reads bytes [from, to) of a file (what there is of them).
-func readRange(path string, from, to int64) []byte {
-	if to <= from {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	buf := make([]byte, to-from)
-	n, _ := f.ReadAt(buf, from)
-	return buf[:n]
 }
 
 // SlurmEnd ends what runs for Slurm job req.JobID: the jobs of its steps
@@ -340,11 +323,7 @@ func (a *Agent) SlurmEnd(ctx context.Context, c caller, req api.SlurmEndRequest)
 // cancelJob removes the pods of a job this agent coordinates, on every
 // node, and marks it cancelled; false if it had none.
 func (a *Agent) cancelJob(j *job, c caller, reason string) bool {
-	j.mu.Lock()
-	if j.sup != nil && j.sup.cancel != nil {
-		j.sup.cancel()
-	}
-	j.mu.Unlock()
+	j.stopSupervisor()
 	j.op.Lock()
 	defer j.op.Unlock()
 	if !j.hasPods() {

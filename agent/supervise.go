@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -171,6 +172,16 @@ func (a *Agent) watchNodes(j *job, gen int, hb time.Duration) {
 }
 
 // current tells whether run gen of the job is still the live one.
+// stopSupervisor ends the policy engine's work on the job's current run
+// (a periodic checkpoint it waits for, say) before the run is ended.
+func (j *job) stopSupervisor() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.sup != nil && j.sup.cancel != nil {
+		j.sup.cancel()
+	}
+}
+
 func (j *job) current(gen int) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -293,11 +304,7 @@ func (a *Agent) prune(j *job) {
 // recoverJob rolls a failed run back to the job's last complete checkpoint,
 // on its healthy nodes plus spares, if its policy and restart budget allow.
 func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
-	j.mu.Lock()
-	if j.sup != nil && j.sup.cancel != nil {
-		j.sup.cancel()
-	}
-	j.mu.Unlock()
+	j.stopSupervisor()
 	j.op.Lock()
 	defer j.op.Unlock()
 	if !j.current(gen) {
@@ -417,21 +424,37 @@ func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay t
 
 // stdoutSince returns the stdout in the output log at path from offset on.
 func stdoutSince(path string, offset int64) []byte {
+	var out []byte
+	for _, fr := range logFrames(path, offset, -1) {
+		if fr.Stream == "stdout" {
+			out = append(out, fr.Data...)
+		}
+	}
+	return out
+}
+
+// logFrames reads the frames of the output log at path between offsets from
+// and to (to < 0: to its end); nothing if there is no log.
+func logFrames(path string, from, to int64) []api.Frame {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	if _, err := f.Seek(offset, 0); err != nil {
+	if _, err := f.Seek(from, 0); err != nil {
 		return nil
 	}
-	var out []byte
-	sc := bufio.NewScanner(f)
+	var r io.Reader = f
+	if to >= 0 {
+		r = io.LimitReader(f, max(to-from, 0))
+	}
+	var out []api.Frame
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		var fr api.Frame
-		if json.Unmarshal(sc.Bytes(), &fr) == nil && fr.Stream == "stdout" {
-			out = append(out, fr.Data...)
+		if json.Unmarshal(sc.Bytes(), &fr) == nil {
+			out = append(out, fr)
 		}
 	}
 	return out
