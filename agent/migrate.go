@@ -32,22 +32,22 @@ func (a *Agent) Migrate(ctx context.Context, c caller, ref string, req api.Migra
 	name := req.Pod
 	if req.Rank != nil {
 		if req.Pod != "" {
-			return api.Migration{}, errorf(errBadRequest, "give either --rank or --pod, not both")
+			return api.Migration{}, api.Errorf(api.ErrInvalid, "give either --rank or --pod, not both")
 		}
 		name = j.id() + "-r" + strconv.Itoa(*req.Rank)
 	}
 	if name == "" {
-		return api.Migration{}, errorf(errBadRequest, "say which pod to move: --rank R (or --pod NAME)")
+		return api.Migration{}, api.Errorf(api.ErrInvalid, "say which pod to move: --rank R (or --pod NAME)")
 	}
 	if req.To == "" {
-		return api.Migration{}, errorf(errBadRequest, "say where to move it: --to NODE (one of %v)", a.nodes())
+		return api.Migration{}, api.Errorf(api.ErrInvalid, "say where to move it: --to NODE (one of %v)", a.nodes())
 	}
 	if !j.op.TryLock() {
-		return api.Migration{}, errorf(errConflict, "job %s is busy with another operation (a checkpoint, start or migration): try again when it is done", j.id())
+		return api.Migration{}, api.Errorf(api.ErrConflict, "job %s is busy with another operation (a checkpoint, start or migration): try again when it is done", j.id())
 	}
 	defer j.op.Unlock()
 	if st := j.state(); st != api.StateRunning {
-		return api.Migration{}, errorf(errConflict, "job %s is %s, not running: only a running job's pods can be migrated (a stopped job restarts anywhere with cruz restart --nodes)", j.id(), st)
+		return api.Migration{}, api.Errorf(api.ErrConflict, "job %s is %s, not running: only a running job's pods can be migrated (a stopped job restarts anywhere with cruz restart --nodes)", j.id(), st)
 	}
 	return a.migrateLocked(ctx, j, name, req.To)
 }
@@ -60,24 +60,24 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 			idx = i
 		}
 	}
-	var spec podSpec
+	var spec api.PodSpec
 	if idx >= 0 {
 		spec = j.rec.Pods[idx]
 	}
 	j.mu.Unlock()
 	if idx < 0 {
-		return api.Migration{}, errorf(errNotFound, "job %s has no pod %s (cruz status %s lists its pods)", j.id(), name, j.id())
+		return api.Migration{}, api.Errorf(api.ErrNotFound, "job %s has no pod %s (cruz status %s lists its pods)", j.id(), name, j.id())
 	}
 	from := nodeOr(spec.Node, a.node)
 	if from == to {
-		return api.Migration{}, errorf(errBadRequest, "pod %s is already on node %s", name, to)
+		return api.Migration{}, api.Errorf(api.ErrInvalid, "pod %s is already on node %s", name, to)
 	}
 	owner := j.owner()
-	source, err := a.client(from, owner)
+	source, err := a.conn(from, owner)
 	if err != nil {
 		return api.Migration{}, err
 	}
-	target, err := a.client(to, owner)
+	target, err := a.conn(to, owner)
 	if err != nil {
 		return api.Migration{}, err
 	}
@@ -96,19 +96,19 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	resumed := false
 	defer func() {
 		if err != nil && !resumed {
-			if _, rerr := source.do(context.Background(), opResume, nodeReq{Job: j.id(), Pods: pods, Continue: true}); rerr != nil {
+			if _, rerr := source.Do(context.Background(), api.OpResume, api.NodeRequest{Job: j.id(), Pods: pods, Continue: true}); rerr != nil {
 				log.Error("resuming the pod on its node after the failed migration", "err", rerr)
 			}
 			log.Warn("migration failed; the pod runs on where it was", "err", err)
 		}
 	}()
 	t0 := time.Now()
-	if _, err := source.do(ctx, opBlock, nodeReq{Job: j.id(), Pods: pods}); err != nil {
+	if _, err := source.Do(ctx, api.OpBlock, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		return api.Migration{}, fmt.Errorf("block the pod's traffic: %w", err)
 	}
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.CRIU.Timeout.Duration+15*time.Second)
 	defer cancel()
-	dump, err := source.do(dctx, opDump, nodeReq{Job: j.id(), Pods: pods, Images: xfer.ID(), Stop: true})
+	dump, err := source.Do(dctx, api.OpDump, api.NodeRequest{Job: j.id(), Pods: pods, Images: xfer.ID(), Stop: true})
 	if err != nil {
 		return api.Migration{}, fmt.Errorf("dump: %w", err)
 	}
@@ -118,8 +118,8 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	t1 := time.Now()
 	moved := spec
 	moved.Node = to
-	if _, err := target.do(dctx, opRestore, nodeReq{Job: j.id(), Coordinator: a.node, Images: xfer.ID(),
-		Restore: []restorePod{{Spec: moved, Pipes: dump.Dumps[0].Pipes}}}); err != nil {
+	if _, err := target.Do(dctx, api.OpRestore, api.NodeRequest{Job: j.id(), Coordinator: a.node, Images: xfer.ID(),
+		Restore: []api.RestorePod{{Spec: moved, Pipes: dump.Dumps[0].Pipes}}}); err != nil {
 		return api.Migration{}, fmt.Errorf("restore on node %s: %w", to, err)
 	}
 	t2 := time.Now()
@@ -127,7 +127,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	resumed = true
 	j.mu.Lock()
 	j.rec.Pods[idx].Node = to
-	isMain := spec.Role != "rank"
+	isMain := spec.Role != api.RoleRank
 	if isMain {
 		j.gen++ // the watcher of the old main pod must ignore its end
 	}
@@ -136,13 +136,13 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	if err := a.persist(j); err != nil {
 		log.Error("saving job state", "err", err)
 	}
-	if resp, err := source.do(context.Background(), opDestroy, nodeReq{Job: j.id(), Pods: pods}); err != nil {
+	if resp, err := source.Do(context.Background(), api.OpDestroy, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		log.Error("removing the old pod", "err", err)
 	} else if resp.Empty {
 		a.unfollow(j, from, resp.OutputEnd)
 	}
 	a.follow(j, to)
-	if _, err := target.do(context.Background(), opRelease, nodeReq{Job: j.id(), Pods: pods}); err != nil {
+	if _, err := target.Do(context.Background(), api.OpRelease, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		log.Error("releasing the migrated pod", "err", err)
 	}
 	t3 := time.Now()
@@ -152,7 +152,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	m := api.Migration{Job: j.id(), Pod: name, From: from, To: to, DowntimeMS: t3.Sub(t0).Milliseconds(),
 		DumpMS: t1.Sub(t0).Milliseconds(), RestoreMS: t2.Sub(t1).Milliseconds(), Bytes: dirBytes(dir)}
 	log.Info("migration done", "downtime_ms", m.DowntimeMS, "dump_ms", m.DumpMS, "restore_ms", m.RestoreMS, "bytes", m.Bytes)
-	a.event(j, api.Event{Kind: "migrated", Node: to, Millis: m.DowntimeMS,
+	a.event(j, api.Event{Kind: api.EventMigrated, Node: to, Millis: m.DowntimeMS,
 		Message: fmt.Sprintf("%s moved from %s to %s: downtime %d ms", name, from, to, m.DowntimeMS)})
 	return m, nil
 }
@@ -175,7 +175,7 @@ func dirBytes(dir string) int64 {
 // Only root may drain a node.
 func (a *Agent) Drain(ctx context.Context, c caller, req api.DrainRequest) (api.DrainResult, error) {
 	if c.UID != 0 {
-		return api.DrainResult{}, errorf(errForbidden, "only root may drain a node")
+		return api.DrainResult{}, api.Errorf(api.ErrForbidden, "only root may drain a node")
 	}
 	if err := a.checkNodes([]string{req.Node}); err != nil {
 		return api.DrainResult{}, err
@@ -187,7 +187,7 @@ func (a *Agent) Drain(ctx context.Context, c caller, req api.DrainRequest) (api.
 		}
 	}
 	if len(targets) == 0 {
-		return api.DrainResult{}, errorf(errConflict, "node %s is the only node: there is nowhere to move its pods", req.Node)
+		return api.DrainResult{}, api.Errorf(api.ErrConflict, "node %s is the only node: there is nowhere to move its pods", req.Node)
 	}
 	res := api.DrainResult{Node: req.Node, Migrations: []api.Migration{}}
 	for _, j := range a.jobList() {
@@ -209,12 +209,12 @@ func (a *Agent) Drain(ctx context.Context, c caller, req api.DrainRequest) (api.
 		return res, nil
 	}
 	for _, node := range a.nodes()[1:] {
-		nc, err := a.client(node, c)
+		nc, err := a.conn(node, c)
 		if err != nil {
 			continue
 		}
 		var sub api.DrainResult
-		if err := nc.remote.Call(ctx, http.MethodPost, "/v1/drain", api.DrainRequest{Node: req.Node, OnlyHere: true}, &sub); err != nil {
+		if err := nc.Call(ctx, http.MethodPost, "/v1/drain", api.DrainRequest{Node: req.Node, OnlyHere: true}, &sub); err != nil {
 			res.Errors = append(res.Errors, fmt.Sprintf("node %s: %v", node, err))
 			continue
 		}
@@ -257,7 +257,7 @@ func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request, c caller) er
 	res, err := a.Drain(context.WithoutCancel(r.Context()), c, req)
 	if err != nil {
 		if len(res.Errors) > 0 {
-			return errorf(errConflict, "node %s is not drained: %d pods moved, but: %s", req.Node, len(res.Migrations), strings.Join(res.Errors, "; "))
+			return api.Errorf(api.ErrConflict, "node %s is not drained: %d pods moved, but: %s", req.Node, len(res.Migrations), strings.Join(res.Errors, "; "))
 		}
 		return err
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"testing"
 
+	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -25,8 +26,8 @@ func TestPlaceRanks(t *testing.T) {
 
 func TestPlaceRestart(t *testing.T) {
 	a := &Agent{node: "n1"}
-	pods := func() []podSpec {
-		return []podSpec{{Name: "j-mpiexec", Role: "mpiexec", Node: "n1"},
+	pods := func() []api.PodSpec {
+		return []api.PodSpec{{Name: "j-mpiexec", Role: "mpiexec", Node: "n1"},
 			{Name: "j-r0", Role: "rank", Node: "n1"}, {Name: "j-r1", Role: "rank", Node: ""}, {Name: "j-r2", Role: "rank", Node: "n1"}}
 	}
 	// Where they were; a pod of an old record (no node) goes to this node.

@@ -18,18 +18,10 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"golang.org/x/sys/unix"
 )
-
-// caller is who sent a request, from the unix socket's peer credentials:
-// the kernel vouches for them, so a client cannot claim to be someone else.
-type caller struct {
-	UID    uint32
-	GID    uint32
-	Groups []uint32
-	User   string
-}
 
 type callerKey struct{}
 
@@ -197,7 +189,7 @@ func (a *Agent) withCaller(h handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, ok := r.Context().Value(callerKey{}).(caller)
 		if !ok {
-			writeError(w, errorf(errForbidden, "the agent could not tell who you are (no peer credentials): connect through its unix socket"))
+			writeError(w, api.Errorf(api.ErrForbidden, "the agent could not tell who you are (no peer credentials): connect through its unix socket"))
 			return
 		}
 		if err := h(w, r, c); err != nil {
@@ -207,19 +199,9 @@ func (a *Agent) withCaller(h handlerFunc) http.HandlerFunc {
 	}
 }
 
+// writeError answers err with the status of its kind (internal/api).
 func writeError(w http.ResponseWriter, err error) {
-	status := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, errBadRequest):
-		status = http.StatusBadRequest
-	case errors.Is(err, errNotFound):
-		status = http.StatusNotFound
-	case errors.Is(err, errForbidden):
-		status = http.StatusForbidden
-	case errors.Is(err, errConflict):
-		status = http.StatusConflict
-	}
-	writeJSON(w, status, api.ErrorBody{Error: err.Error()})
+	writeJSON(w, api.HTTPStatus(err), api.ErrorBody{Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -233,7 +215,7 @@ func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return errorf(errBadRequest, "bad request body: %v", err)
+		return api.Errorf(api.ErrInvalid, "bad request body: %w", err)
 	}
 	return nil
 }
@@ -269,15 +251,9 @@ func (a *Agent) info(j *job) api.Job {
 	rec := j.rec
 	j.mu.Unlock()
 	pids := map[string]int{}
-	a.mu.Lock()
-	if s := a.sets[rec.ID]; s != nil {
-		s.mu.Lock()
-		for name, p := range s.pods {
-			pids[name] = p.pid
-		}
-		s.mu.Unlock()
+	for _, s := range a.local.Sets(func(id string) bool { return id == rec.ID }) {
+		pids = s.Pods
 	}
-	a.mu.Unlock()
 	out := api.Job{ID: rec.ID, Name: rec.Name, User: rec.User, UID: rec.UID, State: rec.State, Message: rec.Message,
 		NP: rec.Request.NP, Argv: rec.Request.Argv, ExitCode: rec.ExitCode, Created: rec.Created, Updated: rec.Updated,
 		LastCheckpoint: rec.LastCheckpoint, Pods: []api.Pod{}, Policy: rec.Policy.String(), Spares: rec.Spares}
@@ -292,7 +268,7 @@ func (a *Agent) info(j *job) api.Job {
 	j.mu.Unlock()
 	for _, p := range rec.Pods {
 		out.Pods = append(out.Pods, api.Pod{Name: p.Name, Role: p.Role, Rank: p.Rank, Hostname: p.Hostname,
-			IP: p.Addr.Addr().String(), MAC: podMAC(p.Addr.Addr()).String(), PID: pids[p.Name], Node: nodeOr(p.Node, a.node)})
+			IP: p.Addr.Addr().String(), MAC: pod.MAC(p.Addr.Addr()).String(), PID: pids[p.Name], Node: nodeOr(p.Node, a.node)})
 	}
 	if list, _, err := a.store.List(rec.ID); err == nil {
 		out.Checkpoints = len(list)
@@ -367,7 +343,7 @@ func (a *Agent) streamWith(w http.ResponseWriter, r *http.Request, j *job, first
 	if flusher != nil {
 		flusher.Flush()
 	}
-	_ = j.out.follow(r.Context(), from, func(f api.Frame) error {
+	_ = j.out.Follow(r.Context(), from, func(f api.Frame) error {
 		if err := enc.Encode(f); err != nil {
 			return err
 		}

@@ -1,12 +1,9 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/joblog"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
 
@@ -38,7 +36,7 @@ func (a *Agent) outputPath(rec jobRecord) (string, error) {
 	}
 	p, err := a.store.JobFile(rec.ID, store.Owner{UID: rec.UID, GID: rec.GID}, slurmOutputLog)
 	if err != nil {
-		return "", errorf(errConflict, "the checkpoint store %s cannot take the Slurm step's files (%v): the store (store.dir in cruzd.toml) must be writable by the agents; run without --cruz until it is", a.store.Root(), err)
+		return "", api.Errorf(api.ErrConflict, "the checkpoint store %s cannot take the Slurm step's files (%v): the store (store.dir in cruzd.toml) must be writable by the agents; run without --cruz until it is", a.store.Root(), err)
 	}
 	return p, nil
 }
@@ -54,28 +52,28 @@ func slurmJobPrefix(job uint32) string { return fmt.Sprintf("slurm-%d-", job) }
 func (a *Agent) validateSlurm(req *api.RunRequest) error {
 	s := req.Slurm
 	if s.JobID == 0 {
-		return errorf(errBadRequest, "Slurm job id 0 is not valid")
+		return api.Errorf(api.ErrInvalid, "Slurm job id 0 is not valid")
 	}
 	if s.Restarts < 0 {
-		return errorf(errBadRequest, "Slurm restart count %d is not valid", s.Restarts)
+		return api.Errorf(api.ErrInvalid, "Slurm restart count %d is not valid", s.Restarts)
 	}
 	if req.NP < 1 || len(s.RankNodes) != req.NP {
-		return errorf(errBadRequest, "the step has %d tasks but %d task nodes were given", req.NP, len(s.RankNodes))
+		return api.Errorf(api.ErrInvalid, "the step has %d tasks but %d task nodes were given", req.NP, len(s.RankNodes))
 	}
 	if req.Plain || len(req.Nodes) > 0 || req.Spares > 0 {
-		return errorf(errBadRequest, "a Slurm step's job runs where Slurm placed its tasks: no --plain, --nodes or --spares")
+		return api.Errorf(api.ErrInvalid, "a Slurm step's job runs where Slurm placed its tasks: no --plain, --nodes or --spares")
 	}
 	var nodes []string
 	for _, n := range s.RankNodes {
 		if !a.isNode(n) {
-			return errorf(errBadRequest, "Slurm node %q has no cruz agent in this cluster (cluster.peers lists %s): every Slurm node must run cruzd under its Slurm node name", n, strings.Join(a.nodes(), ", "))
+			return api.Errorf(api.ErrInvalid, "Slurm node %q has no cruz agent in this cluster (cluster.peers lists %s): every Slurm node must run cruzd under its Slurm node name", n, strings.Join(a.nodes(), ", "))
 		}
 		if !slices.Contains(nodes, n) {
 			nodes = append(nodes, n)
 		}
 	}
 	if nodes[0] != a.node {
-		return errorf(errBadRequest, "the step's first task runs on %s, not on this agent's node %s: its first task must ask the agent of its own node", nodes[0], a.node)
+		return api.Errorf(api.ErrInvalid, "the step's first task runs on %s, not on this agent's node %s: its first task must ask the agent of its own node", nodes[0], a.node)
 	}
 	if req.NP == 1 {
 		// One task: the program runs as it is, in one pod, like cruz run.
@@ -93,7 +91,7 @@ func (a *Agent) validateSlurm(req *api.RunRequest) error {
 // output of the step's earlier runs, up to the checkpoint).
 func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*job, int64, []api.Frame, error) {
 	if req.Slurm == nil {
-		return nil, 0, nil, errorf(errBadRequest, "no Slurm step given")
+		return nil, 0, nil, api.Errorf(api.ErrInvalid, "no Slurm step given")
 	}
 	if err := a.validateSlurm(&req); err != nil {
 		return nil, 0, nil, err
@@ -103,25 +101,25 @@ func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*jo
 	step := fmt.Sprintf("%d.%d", s.JobID, s.StepID)
 	j, err := a.lookupID(c, id)
 	adopted := false
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, api.ErrNotFound) {
 		j, err = a.adopt(c, id, err)
 		adopted = err == nil
 	}
-	if errors.Is(err, errForbidden) {
+	if errors.Is(err, api.ErrForbidden) {
 		// Slurm's job ids start over when its state is reset: another
 		// user's job of the same id left this one's record or checkpoints.
-		return nil, 0, nil, errorf(errConflict, "cruz job %s (of an earlier Slurm job %d) belongs to another user: ask an administrator to remove it (as root: cruz rm --checkpoints %s)", id, s.JobID, id)
+		return nil, 0, nil, api.Errorf(api.ErrConflict, "cruz job %s (of an earlier Slurm job %d) belongs to another user: ask an administrator to remove it (as root: cruz rm --checkpoints %s)", id, s.JobID, id)
 	}
-	if err != nil && !errors.Is(err, errNotFound) {
+	if err != nil && !errors.Is(err, api.ErrNotFound) {
 		return nil, 0, nil, err
 	}
 	if j != nil {
-		if holdsPods(j.state()) {
-			return nil, 0, nil, errorf(errConflict, "Slurm step %s runs already as cruz job %s (%s): one srun --cruz per step", step, id, j.state())
+		if j.state().HoldsPods() {
+			return nil, 0, nil, api.Errorf(api.ErrConflict, "Slurm step %s runs already as cruz job %s (%s): one srun --cruz per step", step, id, j.state())
 		}
 		others := a.peerJobs(ctx, c, id)
 		if node := runningOn(others); node != "" {
-			return nil, 0, nil, errorf(errConflict, "Slurm step %s runs already as cruz job %s on node %s", step, id, node)
+			return nil, 0, nil, api.Errorf(api.ErrConflict, "Slurm step %s runs already as cruz job %s on node %s", step, id, node)
 		}
 		j.mu.Lock()
 		prev := j.rec.Request
@@ -149,7 +147,7 @@ func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*jo
 			why = "the step has no complete checkpoint yet"
 		}
 		a.log.Info("Slurm step starts afresh: removing its earlier cruz job", "job", id, "why", why)
-		if err := a.Remove(c, id, true); err != nil && !errors.Is(err, errNotFound) {
+		if err := a.Remove(c, id, true); err != nil && !errors.Is(err, api.ErrNotFound) {
 			return nil, 0, nil, fmt.Errorf("remove the earlier cruz job %s of Slurm step %s (%s): %w", id, step, why, err)
 		}
 	}
@@ -172,22 +170,22 @@ func (a *Agent) dropSlurmCheckpoints(j *job) {
 		a.log.Warn("deleting the checkpoints of an ended Slurm step", "job", j.id(), "err", err)
 		return
 	}
-	a.event(j, api.Event{Kind: "pruned", Message: "the Slurm step ended by itself: its checkpoints are deleted (a requeue would run it from its start)"})
+	a.event(j, api.Event{Kind: api.EventPruned, Message: "the Slurm step ended by itself: its checkpoints are deleted (a requeue would run it from its start)"})
 }
 
 // resumeSlurm restores a requeued step's job on the step's new nodes, its
 // ranks where Slurm put their tasks, from its newest complete checkpoint.
 func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRequest) (*job, int64, []api.Frame, error) {
 	rankNodes := req.Slurm.RankNodes
-	place := func(pods []podSpec) error {
+	place := func(pods []api.PodSpec) error {
 		for i := range pods {
 			switch {
-			case pods[i].Role != "rank":
+			case pods[i].Role != api.RoleRank:
 				pods[i].Node = a.node
 			case pods[i].Rank >= 0 && pods[i].Rank < len(rankNodes):
 				pods[i].Node = rankNodes[pods[i].Rank]
 			default:
-				return errorf(errConflict, "pod %s is rank %d, but the step has %d tasks", pods[i].Name, pods[i].Rank, len(rankNodes))
+				return api.Errorf(api.ErrConflict, "pod %s is rank %d, but the step has %d tasks", pods[i].Name, pods[i].Rank, len(rankNodes))
 			}
 		}
 		return nil
@@ -200,8 +198,8 @@ func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRe
 		// taken); what the restored run prints again of what the cancelled
 		// run printed after the checkpoint is not shown twice, as after a
 		// rollback. So the step's output reads as one run's.
-		prefix = outputFrames(j.out.path, start)
-		d := newLineDedup(stdoutSince(j.out.path, m.OutputOffset))
+		prefix = joblog.OutputFrames(j.out.Path(), start)
+		d := joblog.NewLineDedup(joblog.StdoutSince(j.out.Path(), m.OutputOffset))
 		j.mu.Lock()
 		j.dedup = d
 		j.rec.Request.Slurm = req.Slurm
@@ -220,18 +218,6 @@ func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRe
 	return rj, from, prefix, nil
 }
 
-// outputFrames reads the stdout and stderr frames of an output log up to
-// offset to (not the frames that ended runs).
-func outputFrames(path string, to int64) []api.Frame {
-	var out []api.Frame
-	for _, fr := range logFrames(path, 0, to) {
-		if fr.Stream != "" && len(fr.Data) > 0 {
-			out = append(out, api.Frame{Stream: fr.Stream, Data: fr.Data})
-		}
-	}
-	return out
-}
-
 // checkStore refuses a store other than the agent's own: checkpoints hold
 // process memory, so they go only where the agent keeps them safe (a
 // root-owned store, store.dir in cruzd.toml).
@@ -239,7 +225,7 @@ func (a *Agent) checkStore(dir string) error {
 	if dir == "" || filepath.Clean(dir) == a.store.Root() {
 		return nil
 	}
-	return errorf(errBadRequest, "checkpoint store %s: this cluster's agents keep checkpoints in %s (store.dir in cruzd.toml) and take no other: drop --cruz-store, or give --cruz-store=%s", dir, a.store.Root(), a.store.Root())
+	return api.Errorf(api.ErrInvalid, "checkpoint store %s: this cluster's agents keep checkpoints in %s (store.dir in cruzd.toml) and take no other: drop --cruz-store, or give --cruz-store=%s", dir, a.store.Root(), a.store.Root())
 }
 
 // SlurmEnd ends what runs for Slurm job req.JobID: the jobs of its steps
@@ -250,7 +236,7 @@ func (a *Agent) checkStore(dir string) error {
 func (a *Agent) SlurmEnd(ctx context.Context, c caller, req api.SlurmEndRequest) (api.SlurmEndResult, error) {
 	res := api.SlurmEndResult{Jobs: []string{}, Pods: []string{}}
 	if req.JobID == 0 {
-		return res, errorf(errBadRequest, "Slurm job id 0 is not valid")
+		return res, api.Errorf(api.ErrInvalid, "Slurm job id 0 is not valid")
 	}
 	prefix := slurmJobPrefix(req.JobID)
 	matches := func(id string) bool {
@@ -268,7 +254,7 @@ func (a *Agent) SlurmEnd(ctx context.Context, c caller, req api.SlurmEndRequest)
 			continue
 		}
 		if c.UID != 0 && j.owner().UID != c.UID {
-			return res, errorf(errForbidden, "job %s belongs to uid %d: you (uid %d) can end only your own jobs", j.id(), j.owner().UID, c.UID)
+			return res, api.Errorf(api.ErrForbidden, "job %s belongs to uid %d: you (uid %d) can end only your own jobs", j.id(), j.owner().UID, c.UID)
 		}
 		if a.cancelJob(j, c, reason) {
 			res.Jobs = append(res.Jobs, j.id())
@@ -276,42 +262,29 @@ func (a *Agent) SlurmEnd(ctx context.Context, c caller, req api.SlurmEndRequest)
 	}
 	// Pods here of steps coordinated elsewhere (the epilog of a node that
 	// is not the step's first).
-	a.mu.Lock()
-	var sets []*podSet
-	for id, s := range a.sets {
-		if matches(id) {
-			sets = append(sets, s)
+	for _, s := range a.local.Sets(matches) {
+		if c.UID != 0 && s.UID != c.UID {
+			return res, api.Errorf(api.ErrForbidden, "the pods of job %s belong to uid %d: you (uid %d) can end only your own jobs", s.Job, s.UID, c.UID)
 		}
-	}
-	a.mu.Unlock()
-	for _, s := range sets {
-		if c.UID != 0 && s.uid != c.UID {
-			return res, errorf(errForbidden, "the pods of job %s belong to uid %d: you (uid %d) can end only your own jobs", s.job, s.uid, c.UID)
-		}
-		if s.coordinator != "" && s.coordinator != a.node {
-			if nc, err := a.client(s.coordinator, c); err == nil {
+		if s.Coordinator != "" && s.Coordinator != a.node {
+			if nc, err := a.conn(s.Coordinator, c); err == nil {
 				cctx, cancel := context.WithTimeout(ctx, nodeTimeout)
-				one := req
-				err = nc.remote.Call(cctx, http.MethodPost, "/v1/slurm/end", one, nil)
+				err = nc.Call(cctx, http.MethodPost, "/v1/slurm/end", req, nil)
 				cancel()
 				if err != nil {
-					a.log.Warn("asking a Slurm step's coordinator to end it", "job", s.job, "coordinator", s.coordinator, "err", err)
+					a.log.Warn("asking a Slurm step's coordinator to end it", "job", s.Job, "coordinator", s.Coordinator, "err", err)
 				}
 			}
 		}
-		s.mu.Lock()
-		var names []string
-		for name := range s.pods {
-			names = append(names, name)
-		}
-		s.mu.Unlock()
-		if len(names) == 0 {
+		if len(s.Pods) == 0 {
 			continue
 		}
-		if _, err := a.nodeOp(ctx, rootCaller, opDestroy, nodeReq{Job: s.job}); err != nil {
-			return res, fmt.Errorf("remove the pods of job %s: %w", s.job, err)
+		if _, err := a.local.Do(ctx, rootCaller, api.OpDestroy, api.NodeRequest{Job: s.Job}); err != nil {
+			return res, fmt.Errorf("remove the pods of job %s: %w", s.Job, err)
 		}
-		res.Pods = append(res.Pods, names...)
+		for name := range s.Pods {
+			res.Pods = append(res.Pods, name)
+		}
 	}
 	slices.Sort(res.Pods)
 	if len(res.Jobs)+len(res.Pods) > 0 {
@@ -331,7 +304,7 @@ func (a *Agent) cancelJob(j *job, c caller, reason string) bool {
 	}
 	a.teardown(j, api.Frame{Error: reason})
 	a.setState(j, api.StateCancelled, reason)
-	a.event(j, api.Event{Kind: "cancelled", Message: fmt.Sprintf("%s (by uid %d); its checkpoints are kept: a requeue resumes it from the last one", reason, c.UID)})
+	a.event(j, api.Event{Kind: api.EventCancelled, Message: fmt.Sprintf("%s (by uid %d); its checkpoints are kept: a requeue resumes it from the last one", reason, c.UID)})
 	return true
 }
 
@@ -341,10 +314,10 @@ func (a *Agent) lookupID(c caller, id string) (*job, error) {
 	j, ok := a.jobs[id]
 	a.mu.Unlock()
 	if !ok {
-		return nil, errorf(errNotFound, "job %q does not exist on this node", id)
+		return nil, api.Errorf(api.ErrNotFound, "job %q does not exist on this node", id)
 	}
 	if c.UID != 0 && j.owner().UID != c.UID {
-		return nil, errorf(errForbidden, "job %s belongs to uid %d: you (uid %d) can act only on your own jobs", id, j.owner().UID, c.UID)
+		return nil, api.Errorf(api.ErrForbidden, "job %s belongs to uid %d: you (uid %d) can act only on your own jobs", id, j.owner().UID, c.UID)
 	}
 	return j, nil
 }
@@ -374,7 +347,7 @@ func (a *Agent) lookupSlurmLocked(c caller, ref string) (*job, bool) {
 			continue
 		}
 		j.mu.Lock()
-		uid, running, created := j.rec.UID, holdsPods(j.rec.State), j.rec.Created
+		uid, running, created := j.rec.UID, j.rec.State.HoldsPods(), j.rec.Created
 		j.mu.Unlock()
 		if c.UID != 0 && uid != c.UID {
 			continue
@@ -386,71 +359,9 @@ func (a *Agent) lookupSlurmLocked(c caller, ref string) (*job, bool) {
 	return best, best != nil
 }
 
-// orPeers answers a request about a job this agent does not know from the
-// agent that does: ?at=NODE names it, else every other node is asked in
-// turn. Only a user's own request (unix socket) is passed on, signed for
-// that user, never one that came from another agent.
-func (a *Agent) orPeers(h handlerFunc) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, c caller) error {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-		if err != nil {
-			return errorf(errBadRequest, "read request: %v", err)
-		}
-		at := r.URL.Query().Get("at")
-		if at != "" && !a.isNode(at) {
-			return a.unknownNode(at)
-		}
-		if at == "" || at == a.node || fromPeer(r.Context()) {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			err = h(w, r, c)
-			if !errors.Is(err, errNotFound) || fromPeer(r.Context()) || at == a.node {
-				return err
-			}
-		}
-		nodes := []string{at}
-		if at == "" {
-			nodes = nil
-			for _, o := range a.peerJobs(r.Context(), c, r.PathValue("job")) {
-				nodes = append(nodes, o.node)
-			}
-		}
-		var in any
-		if len(body) > 0 {
-			in = json.RawMessage(body)
-		}
-		for _, node := range nodes {
-			nc, cerr := a.client(node, c)
-			if cerr != nil {
-				continue
-			}
-			var out json.RawMessage
-			ferr := nc.remote.Call(context.WithoutCancel(r.Context()), r.Method, r.URL.Path, in, &out)
-			var ae *api.Error
-			switch {
-			case ferr == nil:
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusOK)
-				_, _ = w.Write(out)
-				return nil
-			case errors.As(ferr, &ae) && ae.Status == http.StatusNotFound && at == "":
-				continue
-			case errors.As(ferr, &ae):
-				writeJSON(w, ae.Status, api.ErrorBody{Error: ae.Message})
-				return nil
-			default:
-				return fmt.Errorf("ask node %s: %w", node, ferr)
-			}
-		}
-		if err == nil {
-			err = errorf(errNotFound, "job %q does not exist on node %s", r.PathValue("job"), at)
-		}
-		return err
-	}
-}
-
 func (a *Agent) handleRunSlurm(w http.ResponseWriter, r *http.Request, c caller) error {
 	if fromPeer(r.Context()) {
-		return errorf(errForbidden, "a Slurm step starts through the agent of its first node's unix socket")
+		return api.Errorf(api.ErrForbidden, "a Slurm step starts through the agent of its first node's unix socket")
 	}
 	var req api.RunRequest
 	if err := decode(r, &req); err != nil {

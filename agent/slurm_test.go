@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/joblog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -13,19 +14,19 @@ import (
 // earlier runs' stdout and stderr, without the frames that ended runs.
 func TestOutputFrames(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "output")
-	log, err := openOutputLog(path, 0)
+	log, err := joblog.Open(path, 0)
 	require.NoError(t, err)
-	defer log.close()
-	out := func(s string) { log.append(api.Frame{Stream: "stdout", Data: []byte(s)}) }
+	defer log.Close()
+	out := func(s string) { log.Append(api.Frame{Stream: "stdout", Data: []byte(s)}) }
 
 	out("start\n")
 	out("1\n")
-	mid := log.offset()
-	log.append(api.Frame{Stream: "stderr", Data: []byte("warning\n")})
+	mid := log.Offset()
+	log.Append(api.Frame{Stream: "stderr", Data: []byte("warning\n")})
 	out("2\n")
-	log.append(api.Frame{Error: "ended by Slurm"})
+	log.Append(api.Frame{Error: "ended by Slurm"})
 	out("3\n")
-	end := log.offset()
+	end := log.Offset()
 
 	text := func(frames []api.Frame) (s string) {
 		for _, f := range frames {
@@ -33,17 +34,17 @@ func TestOutputFrames(t *testing.T) {
 		}
 		return s
 	}
-	assert.Equal(t, "stdout:start\nstdout:1\n", text(outputFrames(path, mid)))
-	assert.Equal(t, "stdout:start\nstdout:1\nstderr:warning\nstdout:2\nstdout:3\n", text(outputFrames(path, end)))
-	assert.Empty(t, outputFrames(path, 0))
-	assert.Empty(t, outputFrames(filepath.Join(t.TempDir(), "none"), end), "no log: nothing")
+	assert.Equal(t, "stdout:start\nstdout:1\n", text(joblog.OutputFrames(path, mid)))
+	assert.Equal(t, "stdout:start\nstdout:1\nstderr:warning\nstdout:2\nstdout:3\n", text(joblog.OutputFrames(path, end)))
+	assert.Empty(t, joblog.OutputFrames(path, 0))
+	assert.Empty(t, joblog.OutputFrames(filepath.Join(t.TempDir(), "none"), end), "no log: nothing")
 }
 
 func TestSlurmJobIDs(t *testing.T) {
 	assert.Equal(t, "slurm-42-0", slurmJobID(42, 0))
 	assert.Equal(t, "slurm-42-", slurmJobPrefix(42))
 	a := &Agent{jobs: map[string]*job{}}
-	mk := func(id string, uid uint32, state string, age int) {
+	mk := func(id string, uid uint32, state api.JobState, age int) {
 		j := &job{rec: jobRecord{ID: id, UID: uid, State: state}}
 		j.rec.Created = j.rec.Created.AddDate(0, 0, age)
 		a.jobs[id] = j

@@ -292,7 +292,7 @@ func cmdStatus(ctx context.Context, c *api.Client, args []string, stdout, stderr
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tNAME\tUSER\tSTATE\tRANKS\tCHECKPOINTS\tLAST\tCREATED")
 	for _, j := range jobs {
-		state := j.State
+		state := string(j.State)
 		if j.ExitCode != nil {
 			state += " (" + strconv.Itoa(*j.ExitCode) + ")"
 		}

@@ -12,18 +12,19 @@ import (
 	"syscall"
 
 	"github.com/cruz-hpc/cruz/agent"
-	"github.com/cruz-hpc/cruz/internal/cluster"
 	"github.com/cruz-hpc/cruz/internal/config"
+	"github.com/cruz-hpc/cruz/internal/criu"
+	"github.com/cruz-hpc/cruz/internal/pod"
 )
 
 func main() {
-	if agent.IsPodInit(os.Args) {
-		os.Exit(agent.PodInit())
+	if pod.IsInit(os.Args) {
+		os.Exit(pod.Init())
 	}
-	if agent.IsCRIUAs(os.Args) {
-		os.Exit(agent.ExecCRIUAs(os.Args))
+	if criu.IsCRIUAs(os.Args) {
+		os.Exit(criu.ExecCRIUAs(os.Args))
 	}
-	if len(os.Args) > 1 && os.Args[1] == cluster.HoldNodeArg {
+	if len(os.Args) > 1 && os.Args[1] == config.HoldNodeArg {
 		// A virtual node's namespace holder (cruz cluster up): it only
 		// exists to keep the node's namespaces, until told to end.
 		sig := make(chan os.Signal, 1)

@@ -52,14 +52,6 @@ func NewSignedClient(addr string, key []byte, id Identity) *Client {
 	return &Client{socket: addr, http: &http.Client{Transport: tr}, signed: true, key: append([]byte(nil), key...), id: id}
 }
 
-// Error is an error answered by the agent.
-type Error struct {
-	Status  int
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
-
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	resp, err := c.send(ctx, method, path, in)
 	if err != nil {

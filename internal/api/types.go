@@ -127,28 +127,16 @@ type SignalRequest struct {
 	Signal int `json:"signal"`
 }
 
-// Job states.
-const (
-	StateStarting  = "starting"
-	StateRunning   = "running"
-	StateRestoring = "restoring"
-	StateStopped   = "stopped"   // stopped at a checkpoint; cruz restart resumes it
-	StateExited    = "exited"    // PID 1 of the job ended; ExitCode says how
-	StateFailed    = "failed"    // could not start or restore
-	StateLost      = "lost"      // the agent restarted under it; restart from a checkpoint
-	StateCancelled = "cancelled" // Slurm ended it (scancel, requeue, time limit); a requeue resumes it
-)
-
 // Pod describes one pod of a job.
 type Pod struct {
-	Name     string `json:"name"`
-	Role     string `json:"role"` // mpiexec, rank or main
-	Rank     int    `json:"rank"`
-	Hostname string `json:"hostname"`
-	IP       string `json:"ip"`
-	MAC      string `json:"mac"`
-	PID      int    `json:"pid,omitempty"`
-	Node     string `json:"node,omitempty"`
+	Name     string  `json:"name"`
+	Role     PodRole `json:"role"`
+	Rank     int     `json:"rank"`
+	Hostname string  `json:"hostname"`
+	IP       string  `json:"ip"`
+	MAC      string  `json:"mac"`
+	PID      int     `json:"pid,omitempty"`
+	Node     string  `json:"node,omitempty"`
 }
 
 // Job is what the agent tells about a job.
@@ -157,7 +145,7 @@ type Job struct {
 	Name           string    `json:"name"`
 	User           string    `json:"user"`
 	UID            uint32    `json:"uid"`
-	State          string    `json:"state"`
+	State          JobState  `json:"state"`
 	Message        string    `json:"message,omitempty"`
 	NP             int       `json:"np"`
 	Argv           []string  `json:"argv"`
@@ -190,7 +178,7 @@ type SlurmInfo struct {
 // the agent decided, in order.
 type Event struct {
 	Time       time.Time `json:"time"`
-	Kind       string    `json:"kind"` // started, checkpoint, checkpoint_failed, pruned, migrated, failure, restarting, recovered, gave_up, stopped, restarted, exited
+	Kind       EventKind `json:"kind"`
 	Message    string    `json:"message"`
 	Checkpoint string    `json:"checkpoint,omitempty"`
 	Node       string    `json:"node,omitempty"`

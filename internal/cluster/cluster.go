@@ -486,7 +486,7 @@ func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan 
 	}
 	// The holder makes the node's network and UTS namespaces and keeps
 	// them; the agent joins them.
-	holder := exec.Command(cruzd, HoldNodeArg, "--config", n.Config)
+	holder := exec.Command(cruzd, config.HoldNodeArg, "--config", n.Config)
 	holder.Dir = "/"
 	hlog, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -527,10 +527,6 @@ func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan 
 	done, err := startAgent(&n, cruzd)
 	return n, done, err
 }
-
-// HoldNodeArg is cruzd's hidden first argument that makes it the holder of
-// a virtual node's namespaces: it only waits for SIGTERM.
-const HoldNodeArg = "--hold-node"
 
 // startAgent starts the node's cruzd inside the holder's namespaces and
 // returns a channel closed when it exits.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"github.com/cruz-hpc/cruz/internal/config"
 	"github.com/cruz-hpc/cruz/internal/proc"
 
 	"context"
@@ -499,13 +500,13 @@ func configProcesses(config string) []int {
 }
 
 // isHolderProcess tells whether pid is a live namespace holder of the node
-// with config.
-func isHolderProcess(pid int, config string) bool {
-	if !isNodeProcess(pid, config) {
+// with config file cfgFile.
+func isHolderProcess(pid int, cfgFile string) bool {
+	if !isNodeProcess(pid, cfgFile) {
 		return false
 	}
 	args := cmdline(pid)
-	return len(args) > 1 && args[1] == HoldNodeArg
+	return len(args) > 1 && args[1] == config.HoldNodeArg
 }
 
 // killPodsLeft kills every process in the network namespaces nets (never

@@ -26,6 +26,12 @@ import (
 	"github.com/cruz-hpc/cruz/policy"
 )
 
+// HoldNodeArg is cruzd's hidden first argument that makes it the holder of
+// a virtual node's namespaces (cruz cluster up): it only waits for SIGTERM.
+// It lives here, with cruzd's configuration, so that cruzd need not link
+// the virtual cluster's code to know it.
+const HoldNodeArg = "--hold-node"
+
 // CurrentVersion is the only file format version this build understands. The
 // version is mandatory in files so that a future, incompatible format is
 // refused outright instead of being half-understood.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -59,7 +60,7 @@ func TestMPICheckpointStopRestart(t *testing.T) {
 	run := a.startCruz(u, dir, "run", "--name", "ar", "--np", fmt.Sprint(np), "--", app, fmt.Sprint(iters), "100")
 	run.waitOutput(t, "iter 3 ", 60*time.Second)
 	j := a.status(u, "ar")
-	require.Equal(t, "running", j.State)
+	require.Equal(t, api.StateRunning, j.State)
 	require.Len(t, j.Pods, np+1, "one pod per rank plus mpiexec's")
 	ips := map[string]bool{}
 	for _, p := range j.Pods {
@@ -83,7 +84,7 @@ func TestMPICheckpointStopRestart(t *testing.T) {
 	first := run.wait(t, time.Minute)
 	require.Equal(t, 75, first.Code, "cruz run exits 75 when a checkpoint stops the job; stderr:\n%s", first.Stderr)
 	assert.Contains(t, first.Stderr, stopID)
-	assert.Equal(t, "stopped", a.status(u, "ar").State)
+	assert.Equal(t, api.StateStopped, a.status(u, "ar").State)
 	a.requireNoLeaks() // a stopped job has no pod left
 
 	second := a.cruz(u, dir, "restart", "ar")
@@ -91,7 +92,7 @@ func TestMPICheckpointStopRestart(t *testing.T) {
 	got := append(outputLines(first.Stdout), outputLines(second.Stdout)...)
 	require.Equal(t, want, got, "the output of the run and its restart, joined, is the uninterrupted run's")
 	assert.Equal(t, []string{"ckpt-0001", "ckpt-0002", "ckpt-0003"}, ids)
-	assert.Equal(t, "exited", a.status(u, "ar").State)
+	assert.Equal(t, api.StateExited, a.status(u, "ar").State)
 	a.requireNoLeaks()
 }
 

@@ -34,7 +34,7 @@ func lookupJob(a *agent, u testenv.User, ref string) (api.Job, bool) {
 
 // awaitJobState polls the job's status until it is in one of states, and
 // fails the test if that does not happen within timeout.
-func awaitJobState(a *agent, u testenv.User, ref string, timeout time.Duration, states ...string) api.Job {
+func awaitJobState(a *agent, u testenv.User, ref string, timeout time.Duration, states ...api.JobState) api.Job {
 	a.t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last api.Job
@@ -123,7 +123,7 @@ func TestPlainJobOutputAndExit(t *testing.T) {
 	assert.Contains(t, r.Stderr, missing, "the message names the missing command")
 	assert.Empty(t, r.Stdout)
 	if j, ok := lookupJob(a, u, "missing"); ok {
-		assert.Contains(t, []string{api.StateExited, api.StateFailed}, j.State)
+		assert.Contains(t, []api.JobState{api.StateExited, api.StateFailed}, j.State)
 	}
 	a.requireNoLeaks()
 }

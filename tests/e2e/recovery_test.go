@@ -61,7 +61,7 @@ func (a *agent) events(u testenv.User, job string) []api.Event {
 func kinds(evs []api.Event) []string {
 	var out []string
 	for _, e := range evs {
-		out = append(out, e.Kind)
+		out = append(out, string(e.Kind))
 	}
 	return out
 }
@@ -69,7 +69,7 @@ func kinds(evs []api.Event) []string {
 func countKind(evs []api.Event, kind string) int {
 	n := 0
 	for _, e := range evs {
-		if e.Kind == kind {
+		if string(e.Kind) == kind {
 			n++
 		}
 	}
@@ -132,7 +132,7 @@ func TestRecoveryRankKilled(t *testing.T) {
 	t.Logf("events: %v", kinds(evs))
 	require.Equal(t, 1, countKind(evs, "failure"), "one failure")
 	require.Equal(t, 1, countKind(evs, "recovered"), "one recovery")
-	assert.Equal(t, "exited", evs[len(evs)-1].Kind)
+	assert.Equal(t, api.EventExited, evs[len(evs)-1].Kind)
 	for _, e := range evs {
 		if e.Kind == "failure" || e.Kind == "recovered" || e.Kind == "output" {
 			t.Logf("%s: %s", e.Kind, e.Message)
@@ -256,7 +256,7 @@ func TestRecoveryBudget(t *testing.T) {
 	evs := n1.events(u, "doomed")
 	assert.Equal(t, 4, countKind(evs, "failure"), "events: %v", kinds(evs))
 	assert.Equal(t, 3, countKind(evs, "recovered"))
-	assert.Equal(t, "gave_up", evs[len(evs)-1].Kind)
+	assert.Equal(t, api.EventGaveUp, evs[len(evs)-1].Kind)
 	var delays []string
 	for _, e := range evs {
 		if e.Kind == "restarting" {

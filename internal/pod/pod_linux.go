@@ -1,4 +1,14 @@
-package agent
+// Package pod owns a node's pods. A pod is one rank's (or mpiexec's)
+// isolated host: a network namespace with its own address and MAC on the
+// node's pod bridge, plus new pid, uts, ipc and mount namespaces for its
+// process tree. PID 1 of the pod is the user's command itself (run as the
+// user, as a session leader), so the tree that CRIU dumps is exactly the
+// application's. The package also owns the packet filter that holds a pod's
+// traffic, the gratuitous ARP that announces it after a move, the push of
+// its TCP data after a release, the pod's init (the agent binary re-run as
+// PID 1), and taking back the pods a dead agent left. It runs CRIU through
+// internal/criu and knows nothing of jobs, coordinators or the store.
+package pod
 
 import (
 	"context"
@@ -6,7 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,39 +25,21 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/criu"
+
 	"golang.org/x/sys/unix"
 )
 
-// A pod is one rank's (or mpiexec's) isolated host: a network namespace with
-// its own address and MAC on the node's pod bridge, plus new pid, uts and ipc
-// namespaces for its process tree. PID 1 of the pod is the user's command
-// itself (run as the user, as a session leader), so the tree that CRIU dumps
-// is exactly the application's.
+// Spec is what a pod is made from; it is also what a checkpoint keeps.
+type Spec = api.PodSpec
 
-// podSpec is what a pod is made from; it is also what a checkpoint keeps.
-type podSpec struct {
-	Name     string       `json:"name"`
-	Hostname string       `json:"hostname"`
-	Role     string       `json:"role"` // "mpiexec", "rank" or "main"
-	Rank     int          `json:"rank"`
-	Addr     netip.Prefix `json:"addr"`
-	Argv     []string     `json:"argv,omitempty"`
-	Env      []string     `json:"env,omitempty"`
-	Dir      string       `json:"dir,omitempty"`
-	UID      uint32       `json:"uid"`
-	GID      uint32       `json:"gid"`
-	Groups   []uint32     `json:"groups,omitempty"`
-	// Node is the node the pod is placed on ("" in records of older
-	// agents: the coordinator's node).
-	Node string `json:"node,omitempty"`
-}
-
-// podRuntime is a live pod on this node.
-type podRuntime struct {
-	spec   podSpec
+// Pod is a live pod on this node.
+type Pod struct {
+	Spec   Spec
+	PID    int // the pod's PID 1, as the node sees it
 	ns     *podNetns
 	nsPath string // ns.path()
-	pid    int
 	// pipes maps "pipe:[INODE]" of the pipes the pod writes its stdout
 	// and stderr to; a restore swaps in new pipes under the same keys.
 	pipes   map[string]string // key -> stream name
@@ -59,8 +51,8 @@ type podRuntime struct {
 	statusUnknown bool
 }
 
-// exitCode turns PID 1's wait status into a shell-style exit code.
-func (p *podRuntime) exitCode() int {
+// ExitCode turns PID 1's wait status into a shell-style exit code.
+func (p *Pod) ExitCode() int {
 	switch {
 	case p.statusUnknown:
 		return -1
@@ -72,23 +64,23 @@ func (p *podRuntime) exitCode() int {
 	return -1
 }
 
-// outputSink receives what a pod writes on its stdout and stderr, in order,
+// Sink receives what a pod writes on its stdout and stderr, in order,
 // from one goroutine per stream; data is nil once the stream has ended.
-type outputSink func(stream string, data []byte)
+type Sink func(stream string, data []byte)
 
-// podHost makes and removes pods on this node.
-type podHost struct {
-	runDir string
-	bridge string
-	mtu    int
-	criu   *criuRunner
-	self   string // this executable, re-run as the pod's init
+// Host makes and removes pods on this node.
+type Host struct {
+	Bridge string      // the node's pod bridge
+	MTU    int         // of the pods' links
+	CRIU   criu.Runner // dumps and restores pods
+	Self   string      // this executable, re-run as the pod's init
+	Log    *slog.Logger
 }
 
 // setupNet makes the pod's netns and link. With blocked, the Cruz filter is
 // installed before the link comes up, so that a pod restored there never
 // answers its peers' retransmissions with resets while it is being restored.
-func (h *podHost) setupNet(ctx context.Context, spec podSpec, blocked bool) (ns *podNetns, err error) {
+func (h *Host) setupNet(ctx context.Context, spec Spec, blocked bool) (ns *podNetns, err error) {
 	ns, err = newPodNetns()
 	if err != nil {
 		return nil, err
@@ -100,11 +92,11 @@ func (h *podHost) setupNet(ctx context.Context, spec podSpec, blocked bool) (ns 
 		}
 	}()
 	if blocked {
-		if err := blockPodTraffic(ctx, ns.path()); err != nil {
+		if err := Block(ctx, ns.path()); err != nil {
 			return nil, err
 		}
 	}
-	if err := attachPod(podLink{Pod: spec.Name, NsPath: ns.path(), Bridge: h.bridge, Addr: spec.Addr, MTU: h.mtu}); err != nil {
+	if err := attachPod(podLink{Pod: spec.Name, NsPath: ns.path(), Bridge: h.Bridge, Addr: spec.Addr, MTU: h.MTU}); err != nil {
 		return nil, err
 	}
 	return ns, nil
@@ -115,14 +107,14 @@ func (h *podHost) setupNet(ctx context.Context, spec podSpec, blocked bool) (ns 
 const podInitEnv = "CRUZ_POD_INIT"
 
 // start makes a new pod and starts spec.Argv as its PID 1.
-func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (_ *podRuntime, err error) {
+func (h *Host) Start(ctx context.Context, spec Spec, sink Sink) (_ *Pod, err error) {
 	p, outW, errW, err := h.newPod(ctx, spec, false, sink)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			h.destroy(p)
+			h.Destroy(p)
 		}
 	}()
 	defer outW.Close()
@@ -136,7 +128,7 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (_ *
 		return nil, err
 	}
 	defer devnull.Close()
-	cmd := exec.Command(h.self, podInitArg)
+	cmd := exec.Command(h.Self, podInitArg)
 	cmd.Env = []string{podInitEnv + "=" + string(initSpec)}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, outW, errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -147,7 +139,7 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (_ *
 	if err := withNetns(p.nsPath, func() error { return startCmd(cmd) }); err != nil {
 		return nil, fmt.Errorf("start pod %s: %w", spec.Name, err)
 	}
-	p.pid, p.exited = cmd.Process.Pid, make(chan struct{})
+	p.PID, p.exited = cmd.Process.Pid, make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
@@ -162,14 +154,14 @@ func (h *podHost) start(ctx context.Context, spec podSpec, sink outputSink) (_ *
 // restores its process tree from imagesDir. pipes are the dump-time pipe keys
 // ("pipe:[INODE]" -> stream). The pod's traffic stays blocked: the caller
 // unblocks all pods of a job together, once every one is restored.
-func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir string, pipes map[string]string, sink outputSink, timeout time.Duration) (_ *podRuntime, err error) {
+func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string, pipes map[string]string, sink Sink, timeout time.Duration) (_ *Pod, err error) {
 	p, outW, errW, err := h.newPod(ctx, spec, true, sink)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			h.destroy(p)
+			h.Destroy(p)
 		}
 	}()
 	defer outW.Close()
@@ -185,11 +177,11 @@ func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir 
 			return nil, fmt.Errorf("pod %s: unknown stream %q in checkpoint", spec.Name, stream)
 		}
 	}
-	pid, err := h.criu.restore(ctx, restoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: p.nsPath, Pipes: replace, Timeout: timeout})
+	pid, err := h.CRIU.Restore(ctx, criu.RestoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: p.nsPath, Pipes: replace, Timeout: timeout})
 	if err != nil {
 		return nil, fmt.Errorf("restore pod %s: %w", spec.Name, err)
 	}
-	p.pid, p.exited = pid, make(chan struct{})
+	p.PID, p.exited = pid, make(chan struct{})
 	go func() {
 		var ws unix.WaitStatus
 		for {
@@ -207,14 +199,14 @@ func (h *podHost) restore(ctx context.Context, spec podSpec, imagesDir, workDir 
 // newPod makes a pod's network (blocked or not) and its stdout and stderr
 // pipes, whose read ends copy to sink; the caller starts or restores its
 // processes with the write ends and closes them.
-func (h *podHost) newPod(ctx context.Context, spec podSpec, blocked bool, sink outputSink) (p *podRuntime, outW, errW *os.File, err error) {
+func (h *Host) newPod(ctx context.Context, spec Spec, blocked bool, sink Sink) (p *Pod, outW, errW *os.File, err error) {
 	ns, err := h.setupNet(ctx, spec, blocked)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	p = &podRuntime{spec: spec, ns: ns, nsPath: ns.path(), exited: closedChan(), pipes: map[string]string{}}
+	p = &Pod{Spec: spec, ns: ns, nsPath: ns.path(), exited: closedChan(), pipes: map[string]string{}}
 	if outW, errW, err = h.openPipes(p, sink); err != nil {
-		h.destroy(p)
+		h.Destroy(p)
 		return nil, nil, nil, err
 	}
 	return p, outW, errW, nil
@@ -222,7 +214,7 @@ func (h *podHost) newPod(ctx context.Context, spec podSpec, blocked bool, sink o
 
 // openPipes makes the pod's stdout and stderr pipes, starts copying their
 // read ends to sink, and returns the write ends for the pod.
-func (h *podHost) openPipes(p *podRuntime, sink outputSink) (outW, errW *os.File, err error) {
+func (h *Host) openPipes(p *Pod, sink Sink) (outW, errW *os.File, err error) {
 	var files []*os.File
 	for _, stream := range []string{"stdout", "stderr"} {
 		r, w, err := os.Pipe()
@@ -230,7 +222,7 @@ func (h *podHost) openPipes(p *podRuntime, sink outputSink) (outW, errW *os.File
 			for _, f := range files {
 				f.Close()
 			}
-			return nil, nil, fmt.Errorf("pod %s %s pipe: %w", p.spec.Name, stream, err)
+			return nil, nil, fmt.Errorf("pod %s %s pipe: %w", p.Spec.Name, stream, err)
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(int(r.Fd()), &st); err != nil {
@@ -246,7 +238,7 @@ func (h *podHost) openPipes(p *podRuntime, sink outputSink) (outW, errW *os.File
 
 // copyPipe records the pipe under key and copies what the pod writes to it
 // to sink until its end, then closes r.
-func (p *podRuntime) copyPipe(key, stream string, r *os.File, sink outputSink) {
+func (p *Pod) copyPipe(key, stream string, r *os.File, sink Sink) {
 	p.pipes[key] = stream
 	p.readers.Add(1)
 	go func() {
@@ -256,7 +248,7 @@ func (p *podRuntime) copyPipe(key, stream string, r *os.File, sink outputSink) {
 	}()
 }
 
-func copyOutput(r io.Reader, stream string, sink outputSink) {
+func copyOutput(r io.Reader, stream string, sink Sink) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
@@ -271,25 +263,25 @@ func copyOutput(r io.Reader, stream string, sink outputSink) {
 }
 
 // signal sends sig to the pod's PID 1.
-func (p *podRuntime) signal(sig syscall.Signal) error {
-	if err := unix.Kill(p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("signal pod %s: %w", p.spec.Name, err)
+func (p *Pod) Signal(sig syscall.Signal) error {
+	if err := unix.Kill(p.PID, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal pod %s: %w", p.Spec.Name, err)
 	}
 	return nil
 }
 
-// resumeStopped sends SIGCONT to every process of the pod, undoing a dump
+// ResumeStopped sends SIGCONT to every process of the pod, undoing a dump
 // that left it stopped.
-func (p *podRuntime) resumeStopped() {
-	for _, pid := range processesInNetns(p.ns.ino) {
+func (p *Pod) ResumeStopped() {
+	for _, pid := range ProcessesInNetns(p.ns.ino) {
 		_ = unix.Kill(pid, unix.SIGCONT)
 	}
 }
 
-// continueStopped sends SIGCONT to the pod's processes that are stopped
+// ContinueStopped sends SIGCONT to the pod's processes that are stopped
 // (state T, not a tracer's stop).
-func (p *podRuntime) continueStopped() {
-	for _, pid := range processesInNetns(p.ns.ino) {
+func (p *Pod) ContinueStopped() {
+	for _, pid := range ProcessesInNetns(p.ns.ino) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			continue
@@ -304,9 +296,9 @@ func (p *podRuntime) continueStopped() {
 // destroy kills what is left of the pod and removes every trace of it: its
 // processes (killing PID 1 kills its pid namespace), veth and netns (and with
 // it the pod's filter table). Safe to call more than once.
-func (h *podHost) destroy(p *podRuntime) {
-	if p.pid > 0 {
-		_ = unix.Kill(p.pid, unix.SIGKILL)
+func (h *Host) Destroy(p *Pod) {
+	if p.PID > 0 {
+		_ = unix.Kill(p.PID, unix.SIGKILL)
 		select {
 		case <-p.exited:
 		case <-time.After(10 * time.Second):
@@ -315,16 +307,16 @@ func (h *podHost) destroy(p *podRuntime) {
 	// Processes that sit in the netns without being in the pod's pid
 	// namespace (a CRIU restore that failed half-way) go too.
 	if p.ns != nil {
-		killNetns(p.ns.ino)
+		KillNetns(p.ns.ino)
 	}
-	_ = deleteHostVeth(p.spec.Name)
+	_ = deleteHostVeth(p.Spec.Name)
 	p.ns.close()
 	p.readers.Wait()
 }
 
-// killNetns kills every process in the network namespace with inode ino.
-func killNetns(ino uint64) {
-	for _, pid := range processesInNetns(ino) {
+// KillNetns kills every process in the network namespace with inode ino.
+func KillNetns(ino uint64) {
+	for _, pid := range ProcessesInNetns(ino) {
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
 }
@@ -333,15 +325,15 @@ func killNetns(ino uint64) {
 // a pod's init (see PodInit).
 const podInitArg = "__cruz-pod-init"
 
-// IsPodInit tells main whether this process was started as a pod init.
-func IsPodInit(args []string) bool { return len(args) > 1 && args[1] == podInitArg }
+// IsInit tells main whether this process was started as a pod init.
+func IsInit(args []string) bool { return len(args) > 1 && args[1] == podInitArg }
 
 // PodInit runs in a new pod as root, just born in the pod's namespaces: it
 // sets the hostname, becomes the user and execs the user's command, which
 // thus becomes the pod's PID 1. It only returns on failure, with the exit
 // status to use; the reason goes to the pod's stderr, which the user sees.
-func PodInit() int {
-	var spec podSpec
+func Init() int {
+	var spec Spec
 	if err := json.Unmarshal([]byte(os.Getenv(podInitEnv)), &spec); err != nil {
 		fmt.Fprintf(os.Stderr, "cruz: pod init: bad instructions: %v\n", err)
 		return 127
@@ -461,4 +453,112 @@ func lookPath(name string, env []string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("command %q not found in PATH %s", name, path)
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// Exited is closed once the pod's PID 1 has ended (ExitCode then says how).
+func (p *Pod) Exited() <-chan struct{} { return p.exited }
+
+// NetnsPath names the pod's network namespace for code that wants a path.
+func (p *Pod) NetnsPath() string { return p.nsPath }
+
+// NetnsInode identifies the pod's network namespace.
+func (p *Pod) NetnsInode() uint64 { return p.ns.ino }
+
+// Pipes maps the identity ("pipe:[INODE]") of each pipe the pod writes its
+// output to, to its stream ("stdout" or "stderr"): a checkpoint keeps it, so
+// that a restore can swap new pipes in.
+func (p *Pod) Pipes() map[string]string {
+	out := make(map[string]string, len(p.pipes))
+	for k, v := range p.pipes {
+		out[k] = v
+	}
+	return out
+}
+
+// DumpOptions says where a pod's dump goes.
+type DumpOptions struct {
+	ImagesDir   string // exists, empty
+	WorkDir     string // CRIU's log goes here
+	KeepRunning bool   // resume the pod after the dump; else leave it stopped
+	Timeout     time.Duration
+}
+
+// Dump checkpoints the pod's process tree with CRIU, as the pod's user.
+func (h *Host) Dump(ctx context.Context, p *Pod, o DumpOptions) (time.Duration, error) {
+	st, err := h.CRIU.Dump(ctx, criu.DumpOptions{Pid: p.PID, ImagesDir: o.ImagesDir, WorkDir: o.WorkDir,
+		NetnsInode: p.ns.ino, KeepRunning: o.KeepRunning, UID: p.Spec.UID, GID: p.Spec.GID, Timeout: o.Timeout})
+	return st.Duration, err
+}
+
+// Block holds the pod's traffic (the Cruz filter).
+func (h *Host) Block(ctx context.Context, p *Pod) error { return Block(ctx, p.nsPath) }
+
+// Unblock lets the pod's traffic flow again.
+func (h *Host) Unblock(ctx context.Context, p *Pod) error { return Unblock(ctx, p.nsPath) }
+
+// Release lets a restored (or migrated) pod's traffic flow, tells the LAN
+// where its address now lives, and pushes the data its TCP sockets hold.
+// A failed announcement is not fatal: the pod's own traffic teaches the
+// LAN soon after.
+func (h *Host) Release(ctx context.Context, p *Pod) error {
+	if err := Unblock(ctx, p.nsPath); err != nil {
+		return err
+	}
+	if err := Announce(p.nsPath, p.Spec.Addr.Addr()); err != nil {
+		h.warn("gratuitous ARP", "pod", p.Spec.Name, "err", err)
+	}
+	PushPendingTCP(p.ns.ino)
+	return nil
+}
+
+func (h *Host) warn(msg string, args ...any) {
+	if h.Log != nil {
+		h.Log.Warn(msg, args...)
+	}
+}
+
+// HandlesSignal tells whether pid catches or ignores sig (from /proc status).
+func HandlesSignal(pid int, sig syscall.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, field := range []string{"SigCgt:", "SigIgn:"} {
+			if v, ok := strings.CutPrefix(line, field); ok {
+				var mask uint64
+				if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &mask); err == nil && mask&(1<<(uint(sig)-1)) != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// RemoveLeftovers deletes every host-side veth on the pod bridge that is not
+// the link of a pod named in keep.
+func (h *Host) RemoveLeftovers(keep map[string]bool) {
+	want := map[string]bool{}
+	for name := range keep {
+		want[HostVethName(name)] = true
+	}
+	for _, link := range HostVeths(h.Bridge) {
+		if !want[link] {
+			h.info("removing leftover veth", "veth", link)
+			_ = DeleteLink(link)
+		}
+	}
+}
+
+func (h *Host) info(msg string, args ...any) {
+	if h.Log != nil {
+		h.Log.Info(msg, args...)
+	}
 }

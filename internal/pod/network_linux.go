@@ -1,4 +1,4 @@
-package agent
+package pod
 
 import (
 	"context"
@@ -17,36 +17,36 @@ import (
 // podIfName is the name of a pod's interface inside its netns.
 const podIfName = "eth0"
 
-// hostVethPrefix starts the name of every host-side veth the agent makes, so
+// HostVethPrefix starts the name of every host-side veth the agent makes, so
 // that reconcile can find veths whose pod is gone.
-const hostVethPrefix = "cz"
+const HostVethPrefix = "cz"
 
-// hostVethName derives a stable, short (<= 15 bytes) host-side veth name.
-func hostVethName(pod string) string {
+// HostVethName derives a stable, short (<= 15 bytes) host-side veth name.
+func HostVethName(pod string) string {
 	h := fnv.New32a()
 	h.Write([]byte(pod))
-	return fmt.Sprintf("%s%08x", hostVethPrefix, h.Sum32())
+	return fmt.Sprintf("%s%08x", HostVethPrefix, h.Sum32())
 }
 
-// podMAC derives the pod's MAC from its IPv4 address: locally administered,
+// MAC derives the pod's MAC from its IPv4 address: locally administered,
 // unicast, and the same wherever the pod is restored, so the address pair
 // moves with the rank.
-func podMAC(ip netip.Addr) net.HardwareAddr {
+func MAC(ip netip.Addr) net.HardwareAddr {
 	b := ip.As4()
 	return net.HardwareAddr{0x02, 0xc2, b[0], b[1], b[2], b[3]}
 }
 
 // nodeMAC is the MAC of a node's pod bridge with address ip: locally
-// administered, and distinct from every pod MAC (podMAC starts 02:c2).
+// administered, and distinct from every pod MAC (MAC starts 02:c2).
 func nodeMAC(ip netip.Addr) net.HardwareAddr {
 	b := ip.As4()
 	return net.HardwareAddr{0x02, 0xc3, b[0], b[1], b[2], b[3]}
 }
 
-// ensureBridge creates the node's pod bridge if it does not exist and brings
+// EnsureBridge creates the node's pod bridge if it does not exist and brings
 // it up. The bridge has no address: pods talk to each other across it, and
 // nothing routes them anywhere else.
-func ensureBridge(name string, mtu int) (netlink.Link, error) {
+func EnsureBridge(name string, mtu int) (netlink.Link, error) {
 	if l, err := netlink.LinkByName(name); err == nil {
 		if _, ok := l.(*netlink.Bridge); !ok {
 			return nil, fmt.Errorf("pod bridge %s exists but is a %s, not a bridge: pick another network.bridge in the config", name, l.Type())
@@ -70,15 +70,15 @@ func ensureBridge(name string, mtu int) (netlink.Link, error) {
 	return l, nil
 }
 
-// uplinkWait is how long the agent waits at start for network.uplink to
+// UplinkWait is how long the agent waits at start for network.uplink to
 // appear: `cruz cluster up` moves it into the node's netns just after it
 // starts the agent.
-const uplinkWait = 10 * time.Second
+const UplinkWait = 10 * time.Second
 
-// attachUplink waits up to wait for the interface uplink to exist in the
+// AttachUplink waits up to wait for the interface uplink to exist in the
 // agent's netns, then enslaves it to the pod bridge and brings it up, so that
 // the node's pods share that LAN. The node itself needs no address on it.
-func attachUplink(ctx context.Context, uplink, bridge string, wait time.Duration) error {
+func AttachUplink(ctx context.Context, uplink, bridge string, wait time.Duration) error {
 	br, err := netlink.LinkByName(bridge)
 	if err != nil {
 		return fmt.Errorf("find pod bridge %s: %w", bridge, err)
@@ -110,8 +110,8 @@ func attachUplink(ctx context.Context, uplink, bridge string, wait time.Duration
 	return nil
 }
 
-// setLinkUp brings up the interface name of the agent's netns.
-func setLinkUp(name string) error {
+// SetLinkUp brings up the interface name of the agent's netns.
+func SetLinkUp(name string) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("find interface %s: %w", name, err)
@@ -145,11 +145,11 @@ func attachPod(l podLink) (err error) {
 		return fmt.Errorf("open pod netns %s: %w", l.NsPath, err)
 	}
 	defer ns.Close()
-	hostName := hostVethName(l.Pod)
+	hostName := HostVethName(l.Pod)
 	veth := &netlink.Veth{
 		LinkAttrs:        netlink.LinkAttrs{Name: hostName, MTU: l.MTU, MasterIndex: br.Attrs().Index},
 		PeerName:         podIfName,
-		PeerHardwareAddr: podMAC(l.Addr.Addr()),
+		PeerHardwareAddr: MAC(l.Addr.Addr()),
 		PeerNamespace:    netlink.NsFd(int(ns)),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
@@ -196,7 +196,7 @@ func attachPod(l podLink) (err error) {
 // deleteHostVeth removes the pod's veth pair (deleting one end deletes both).
 // A missing veth is not an error.
 func deleteHostVeth(pod string) error {
-	l, err := netlink.LinkByName(hostVethName(pod))
+	l, err := netlink.LinkByName(HostVethName(pod))
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -210,8 +210,8 @@ func deleteHostVeth(pod string) error {
 	return nil
 }
 
-// hostVeths lists the names of the agent's host-side veths attached to bridge.
-func hostVeths(bridge string) []string {
+// HostVeths lists the names of the agent's host-side veths attached to bridge.
+func HostVeths(bridge string) []string {
 	br, err := netlink.LinkByName(bridge)
 	if err != nil {
 		return nil
@@ -223,14 +223,14 @@ func hostVeths(bridge string) []string {
 	var names []string
 	for _, l := range links {
 		a := l.Attrs()
-		if a.MasterIndex == br.Attrs().Index && len(a.Name) == len(hostVethPrefix)+8 && a.Name[:len(hostVethPrefix)] == hostVethPrefix {
+		if a.MasterIndex == br.Attrs().Index && len(a.Name) == len(HostVethPrefix)+8 && a.Name[:len(HostVethPrefix)] == HostVethPrefix {
 			names = append(names, a.Name)
 		}
 	}
 	return names
 }
 
-func deleteLinkByName(name string) error {
+func DeleteLink(name string) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return nil
@@ -238,9 +238,9 @@ func deleteLinkByName(name string) error {
 	return netlink.LinkDel(l)
 }
 
-// setBridgeAddress puts the node's address on the pod LAN (network.address)
+// SetBridgeAddress puts the node's address on the pod LAN (network.address)
 // on the pod bridge, if it is not there yet.
-func setBridgeAddress(bridge, cidr string) error {
+func SetBridgeAddress(bridge, cidr string) error {
 	l, err := netlink.LinkByName(bridge)
 	if err != nil {
 		return fmt.Errorf("find pod bridge %s: %w", bridge, err)

@@ -1,7 +1,7 @@
-package agent
+package joblog
 
 // After an automatic rollback the restored job prints again what the failed
-// run printed after the checkpoint it rolls back to. lineDedup drops that
+// run printed after the checkpoint it rolls back to. LineDedup drops that
 // repetition from the job's stdout, so that its output reads as one run's.
 //
 // The failed run's stdout after the checkpoint's cut (the job's output
@@ -20,7 +20,8 @@ import (
 	"sync"
 )
 
-type lineDedup struct {
+// LineDedup is the filter of one restored run's stdout.
+type LineDedup struct {
 	mu      sync.Mutex
 	f       [][]byte     // the failed run's lines after the cut
 	alive   map[int]bool // starts i still matching every held line
@@ -33,14 +34,14 @@ type lineDedup struct {
 	told    bool         // the decision went to the event log
 }
 
-// newLineDedup filters a restored run against the failed run's stdout
+// NewLineDedup filters a restored run against the failed run's stdout
 // after the cut; nil if there is nothing to compare with.
-func newLineDedup(failed []byte) *lineDedup {
+func NewLineDedup(failed []byte) *LineDedup {
 	lines := splitLines(failed)
 	if len(lines) == 0 {
 		return nil
 	}
-	d := &lineDedup{f: lines, alive: map[int]bool{}}
+	d := &LineDedup{f: lines, alive: map[int]bool{}}
 	for i := range lines {
 		d.alive[i] = true
 	}
@@ -61,8 +62,8 @@ func splitLines(b []byte) [][]byte {
 	return out
 }
 
-// feed takes restored stdout and returns what to emit now.
-func (d *lineDedup) feed(data []byte) []byte {
+// Feed takes restored stdout and returns what to emit now.
+func (d *LineDedup) Feed(data []byte) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.done {
@@ -84,7 +85,7 @@ func (d *lineDedup) feed(data []byte) []byte {
 }
 
 // finish records that start i matched k lines and stopped matching.
-func (d *lineDedup) finish(i, k int) {
+func (d *LineDedup) finish(i, k int) {
 	delete(d.alive, i)
 	if k > d.best || (k == d.best && k > 0 && i < d.bestAt) {
 		d.best, d.bestAt = k, i
@@ -92,7 +93,7 @@ func (d *lineDedup) finish(i, k int) {
 }
 
 // line takes one complete restored line.
-func (d *lineDedup) line(l []byte) []byte {
+func (d *LineDedup) line(l []byte) []byte {
 	k := len(d.held)
 	d.held = append(d.held, append([]byte(nil), l...))
 	for i := range d.alive {
@@ -108,7 +109,7 @@ func (d *lineDedup) line(l []byte) []byte {
 
 // decide drops the longest repeated stretch from the start of the held
 // lines, emits the rest and passes everything through from now on.
-func (d *lineDedup) decide() []byte {
+func (d *LineDedup) decide() []byte {
 	d.done = true
 	d.dropped = min(d.best, len(d.held))
 	var out []byte
@@ -119,9 +120,9 @@ func (d *lineDedup) decide() []byte {
 	return out
 }
 
-// flush decides with what has been seen (the run ended or stopped while
+// Flush decides with what has been seen (the run ended or stopped while
 // undecided) and returns what is still held.
-func (d *lineDedup) flush() []byte {
+func (d *LineDedup) Flush() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.done {
@@ -135,9 +136,9 @@ func (d *lineDedup) flush() []byte {
 	return out
 }
 
-// decided returns, once, the number of lines dropped when the filter has
+// Decided returns, once, the number of lines dropped when the filter has
 // decided.
-func (d *lineDedup) decided() (int, bool) {
+func (d *LineDedup) Decided() (int, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.done || d.told {

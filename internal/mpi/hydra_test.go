@@ -1,4 +1,4 @@
-package launcher
+package mpi
 
 import (
 	"bufio"
@@ -49,4 +49,34 @@ func TestReadLaunchesErrors(t *testing.T) {
 func TestMpiexecArgv(t *testing.T) {
 	got := MpiexecArgv("mpiexec", []string{"10.0.0.3", "10.0.0.4"}, 2, []string{"./app", "5"})
 	assert.Equal(t, []string{"mpiexec", "-launcher", "manual", "-iface", "eth0", "-hosts", "10.0.0.3,10.0.0.4", "-n", "2", "./app", "5"}, got)
+}
+
+func TestLaunchGateSplitsLaunchLinesFromOutput(t *testing.T) {
+	var out []string
+	g := NewLaunchGate(2, func(data []byte) { out = append(out, string(data)) })
+	// hydra's stdout arrives in arbitrary chunks.
+	text := "HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.0.0.2:1 --proxy-id 0\n" +
+		"HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.0.0.2:1 --proxy-id 1\n" +
+		"HYDRA_LAUNCH_END\nstart ranks 2\n"
+	for i := 0; i < len(text); i += 7 {
+		end := min(i+7, len(text))
+		g.Write([]byte(text[i:end]))
+	}
+	res := <-g.Result()
+	require.NoError(t, res.Err)
+	require.Len(t, res.Launches, 2)
+	assert.Equal(t, 1, res.Launches[1].ID)
+	g.Write([]byte("iter 1\n"))
+	assert.Equal(t, "start ranks 2\niter 1\n", strings.Join(out, ""))
+}
+
+func TestLaunchGateReportsEarlyExit(t *testing.T) {
+	var out []string
+	g := NewLaunchGate(2, func(data []byte) { out = append(out, string(data)) })
+	g.Write([]byte("[mpiexec@pod] bad option -x\n"))
+	g.Write(nil) // mpiexec ended
+	res := <-g.Result()
+	require.Error(t, res.Err)
+	assert.Contains(t, res.Err.Error(), "ended before printing")
+	assert.Equal(t, []string{"[mpiexec@pod] bad option -x\n"}, out, "what mpiexec said reaches the user")
 }

@@ -1,11 +1,13 @@
-// Package launcher holds what turns a user's MPI command into pods: the
-// mpiexec command line for MPICH's hydra in "manual" launch mode, the parsing
-// of the proxy launch lines hydra prints, and the client side of `cruz run`
-// and `cruz restart` (streaming, signals, exit status).
-package launcher
+// Package mpi owns what turns a user's MPI command into pods: the command
+// line of its launcher (mpiexec of MPICH's hydra in "manual" launch mode
+// today), and what that launcher prints to say which process each rank's
+// pod must run (hydra's proxy launch lines, read by LaunchGate). It knows
+// nothing of pods, nodes or CRIU: the agent asks it what to start.
+package mpi
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -95,4 +97,67 @@ func parseLaunch(s string) (ProxyLaunch, error) {
 		}
 	}
 	return ProxyLaunch{}, fmt.Errorf("HYDRA_LAUNCH line without --proxy-id: %q", s)
+}
+
+// LaunchGate sits between mpiexec's stdout and the job's output until hydra
+// has printed its proxy launch lines, which it hands to the agent instead
+// (Result); everything else mpiexec prints goes on to the job's output.
+type LaunchGate struct {
+	hosts  int
+	output func(data []byte)
+	buf    []byte
+	done   bool
+	result chan LaunchResult
+}
+
+// LaunchResult is what a LaunchGate read: the proxies to start, or why
+// mpiexec printed none.
+type LaunchResult struct {
+	Launches []ProxyLaunch
+	Err      error
+}
+
+// NewLaunchGate gates the stdout of an mpiexec started for hosts pods;
+// output gets what is not a launch line.
+func NewLaunchGate(hosts int, output func(data []byte)) *LaunchGate {
+	return &LaunchGate{hosts: hosts, output: output, result: make(chan LaunchResult, 1)}
+}
+
+// Result delivers the launches once, when HYDRA_LAUNCH_END (or the end of
+// mpiexec's stdout) has been read.
+func (g *LaunchGate) Result() <-chan LaunchResult { return g.result }
+
+var launchEndLine = []byte(launchEnd + "\n")
+
+// Write gets mpiexec's stdout in order (nil at its end). It is called from
+// one goroutine at a time.
+func (g *LaunchGate) Write(data []byte) {
+	if g.done {
+		if data != nil {
+			g.output(data)
+		}
+		return
+	}
+	if data == nil {
+		g.finish(g.buf, nil)
+		return
+	}
+	g.buf = append(g.buf, data...)
+	if i := bytes.Index(g.buf, launchEndLine); i >= 0 {
+		g.finish(g.buf[:i+len(launchEndLine)], g.buf[i+len(launchEndLine):])
+	} else if len(g.buf) > maxLaunchPreamble {
+		g.finish(g.buf, nil)
+	}
+}
+
+func (g *LaunchGate) finish(head, rest []byte) {
+	g.done = true
+	launches, other, err := ReadLaunches(bufio.NewReader(bytes.NewReader(head)), g.hosts)
+	for _, l := range other {
+		g.output([]byte(l + "\n"))
+	}
+	g.result <- LaunchResult{Launches: launches, Err: err}
+	if len(rest) > 0 {
+		g.output(append([]byte(nil), rest...))
+	}
 }

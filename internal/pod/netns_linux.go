@@ -1,4 +1,4 @@
-package agent
+package pod
 
 import (
 	"errors"
@@ -115,9 +115,9 @@ func newPodNetns() (*podNetns, error) {
 	return &podNetns{f: f, ino: st.Ino}, nil
 }
 
-// netnsInode returns the inode number that identifies the namespace at path
+// NetnsInode returns the inode number that identifies the namespace at path
 // (what CRIU calls the namespace's id in `--external net[INODE]:KEY`).
-func netnsInode(path string) (uint64, error) {
+func NetnsInode(path string) (uint64, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("stat netns %s: %w", path, err)
@@ -125,9 +125,9 @@ func netnsInode(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// processesInNetns lists the pids whose network namespace has inode ino.
+// ProcessesInNetns lists the pids whose network namespace has inode ino.
 // Used to find every process of a pod, e.g. to kill what is left of it.
-func processesInNetns(ino uint64) []int {
+func ProcessesInNetns(ino uint64) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -146,11 +146,11 @@ func processesInNetns(ino uint64) []int {
 	return pids
 }
 
-// sharedRoot makes the node's mounts shared (as systemd does at boot), so
+// SharedRoot makes the node's mounts shared (as systemd does at boot), so
 // that the pods' mount namespaces, which are slave copies of the node's,
 // follow the node: a filesystem unmounted on the node is gone from the pods
 // too, instead of living on in them and being dumped with them.
-func sharedRoot(log interface{ Info(string, ...any) }) error {
+func SharedRoot(log interface{ Info(string, ...any) }) error {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return err

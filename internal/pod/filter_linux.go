@@ -1,4 +1,4 @@
-package agent
+package pod
 
 import (
 	"bytes"
@@ -30,12 +30,12 @@ table arp ` + filterTable + ` {
 }
 `
 
-// nftPath is the nft binary, found once by checkFilter.
+// nftPath is the nft binary, found once by CheckFilter.
 var nftPath = "nft"
 
-// checkFilter finds nft, which the packet filter needs, and says how to get
+// CheckFilter finds nft, which the packet filter needs, and says how to get
 // it when it is missing.
-func checkFilter() error {
+func CheckFilter() error {
 	for _, p := range []string{"nft", "/usr/sbin/nft", "/sbin/nft"} {
 		if path, err := exec.LookPath(p); err == nil {
 			nftPath = path
@@ -45,17 +45,17 @@ func checkFilter() error {
 	return fmt.Errorf("nft (nftables) not found: cruzd holds pod traffic with nftables; install it (apt-get install nftables, or make deps)")
 }
 
-// blockPodTraffic installs the drop table in the pod's netns (idempotent).
-func blockPodTraffic(ctx context.Context, nsPath string) error {
+// Block installs the drop table in the pod's netns (idempotent).
+func Block(ctx context.Context, nsPath string) error {
 	if _, err := runInNetns(ctx, nsPath, blockScript, nftPath, "-f", "-"); err != nil {
 		return fmt.Errorf("block pod traffic: %w", err)
 	}
 	return nil
 }
 
-// unblockPodTraffic removes the drop table; a table that is not there is fine.
-func unblockPodTraffic(ctx context.Context, nsPath string) error {
-	blocked, err := podTrafficBlocked(ctx, nsPath)
+// Unblock removes the drop table; a table that is not there is fine.
+func Unblock(ctx context.Context, nsPath string) error {
+	blocked, err := Blocked(ctx, nsPath)
 	if err != nil || !blocked {
 		return err
 	}
@@ -69,8 +69,8 @@ func unblockPodTraffic(ctx context.Context, nsPath string) error {
 	return nil
 }
 
-// podTrafficBlocked tells whether the drop table exists in the pod's netns.
-func podTrafficBlocked(ctx context.Context, nsPath string) (bool, error) {
+// Blocked tells whether the drop table exists in the pod's netns.
+func Blocked(ctx context.Context, nsPath string) (bool, error) {
 	out, err := runInNetns(ctx, nsPath, "", nftPath, "list", "tables")
 	if err != nil {
 		return false, fmt.Errorf("list pod filter tables: %w", err)

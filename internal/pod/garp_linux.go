@@ -1,4 +1,4 @@
-package agent
+package pod
 
 import (
 	"encoding/binary"
@@ -9,11 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// announcePod sends a gratuitous ARP from the pod's eth0, once its traffic
+// Announce sends a gratuitous ARP from the pod's eth0, once its traffic
 // flows again after a restore or migration: every bridge on the LAN learns
 // at once which port the pod's MAC is now behind, and every neighbour
 // refreshes its ARP entry, instead of waiting for the pod's own traffic.
-func announcePod(nsPath string, ip netip.Addr) error {
+func Announce(nsPath string, ip netip.Addr) error {
 	return withNetns(nsPath, func() error {
 		ifc, err := net.InterfaceByName(podIfName)
 		if err != nil {

@@ -1,8 +1,9 @@
-package agent
+package criu
 
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -101,7 +102,7 @@ func ExecCRIUAs(args []string) int {
 
 func execCRIU(argv []string, fail func(string, error) int) int {
 	path := argv[0]
-	if p, err := lookPath(path, os.Environ()); err == nil {
+	if p, err := exec.LookPath(path); err == nil {
 		path = p
 	}
 	err := syscall.Exec(path, argv, os.Environ())

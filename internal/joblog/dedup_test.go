@@ -1,4 +1,4 @@
-package agent
+package joblog
 
 import (
 	"strings"
@@ -28,19 +28,19 @@ func TestLineDedup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := newLineDedup([]byte(tt.failed))
+			d := NewLineDedup([]byte(tt.failed))
 			var out strings.Builder
 			for _, c := range tt.restored {
-				out.Write(d.feed([]byte(c)))
+				out.Write(d.Feed([]byte(c)))
 			}
 			if tt.flush {
-				out.Write(d.flush())
+				out.Write(d.Flush())
 			} else {
-				assert.Empty(t, d.flush(), "nothing is held once decided")
+				assert.Empty(t, d.Flush(), "nothing is held once decided")
 			}
 			assert.Equal(t, tt.want, out.String())
 			assert.Equal(t, tt.dropped, d.dropped)
 		})
 	}
-	assert.Nil(t, newLineDedup([]byte("partial only")), "nothing to compare with")
+	assert.Nil(t, NewLineDedup([]byte("partial only")), "nothing to compare with")
 }

@@ -1,4 +1,4 @@
-package agent
+package pod
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pushPendingTCP makes every TCP socket of the processes in the network
+// PushPendingTCP makes every TCP socket of the processes in the network
 // namespace ino send the data it holds but has not yet sent.
 //
 // CRIU writes a restored socket's not-yet-sent data after it takes the socket
@@ -18,9 +18,9 @@ import (
 // retransmission timer fires, with no RTT estimate yet (seconds, seen: ~3 s).
 // Turning TCP_NODELAY on pushes the pending frames at once; the option is put
 // back as it was, so the application sees no change.
-func pushPendingTCP(ino uint64) (pushed int) {
+func PushPendingTCP(ino uint64) (pushed int) {
 	seen := map[string]bool{}
-	for _, pid := range processesInNetns(ino) {
+	for _, pid := range ProcessesInNetns(ino) {
 		dir := fmt.Sprintf("/proc/%d/fd", pid)
 		entries, err := os.ReadDir(dir)
 		if err != nil {

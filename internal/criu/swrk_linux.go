@@ -1,8 +1,8 @@
-package agent
+package criu
 
 // This file owns the conversation with CRIU. It speaks CRIU's RPC protocol
 // ("criu swrk") with go-criu's protobuf types, which stay inside this file:
-// the rest of the agent uses dumpOptions and restoreOptions.
+// the rest of Cruz uses DumpOptions and RestoreOptions.
 //
 // We run "criu swrk" ourselves rather than through go-criu's Criu object so
 // that descriptors CRIU must inherit (images dir, work dir, pod netns, stdio
@@ -27,26 +27,26 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// MinCRIUVersion is the oldest CRIU that works on current kernels: 4.1 cannot
+// MinVersion is the oldest CRIU that works on current kernels: 4.1 cannot
 // dump TCP sockets on Linux >= 6.16, and 3.x fails on the new vDSO layout.
-const MinCRIUVersion = 40200
+const MinVersion = 40200
 
 // netnsKey names the pod's network namespace in CRIU's external-resource map.
 const netnsKey = "cruz-pod-net"
 
-// criuRunner runs CRIU operations.
-type criuRunner struct {
-	path     string
-	logLevel int
-	self     string // the agent's executable, for criuAsCommand
+// Swrk runs CRIU operations, each through a fresh "criu swrk".
+type Swrk struct {
+	Path     string // the criu binary
+	LogLevel int    // CRIU's log level (0-4)
+	Self     string // the agent's executable, which launches CRIU (launch_linux.go)
 }
 
-// dumpOptions says what to checkpoint and how.
-type dumpOptions struct {
-	Pid       int    // root of the pod's process tree (its PID 1, seen from the agent)
-	ImagesDir string // where the images go (exists, empty)
-	WorkDir   string // where CRIU's log goes (exists)
-	NetnsPath string // the pod netns, external to CRIU
+// DumpOptions says what to checkpoint and how.
+type DumpOptions struct {
+	Pid        int    // root of the pod's process tree (its PID 1, seen from the agent)
+	ImagesDir  string // where the images go (exists, empty)
+	WorkDir    string // where CRIU's log goes (exists)
+	NetnsInode uint64 // the pod netns's inode: it is external to CRIU
 	// UID and GID own the pod's processes. CRIU runs as them, with root's
 	// capabilities: the kernel lets a process read another's resource
 	// limits only if their ids match or it holds CAP_SYS_RESOURCE, which
@@ -60,8 +60,8 @@ type dumpOptions struct {
 	Timeout     time.Duration
 }
 
-// restoreOptions says what to restore and into what.
-type restoreOptions struct {
+// RestoreOptions says what to restore and into what.
+type RestoreOptions struct {
 	ImagesDir string
 	WorkDir   string
 	NetnsPath string
@@ -71,27 +71,23 @@ type restoreOptions struct {
 	Timeout time.Duration
 }
 
-// dumpStats are the figures CRIU reports for one dump.
-type dumpStats struct {
+// DumpStats are the figures CRIU reports for one dump.
+type DumpStats struct {
 	Duration time.Duration
 }
 
-func (c *criuRunner) dump(ctx context.Context, o dumpOptions) (dumpStats, error) {
+func (c *Swrk) Dump(ctx context.Context, o DumpOptions) (DumpStats, error) {
 	start := time.Now()
 	imgs, err := openDir(o.ImagesDir)
 	if err != nil {
-		return dumpStats{}, err
+		return DumpStats{}, err
 	}
 	defer imgs.Close()
 	work, err := openDir(o.WorkDir)
 	if err != nil {
-		return dumpStats{}, err
+		return DumpStats{}, err
 	}
 	defer work.Close()
-	ino, err := netnsInode(o.NetnsPath)
-	if err != nil {
-		return dumpStats{}, err
-	}
 	// CRIU opens the images and work dirs through /proc/<agent>/fd/N, so
 	// these are the agent's own descriptor numbers.
 	opts := &rpc.CriuOpts{
@@ -99,11 +95,11 @@ func (c *criuRunner) dump(ctx context.Context, o dumpOptions) (dumpStats, error)
 		WorkDirFd:      proto.Int32(int32(work.Fd())),
 		Pid:            proto.Int32(int32(o.Pid)),
 		LogFile:        proto.String("dump.log"),
-		LogLevel:       proto.Int32(int32(c.logLevel)),
+		LogLevel:       proto.Int32(int32(c.LogLevel)),
 		TcpEstablished: proto.Bool(true),
 		FileLocks:      proto.Bool(true),
-		External:       []string{fmt.Sprintf("net[%d]:%s", ino, netnsKey)},
-		// The Cruz filter (filter_linux.go) already holds the pod's traffic.
+		External:       []string{fmt.Sprintf("net[%d]:%s", o.NetnsInode, netnsKey)},
+		// The Cruz filter (internal/pod) already holds the pod's traffic.
 		NetworkLock:  rpc.CriuNetworkLockMethod_SKIP.Enum(),
 		LeaveRunning: proto.Bool(true),
 		LeaveStopped: proto.Bool(!o.KeepRunning),
@@ -120,14 +116,14 @@ func (c *criuRunner) dump(ctx context.Context, o dumpOptions) (dumpStats, error)
 	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
 	defer cancel()
 	if _, err := c.callAs(ctx, o.UID, o.GID, rpc.CriuReqType_DUMP, opts, nil); err != nil {
-		return dumpStats{}, c.explain("dump", err, filepath.Join(o.WorkDir, "dump.log"))
+		return DumpStats{}, c.explain("dump", err, filepath.Join(o.WorkDir, "dump.log"))
 	}
-	return dumpStats{Duration: time.Since(start)}, nil
+	return DumpStats{Duration: time.Since(start)}, nil
 }
 
 // restore brings a pod's process tree back into the netns at o.NetnsPath and
 // returns the pid of its root, a child of the agent.
-func (c *criuRunner) restore(ctx context.Context, o restoreOptions) (int, error) {
+func (c *Swrk) Restore(ctx context.Context, o RestoreOptions) (int, error) {
 	imgs, err := openDir(o.ImagesDir)
 	if err != nil {
 		return 0, err
@@ -157,7 +153,7 @@ func (c *criuRunner) restore(ctx context.Context, o restoreOptions) (int, error)
 		ImagesDirFd:    proto.Int32(int32(imgs.Fd())),
 		WorkDirFd:      proto.Int32(int32(work.Fd())),
 		LogFile:        proto.String("restore.log"),
-		LogLevel:       proto.Int32(int32(c.logLevel)),
+		LogLevel:       proto.Int32(int32(c.LogLevel)),
 		TcpEstablished: proto.Bool(true),
 		FileLocks:      proto.Bool(true),
 		InheritFd:      inherit,
@@ -187,8 +183,8 @@ func (c *criuRunner) restore(ctx context.Context, o restoreOptions) (int, error)
 	return pid, nil
 }
 
-// version asks CRIU for its version as major*10000+minor*100+sublevel.
-func (c *criuRunner) version(ctx context.Context) (int, error) {
+// Version asks CRIU for its version as major*10000+minor*100+sublevel.
+func (c *Swrk) Version(ctx context.Context) (int, error) {
 	resp, err := c.call(ctx, rpc.CriuReqType_VERSION, nil, nil)
 	if err != nil {
 		return 0, err
@@ -197,30 +193,30 @@ func (c *criuRunner) version(ctx context.Context) (int, error) {
 	return int(v.GetMajorNumber()*10000 + v.GetMinorNumber()*100 + v.GetSublevel()), nil
 }
 
-// checkCRIU refuses a CRIU that is missing, too old, or that finds the kernel
+// Check refuses a CRIU that is missing, too old, or that finds the kernel
 // lacking; the error says what to do.
-func (c *criuRunner) check(ctx context.Context) (int, error) {
+func (c *Swrk) Check(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	// CRIU is started through the agent's launcher, which would only say
 	// that its exec failed: look for it first.
-	if _, err := exec.LookPath(c.path); err != nil {
-		return 0, fmt.Errorf("criu not found at %q: install CRIU >= 4.2 (run `make deps`, or scripts/install-deps.sh) or set criu.path in the config", c.path)
+	if _, err := exec.LookPath(c.Path); err != nil {
+		return 0, fmt.Errorf("criu not found at %q: install CRIU >= 4.2 (run `make deps`, or scripts/install-deps.sh) or set criu.path in the config", c.Path)
 	}
-	v, err := c.version(ctx)
+	v, err := c.Version(ctx)
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return 0, fmt.Errorf("criu not found at %q: install CRIU >= 4.2 (run `make deps`, or scripts/install-deps.sh) or set criu.path in the config", c.path)
+			return 0, fmt.Errorf("criu not found at %q: install CRIU >= 4.2 (run `make deps`, or scripts/install-deps.sh) or set criu.path in the config", c.Path)
 		}
-		return 0, fmt.Errorf("ask criu at %q for its version: %w (is it CRIU >= 4.2? run `%s --version`)", c.path, err, c.path)
+		return 0, fmt.Errorf("ask criu at %q for its version: %w (is it CRIU >= 4.2? run `%s --version`)", c.Path, err, c.Path)
 	}
-	if v < MinCRIUVersion {
-		return v, fmt.Errorf("criu at %q is version %s, too old: Cruz needs CRIU >= 4.2 (older versions cannot dump TCP sockets on Linux >= 6.16); install it with `make deps` (scripts/install-deps.sh) or set criu.path in the config", c.path, versionString(v))
+	if v < MinVersion {
+		return v, fmt.Errorf("criu at %q is version %s, too old: Cruz needs CRIU >= 4.2 (older versions cannot dump TCP sockets on Linux >= 6.16); install it with `make deps` (scripts/install-deps.sh) or set criu.path in the config", c.Path, VersionString(v))
 	}
-	cmd := exec.CommandContext(ctx, c.path, "check")
+	cmd := exec.CommandContext(ctx, c.Path, "check")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return v, fmt.Errorf("`%s check` says the kernel lacks what CRIU needs:\n%s\nfix the kernel or its configuration (see `criu check --all`)", c.path, quoteLines(string(out), 12))
+		return v, fmt.Errorf("`%s check` says the kernel lacks what CRIU needs:\n%s\nfix the kernel or its configuration (see `criu check --all`)", c.Path, quoteLines(string(out), 12))
 	}
 	return v, nil
 }
@@ -237,19 +233,19 @@ func dropHarmless(s string) string {
 	return strings.Join(keep, "\n")
 }
 
-func versionString(v int) string {
+func VersionString(v int) string {
 	return fmt.Sprintf("%d.%d.%d", v/10000, v/100%100, v%100)
 }
 
 // call runs one request through a fresh "criu swrk". files are handed to CRIU
 // at fds 4, 5, ... (fd 3 is the RPC socket).
-func (c *criuRunner) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
+func (c *Swrk) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
 	return c.callAs(ctx, 0, 0, typ, opts, files)
 }
 
 // callAs is call with CRIU running as uid and gid (all of its ids) but with
-// root's capabilities, in CRIU's unprivileged mode (see criuexec_linux.go).
-func (c *criuRunner) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
+// root's capabilities, in CRIU's unprivileged mode (see launch_linux.go).
+func (c *Swrk) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("criu rpc socket: %w", err)
@@ -259,7 +255,7 @@ func (c *criuRunner) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuRe
 	defer client.Close()
 	// Always through the launcher: it gives CRIU its own mount namespace
 	// (and, for a pod's user, that user's ids with root's capabilities).
-	argv := criuAsCommand(c.self, uid, gid, c.path, "swrk", "3")
+	argv := criuAsCommand(c.Self, uid, gid, c.Path, "swrk", "3")
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	if uid != 0 || gid != 0 {
 		opts.Unprivileged = proto.Bool(true)
@@ -267,7 +263,7 @@ func (c *criuRunner) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuRe
 	cmd.ExtraFiles = append([]*os.File{server}, files...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 64 << 10}
-	if err := startCmd(cmd); err != nil {
+	if err := cmd.Start(); err != nil {
 		server.Close()
 		return nil, fmt.Errorf("start criu: %w", err)
 	}
@@ -325,7 +321,7 @@ func exchange(sock *os.File, req *rpc.CriuReq) (*rpc.CriuResp, error) {
 // explain turns a failed CRIU call into an error that quotes CRIU's log
 // around its first errors and, where the log shows a known cause, says what
 // to do about it.
-func (c *criuRunner) explain(op string, err error, logPath string) error {
+func (c *Swrk) explain(op string, err error, logPath string) error {
 	log, rerr := os.ReadFile(logPath)
 	if rerr != nil {
 		return fmt.Errorf("criu %s failed: %w (no CRIU log at %s)", op, err, logPath)

@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/pod"
+	"github.com/cruz-hpc/cruz/internal/store"
+)
+
+// The Cruz protocol on the coordinator: block every pod's traffic on every
+// node, dump every pod on every node at once, commit the checkpoint to the
+// store, then let the traffic flow again (or end the run, for --stop).
+
+// Checkpoint takes a consistent checkpoint of all of a job's pods (the Cruz
+// protocol on one node): block every pod's traffic, dump every pod, commit
+// the checkpoint atomically, then unblock (or, with stop, remove the pods).
+// Any failure abandons the checkpoint, leaves the previous one as the latest
+// and lets the job run on.
+func (a *Agent) Checkpoint(ctx context.Context, c caller, ref string, stop bool) (*store.Manifest, error) {
+	j, err := a.lookup(c, ref)
+	if err != nil {
+		return nil, err
+	}
+	if !j.op.TryLock() {
+		return nil, api.Errorf(api.ErrConflict, "job %s is busy with another operation (a checkpoint, start or restart): try again when it is done", j.id())
+	}
+	defer j.op.Unlock()
+	if st := j.state(); st != api.StateRunning {
+		return nil, api.Errorf(api.ErrConflict, "job %s is %s, not running: only a running job can be checkpointed", j.id(), st)
+	}
+	m, err := a.checkpointLocked(ctx, j, stop)
+	if err != nil {
+		a.event(j, api.Event{Kind: api.EventCheckpointFailed, Message: fmt.Sprintf("checkpoint by uid %d failed: %v", c.UID, firstLine(err.Error()))})
+		return nil, err
+	}
+	kind, what := api.EventCheckpoint, "checkpoint"
+	if stop {
+		kind, what = api.EventStopped, "stopped at checkpoint"
+	}
+	a.event(j, api.Event{Kind: kind, Checkpoint: m.ID, Message: fmt.Sprintf("%s %s by uid %d: %s", what, m.ID, c.UID, humanSize(m.Bytes))})
+	return m, nil
+}
+
+func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *store.Manifest, err error) {
+	t0 := time.Now()
+	j.mu.Lock()
+	specs := append([]api.PodSpec(nil), j.rec.Pods...)
+	j.mu.Unlock()
+	phases := map[string]int64{}
+	outAtBlock := j.out.Offset()
+	pend, err := a.store.Begin(j.id(), store.Owner{UID: j.rec.UID, GID: j.rec.GID})
+	if err != nil {
+		return nil, fmt.Errorf("start checkpoint: %w", err)
+	}
+	groups := j.byNode()
+	log := a.log.With("job", j.id(), "checkpoint", pend.ID(), "stop", stop)
+	log.Info("checkpoint started", "pods", len(specs), "nodes", len(groups))
+	defer func() {
+		if err == nil {
+			return
+		}
+		_ = pend.Abort()
+		if ctx.Err() != nil {
+			// A recovery cancelled it: it removes the run's pods itself,
+			// and must not wait here for a node that is gone.
+			log.Warn("checkpoint cancelled", "err", err)
+			return
+		}
+		// Undo on every node: stopped pods go on, traffic flows again. A
+		// node that does not answer soon is likely gone.
+		actx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, rerr := a.onNodes(actx, j, api.OpResume, func(_ string, pods []string) api.NodeRequest {
+			return api.NodeRequest{Job: j.id(), Pods: pods, Continue: true}
+		}); rerr != nil {
+			log.Error("resuming the job after the failed checkpoint", "err", rerr)
+		}
+		log.Warn("checkpoint failed; the job runs on", "err", err)
+	}()
+	for _, sp := range specs {
+		if _, err := pend.PodDir(sp.Name); err != nil {
+			return nil, err
+		}
+	}
+	// 1. Hold every pod's traffic, on every node.
+	if _, err := a.onNodes(ctx, j, api.OpBlock, func(_ string, pods []string) api.NodeRequest {
+		return api.NodeRequest{Job: j.id(), Pods: pods}
+	}); err != nil {
+		return nil, fmt.Errorf("block traffic: %w", err)
+	}
+	t1 := time.Now()
+	phases["block"] = t1.Sub(t0).Milliseconds()
+	// 2. Dump every pod, on every node at once. A node that does not answer
+	// within the CRIU timeout (and a margin) fails the checkpoint.
+	dctx, cancel := context.WithTimeout(ctx, a.cfg.CRIU.Timeout.Duration+15*time.Second)
+	defer cancel()
+	dumps, err := a.onNodes(dctx, j, api.OpDump, func(_ string, pods []string) api.NodeRequest {
+		return api.NodeRequest{Job: j.id(), Pods: pods, Images: pend.ID(), Stop: stop}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dump: %w", err)
+	}
+	t2 := time.Now()
+	phases["dump"] = t2.Sub(t1).Milliseconds()
+	byPod := map[string]api.PodDump{}
+	for _, r := range dumps {
+		for _, d := range r.Dumps {
+			byPod[d.Pod] = d
+		}
+	}
+	images := make([]store.PodImage, len(specs))
+	for i, sp := range specs {
+		d, ok := byPod[sp.Name]
+		if !ok {
+			return nil, fmt.Errorf("node %s did not report the dump of pod %s", sp.Node, sp.Name)
+		}
+		images[i] = store.PodImage{Name: sp.Name, Role: string(sp.Role), Rank: sp.Rank,
+			IP: sp.Addr.Addr().String(), MAC: pod.MAC(sp.Addr.Addr()).String(),
+			Hostname: sp.Hostname, Node: nodeOr(sp.Node, a.node), DumpMillis: d.DumpMS, Extra: d.Pipes}
+	}
+	// 3. Commit: the checkpoint becomes visible, complete, or not at all.
+	spec, err := j.spec()
+	if err != nil {
+		return nil, err
+	}
+	m := &store.Manifest{JobName: j.rec.Name, Created: t0.UTC(), Stopped: stop, Pods: images, Phases: phases, Spec: spec, OutputOffset: outAtBlock}
+	warnings, err := pend.Commit(m)
+	if err != nil {
+		return nil, fmt.Errorf("commit checkpoint: %w", err)
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	t3 := time.Now() // Commit recorded its own time as phase "commit"
+	j.mu.Lock()
+	j.rec.LastCheckpoint = m.ID
+	j.mu.Unlock()
+	// 4. Resume, or end the job's run here.
+	if stop {
+		a.teardown(j, api.Frame{Stopped: &api.StoppedInfo{Checkpoint: m.ID}})
+		a.setState(j, api.StateStopped, "stopped at checkpoint "+m.ID)
+	} else {
+		if _, err := a.onNodes(context.Background(), j, api.OpResume, func(_ string, pods []string) api.NodeRequest {
+			return api.NodeRequest{Job: j.id(), Pods: pods}
+		}); err != nil {
+			log.Error("resuming the job after its checkpoint", "err", err)
+		}
+		if err := a.persist(j); err != nil {
+			log.Error("saving job state", "err", err)
+		}
+	}
+	m.Phases["resume"] = time.Since(t3).Milliseconds()
+	log.Info("checkpoint committed", "bytes", m.Bytes, "phases_ms", m.Phases, "total_ms", time.Since(t0).Milliseconds())
+	return m, nil
+}
+
+func nodeOr(node, def string) string {
+	if node == "" {
+		return def
+	}
+	return node
+}

@@ -1,0 +1,94 @@
+package api
+
+import "net/netip"
+
+// The node-operation protocol: what a job's coordinator sends a node that
+// holds some of the job's pods (POST /v1/node/{op}, signed with the cluster
+// key for the job's owner), and what the node answers. The coordinator's own
+// node gets the same requests by a direct call.
+
+// PodSpec is what a pod is made from; it is also what a checkpoint keeps of
+// it (inside the job's record).
+type PodSpec struct {
+	Name     string       `json:"name"`
+	Hostname string       `json:"hostname"`
+	Role     PodRole      `json:"role"`
+	Rank     int          `json:"rank"`
+	Addr     netip.Prefix `json:"addr"`
+	Argv     []string     `json:"argv,omitempty"`
+	Env      []string     `json:"env,omitempty"`
+	Dir      string       `json:"dir,omitempty"`
+	UID      uint32       `json:"uid"`
+	GID      uint32       `json:"gid"`
+	Groups   []uint32     `json:"groups,omitempty"`
+	// Node is the node the pod is placed on ("" in records of older
+	// agents: the coordinator's node).
+	Node string `json:"node,omitempty"`
+}
+
+// NodeRequest is one node operation on a job's pods on a node.
+type NodeRequest struct {
+	Job         string `json:"job"`
+	Coordinator string `json:"coordinator,omitempty"`
+	// Pods names the pods concerned; empty means all of the job's pods on
+	// the node (block, resume, destroy, release).
+	Pods []string `json:"pods,omitempty"`
+	// Spec is the pod to start (start).
+	Spec *PodSpec `json:"spec,omitempty"`
+	// Images is the checkpoint or transfer id dumped into (dump) or restored
+	// from (restore).
+	Images string `json:"images,omitempty"`
+	// Stop leaves the dumped pods stopped (dump): for a checkpoint that ends
+	// the job, or a migration.
+	Stop bool `json:"stop,omitempty"`
+	// Continue (resume) also sends SIGCONT to the pods' processes: after a
+	// dump that failed or left them stopped, not after one that kept them
+	// running (a signal during the next dump would make it fail).
+	Continue bool `json:"continue,omitempty"`
+	// Restore lists the pods to restore, each with its spec and stdio keys.
+	Restore []RestorePod `json:"restore,omitempty"`
+	Signal  int          `json:"signal,omitempty"`
+}
+
+// RestorePod is one pod to restore: its spec and the dump-time identities
+// of the pipes it wrote its output to.
+type RestorePod struct {
+	Spec  PodSpec           `json:"spec"`
+	Pipes map[string]string `json:"pipes,omitempty"`
+}
+
+// NodeResponse answers a node operation.
+type NodeResponse struct {
+	Dumps []PodDump `json:"dumps,omitempty"`
+	// OutputEnd is where the node's output log of the job ended once the
+	// destroyed pods' output was all written (destroy).
+	OutputEnd int64 `json:"output_end,omitempty"`
+	// ExitCode of the pod waited for (wait).
+	ExitCode int         `json:"exit_code"`
+	Pods     []PodStatus `json:"pods,omitempty"`
+	// Empty: the job has no pods left on the node (destroy).
+	Empty bool `json:"empty,omitempty"`
+}
+
+// PodDump is what a node reports of one pod's dump.
+type PodDump struct {
+	Pod    string            `json:"pod"`
+	DumpMS int64             `json:"dump_ms"`
+	Pipes  map[string]string `json:"pipes,omitempty"`
+}
+
+// PodStatus is one pod's state on its node (pods).
+type PodStatus struct {
+	Name   string  `json:"name"`
+	Role   PodRole `json:"role"`
+	PID    int     `json:"pid"`
+	Exited bool    `json:"exited,omitempty"`
+	Code   int     `json:"code,omitempty"`
+}
+
+// NodeFrame is a frame of a node's output log of a job with the offset it
+// ends at (GET /v1/node/jobs/{job}/output).
+type NodeFrame struct {
+	Frame
+	End int64 `json:"end"`
+}
