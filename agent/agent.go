@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/config"
@@ -47,13 +48,14 @@ type Agent struct {
 	key         []byte // cluster key: signs manifests and TCP API requests
 	criuVersion int
 	node        string
-	peers       []string // the other nodes of the cluster
 	subnet      netip.Prefix
 	pool        netip.Prefix // where pod addresses come from, inside subnet
 	// local is this node's pods (the node side of the protocol).
 	local *node.Node
 	// dial reaches a node's side: dialNode, or fakes in tests.
 	dial dialer
+	// dumpGrace is what a node gets beyond CRIU's timeout to answer a dump.
+	dumpGrace time.Duration
 
 	mu   sync.Mutex
 	jobs map[string]*job // jobs this agent coordinates
@@ -150,13 +152,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 func newAgent(cfg config.Config, log *slog.Logger, st *store.Store, key []byte, name string, host node.PodHost) *Agent {
 	a := &Agent{
 		cfg: cfg, log: log, store: st, key: key, node: name,
-		subnet:  cfg.SubnetPrefix(),
-		pool:    cfg.PoolPrefix(),
-		jobs:    map[string]*job{},
-		clients: map[string]*api.Client{},
-	}
-	for _, p := range cfg.PeerList() {
-		a.peers = append(a.peers, p.Name)
+		subnet:    cfg.SubnetPrefix(),
+		pool:      cfg.PoolPrefix(),
+		jobs:      map[string]*job{},
+		clients:   map[string]*api.Client{},
+		dumpGrace: 15 * time.Second,
 	}
 	a.dial = a.dialNode
 	a.local = node.New(node.Config{Name: name, RunDir: cfg.Agent.RunDir, Subnet: a.subnet, CRIUTimeout: cfg.CRIU.Timeout.Duration,

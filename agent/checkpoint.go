@@ -95,7 +95,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	phases["block"] = t1.Sub(t0).Milliseconds()
 	// 2. Dump every pod, on every node at once. A node that does not answer
 	// within the CRIU timeout (and a margin) fails the checkpoint.
-	dctx, cancel := context.WithTimeout(ctx, a.cfg.CRIU.Timeout.Duration+15*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, a.dumpDeadline())
 	defer cancel()
 	dumps, err := a.onNodes(dctx, j, api.OpDump, func(_ string, pods []string) api.NodeRequest {
 		return api.NodeRequest{Job: j.id(), Pods: pods, Images: pend.ID(), Stop: stop}
@@ -163,3 +163,8 @@ func nodeOr(node, def string) string {
 	}
 	return node
 }
+
+// dumpDeadline is how long the coordinator waits for a node's dumps: CRIU's
+// own timeout and a margin for the node to answer. A node that takes longer
+// fails the checkpoint.
+func (a *Agent) dumpDeadline() time.Duration { return a.cfg.CRIU.Timeout.Duration + a.dumpGrace }

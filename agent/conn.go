@@ -134,9 +134,9 @@ func (a *Agent) conn(nodeName string, c caller) (nodeConn, error) { return a.dia
 // nodes lists the cluster's nodes: this one, then its peers by name.
 func (a *Agent) nodes() []string {
 	out := []string{a.node}
-	for _, p := range a.peers {
-		if p != a.node {
-			out = append(out, p)
+	for _, p := range a.cfg.PeerList() {
+		if p.Name != a.node {
+			out = append(out, p.Name)
 		}
 	}
 	sort.Strings(out[1:])

@@ -106,7 +106,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	if _, err := source.Do(ctx, api.OpBlock, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		return api.Migration{}, fmt.Errorf("block the pod's traffic: %w", err)
 	}
-	dctx, cancel := context.WithTimeout(ctx, a.cfg.CRIU.Timeout.Duration+15*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, a.dumpDeadline())
 	defer cancel()
 	dump, err := source.Do(dctx, api.OpDump, api.NodeRequest{Job: j.id(), Pods: pods, Images: xfer.ID(), Stop: true})
 	if err != nil {

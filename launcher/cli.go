@@ -106,9 +106,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cmd == "cluster" {
 		return cmdCluster(ctx, rest, stdout, stderr)
 	}
-	sock, err := agentSocket(*socket, *node)
+	sock, note, err := agentSocket(*socket, *node)
 	if err != nil {
 		return fail(stderr, err)
+	}
+	if note != "" {
+		fmt.Fprintln(stderr, note)
 	}
 	c := api.NewClient(sock)
 	cmds := map[string]func(context.Context, *api.Client, []string, io.Writer, io.Writer) int{

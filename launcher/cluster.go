@@ -24,33 +24,36 @@ func clusterDir() string { return envOr("CRUZ_CLUSTER_DIR", cluster.DefaultDir) 
 // agentSocket picks the agent's socket: --socket, else the socket of --node
 // in the virtual cluster, else $CRUZ_SOCKET, else the default socket, or
 // node1's if nothing answers on the default one and a virtual cluster is up.
-func agentSocket(socket, node string) (string, error) {
+// That last choice is never silent: note says which agent it is, and how to
+// choose another.
+func agentSocket(socket, node string) (sock, note string, err error) {
 	if socket != "" && node != "" {
-		return "", errors.New("give --socket or --node, not both")
+		return "", "", errors.New("give --socket or --node, not both")
 	}
 	if socket != "" {
-		return socket, nil
+		return socket, "", nil
 	}
 	if node != "" {
 		st, err := cluster.Load(clusterDir())
 		if err != nil {
-			return "", fmt.Errorf("--node %s: %w", node, err)
+			return "", "", fmt.Errorf("--node %s: %w", node, err)
 		}
 		n, err := st.Node(node)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
-		return n.Socket, nil
+		return n.Socket, "", nil
 	}
 	if s := os.Getenv("CRUZ_SOCKET"); s != "" {
-		return s, nil
+		return s, "", nil
 	}
 	if !answers(api.DefaultSocket) {
 		if st, err := cluster.Load(clusterDir()); err == nil && len(st.Nodes) > 0 {
-			return st.Nodes[0].Socket, nil
+			n := st.Nodes[0]
+			return n.Socket, fmt.Sprintf("cruz: no agent answers on %s; talking to %s of the virtual cluster (%s): set CRUZ_SOCKET, --socket or --node to choose the agent", api.DefaultSocket, n.Name, n.Socket), nil
 		}
 	}
-	return api.DefaultSocket, nil
+	return api.DefaultSocket, "", nil
 }
 
 // answers tells whether something accepts connections on the unix socket.
