@@ -78,7 +78,9 @@ func TestCheckpointFailedDumpOnOneNodeResumesEveryNodeAndKeepsThePreviousCheckpo
 	_, err := a.checkpointLocked(context.Background(), j, false)
 	require.NoError(t, err)
 
-	fc.set(func() { fc.node("n2").fail[api.OpDump] = errors.New("criu dump failed: Error (criu/sk-inet.c): cannot dump socket") })
+	fc.set(func() {
+		fc.node("n2").fail[api.OpDump] = errors.New("criu dump failed: Error (criu/sk-inet.c): cannot dump socket")
+	})
 	_, err = a.checkpointLocked(context.Background(), j, false)
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "node n2", "the error names the node")
