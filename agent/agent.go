@@ -194,7 +194,7 @@ func (a *Agent) jobDir(id string) string { return filepath.Join(a.cfg.Agent.RunD
 // output goes: the job's output log.
 type localSinks struct{ a *Agent }
 
-func (l localSinks) OutputSink(id string) (pod.Sink, api.Identity, bool) {
+func (l localSinks) OutputSink(id string) (node.OutputSink, api.Identity, bool) {
 	l.a.mu.Lock()
 	j, ok := l.a.jobs[id]
 	l.a.mu.Unlock()

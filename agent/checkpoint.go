@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
-	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
 
@@ -118,7 +117,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			return nil, fmt.Errorf("node %s did not report the dump of pod %s", sp.Node, sp.Name)
 		}
 		images[i] = store.PodImage{Name: sp.Name, Role: string(sp.Role), Rank: sp.Rank,
-			IP: sp.Addr.Addr().String(), MAC: pod.MAC(sp.Addr.Addr()).String(),
+			IP: sp.Addr.Addr().String(), MAC: sp.MAC().String(),
 			Hostname: sp.Hostname, Node: nodeOr(sp.Node, a.node), DumpMillis: d.DumpMS, Extra: d.Pipes}
 	}
 	// 3. Commit: the checkpoint becomes visible, complete, or not at all.

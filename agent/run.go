@@ -16,7 +16,6 @@ import (
 	"github.com/cruz-hpc/cruz/internal/joblog"
 	"github.com/cruz-hpc/cruz/internal/mpi"
 	"github.com/cruz-hpc/cruz/internal/node"
-	"github.com/cruz-hpc/cruz/internal/pod"
 )
 
 // Starting a job: its record, its addresses, mpiexec's pod and the launch
@@ -344,7 +343,7 @@ func (a *Agent) teardown(j *job, final api.Frame) {
 // jobSink takes the output of the job's pods on this node: into the job's
 // output log, or, while mpiexec is starting, mpiexec's stdout into the
 // launch gate (which needs to see its end, nil, too).
-func (a *Agent) jobSink(j *job) pod.Sink {
+func (a *Agent) jobSink(j *job) node.OutputSink {
 	return func(stream string, data []byte) {
 		j.mu.Lock()
 		gate := j.gate

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
-	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"golang.org/x/sys/unix"
 )
@@ -268,7 +267,7 @@ func (a *Agent) info(j *job) api.Job {
 	j.mu.Unlock()
 	for _, p := range rec.Pods {
 		out.Pods = append(out.Pods, api.Pod{Name: p.Name, Role: p.Role, Rank: p.Rank, Hostname: p.Hostname,
-			IP: p.Addr.Addr().String(), MAC: pod.MAC(p.Addr.Addr()).String(), PID: pids[p.Name], Node: nodeOr(p.Node, a.node)})
+			IP: p.Addr.Addr().String(), MAC: p.MAC().String(), PID: pids[p.Name], Node: nodeOr(p.Node, a.node)})
 	}
 	if list, _, err := a.store.List(rec.ID); err == nil {
 		out.Checkpoints = len(list)

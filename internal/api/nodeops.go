@@ -1,6 +1,9 @@
 package api
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+)
 
 // The node-operation protocol: what a job's coordinator sends a node that
 // holds some of the job's pods (POST /v1/node/{op}, signed with the cluster
@@ -24,6 +27,17 @@ type PodSpec struct {
 	// Node is the node the pod is placed on ("" in records of older
 	// agents: the coordinator's node).
 	Node string `json:"node,omitempty"`
+}
+
+// MAC is the pod's MAC, derived from its IPv4 address: locally
+// administered, unicast, and the same wherever the pod is restored, so the
+// address pair moves with the rank.
+func (s PodSpec) MAC() net.HardwareAddr { return PodMAC(s.Addr.Addr()) }
+
+// PodMAC is the MAC of the pod with address ip (02:c2 and the address).
+func PodMAC(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x02, 0xc2, b[0], b[1], b[2], b[3]}
 }
 
 // NodeRequest is one node operation on a job's pods on a node.

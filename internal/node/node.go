@@ -40,12 +40,15 @@ type PodHost interface {
 	RemoveLeftovers(keep map[string]bool)
 }
 
+// OutputSink receives what a pod prints (pod.Sink).
+type OutputSink = pod.Sink
+
 // Local is what the node needs of the coordinator on its own machine.
 type Local interface {
 	// OutputSink is where the output of the job's pods goes when this
 	// node's agent coordinates the job (its output log), with the job's
 	// owner; ok is false for a job coordinated elsewhere.
-	OutputSink(job string) (sink pod.Sink, owner api.Identity, ok bool)
+	OutputSink(job string) (sink OutputSink, owner api.Identity, ok bool)
 }
 
 // Coordinators asks other agents about jobs they coordinate.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -28,13 +29,9 @@ func HostVethName(pod string) string {
 	return fmt.Sprintf("%s%08x", HostVethPrefix, h.Sum32())
 }
 
-// MAC derives the pod's MAC from its IPv4 address: locally administered,
-// unicast, and the same wherever the pod is restored, so the address pair
-// moves with the rank.
-func MAC(ip netip.Addr) net.HardwareAddr {
-	b := ip.As4()
-	return net.HardwareAddr{0x02, 0xc2, b[0], b[1], b[2], b[3]}
-}
+// MAC is the pod's MAC for its IPv4 address (api.PodMAC: both sides of the
+// protocol derive it the same way).
+func MAC(ip netip.Addr) net.HardwareAddr { return api.PodMAC(ip) }
 
 // nodeMAC is the MAC of a node's pod bridge with address ip: locally
 // administered, and distinct from every pod MAC (MAC starts 02:c2).
