@@ -1,3 +1,8 @@
+// Package launcher is the client side of Cruz: the cruz command line (run,
+// checkpoint, restart, migrate, status, events, cluster ...), following a
+// job's stream with its signals and exit status, and a task of an
+// `srun --cruz` step. It talks to cruzd only through internal/api's client
+// and holds no state; it never imports the agent or the node side.
 package launcher
 
 import (
