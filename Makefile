@@ -81,10 +81,15 @@ bindir:
 		d="$$(dirname "$$d")"; \
 	done
 
+# The commit both binaries report (cruz --version, cruzd --version); empty
+# outside a git checkout (a source package sets COMMIT itself).
+COMMIT ?= $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null || c=$$c+dirty; echo $$c; })
+GO_LDFLAGS := -X github.com/cruz-hpc/cruz/internal/version.Commit=$(COMMIT)
+
 # go build is incremental by itself (build cache), so it always runs.
 go: bindir
 	$(GO) mod download
-	$(GO) build -o "$(BIN)/" $(addprefix ./cmd/,$(GO_CMDS))
+	$(GO) build -ldflags "$(GO_LDFLAGS)" -o "$(BIN)/" $(addprefix ./cmd/,$(GO_CMDS))
 	chmod 0755 $(addprefix "$(BIN)"/,$(GO_CMDS))
 
 apps: bindir $(APP_BINS)

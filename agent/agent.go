@@ -29,9 +29,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Version is the agent's version, reported by GET /v1/version.
-const Version = "0.1.0"
-
 // caller is who a request acts for: from the unix socket's peer credentials
 // (the kernel vouches for them), or, over TCP, the identity a signed
 // request carries.

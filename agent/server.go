@@ -17,8 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/store"
+	"github.com/cruz-hpc/cruz/internal/version"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,6 +120,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	go func() {
 		<-ctx.Done()
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 		// End the jobs first, so that every attached client gets the
 		// frame that says why, then let the streams drain and close.
 		a.Shutdown(context.Background())
@@ -140,6 +143,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 		}()
 	}
 	a.log.Info("listening", "socket", sock)
+	// Under systemd (Type=notify), the agent is ready once its socket
+	// serves: the listener exists, so connections queue from now on.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=serving on "+sock); err != nil {
+		a.log.Warn("telling the service manager that the agent is ready", "err", err)
+	}
 	err = srv.Serve(ln)
 	_ = os.Remove(sock)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -220,7 +228,7 @@ func decode(r *http.Request, v any) error {
 }
 
 func (a *Agent) handleVersion(w http.ResponseWriter, _ *http.Request, _ caller) error {
-	writeJSON(w, http.StatusOK, api.Version{Agent: Version, CRIU: a.CRIUVersion(), Node: a.node})
+	writeJSON(w, http.StatusOK, api.Version{Agent: version.String(), CRIU: a.CRIUVersion(), Node: a.node})
 	return nil
 }
 

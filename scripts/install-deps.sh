@@ -22,7 +22,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 apt_packages=(gcc make libc6-dev mpich libmpich-dev iproute2 nftables iptables procps psmisc acl curl jq
-	util-linux passwd slurmctld slurmd slurm-client munge libslurm-dev)
+	util-linux passwd slurmctld slurmd slurm-client munge libslurm-dev systemd)
 missing=()
 for p in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,11 +1,14 @@
 // Command cruzd is the Cruz node agent: it runs as root, one per node, and
-// owns pods, the packet filter, CRIU and the checkpoint store.
+// owns pods, the packet filter, CRIU and the checkpoint store. main is flags
+// and wiring; the agent is package agent.
 package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -15,9 +18,24 @@ import (
 	"github.com/cruz-hpc/cruz/internal/config"
 	"github.com/cruz-hpc/cruz/internal/criu"
 	"github.com/cruz-hpc/cruz/internal/pod"
+	"github.com/cruz-hpc/cruz/internal/version"
+	"github.com/spf13/cobra"
+)
+
+// defaultConfig is read when --config is not given, if it exists; without
+// it cruzd runs with the built-in defaults (cruzd --print-config shows them).
+const defaultConfig = "/etc/cruz/cruzd.toml"
+
+// Exit statuses.
+const (
+	exitFailed = 1 // the agent could not start, or stopped on an error
+	exitUsage  = 2 // bad flags or a bad configuration
 )
 
 func main() {
+	// Hidden first arguments: cruzd re-executed as a pod's init, as the
+	// launcher of CRIU for a pod's user, or as a virtual node's holder.
+	// They come before anything else, flags included.
 	if pod.IsInit(os.Args) {
 		os.Exit(pod.Init())
 	}
@@ -34,48 +52,107 @@ func main() {
 	}
 	if err := agent.CloseInheritedFiles(); err != nil {
 		fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
-		os.Exit(1)
+		os.Exit(exitFailed)
 	}
-	configPath := flag.String("config", "", "TOML config file (default: built-in defaults; see configs/cruzd.toml)")
-	printConfig := flag.Bool("print-config", false, "print the effective config as TOML and exit")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "cruzd: unexpected argument %q (cruzd takes only flags; see cruzd -h)\n", flag.Arg(0))
-		os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError is a problem with the command line or the configuration.
+type usageError struct{ error }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var configPath string
+	var printConfig, checkConfig, showVersion bool
+	cmd := &cobra.Command{
+		Use:   "cruzd [--config FILE]",
+		Short: "the Cruz node agent: checkpoint, restart and migration of MPI jobs",
+		Long: `cruzd is the Cruz node agent. It runs as root, one per node, and owns the
+node's pods (one network, pid, uts, ipc and mount namespace per MPI rank),
+the packet filter that holds their traffic, CRIU and the checkpoint store.
+Users talk to it with cruz, through its unix socket (agent.socket).
+
+Without --config it reads ` + defaultConfig + ` if that exists, else it runs
+with the built-in defaults (cruzd --print-config shows them).`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unexpected argument %q: cruzd takes only flags", args[0])}
+			}
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if showVersion {
+				fmt.Fprintln(stdout, "cruzd", version.String())
+				return nil
+			}
+			cfg, source, err := loadConfig(configPath, cmd.Flags().Changed("config"))
+			if err != nil {
+				return usageError{err}
+			}
+			switch {
+			case printConfig:
+				return config.Write(stdout, cfg)
+			case checkConfig:
+				fmt.Fprintf(stdout, "cruzd: %s is valid\n", source)
+				return nil
+			}
+			return serve(cfg, stderr)
+		},
 	}
-	cfg := config.Default()
-	if *configPath != "" {
-		var err error
-		if cfg, err = config.Load(*configPath); err != nil {
-			fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
-			os.Exit(2)
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	f := cmd.Flags()
+	f.StringVarP(&configPath, "config", "c", defaultConfig, "TOML config file (see configs/cruzd.toml)")
+	f.BoolVar(&printConfig, "print-config", false, "print the effective config as TOML and exit")
+	f.BoolVar(&checkConfig, "check-config", false, "check the config and exit, starting nothing")
+	f.BoolVarP(&showVersion, "version", "V", false, "print the version and exit")
+	err := cmd.Execute()
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "cruzd: %v\n", ue.error)
+		fmt.Fprintln(stderr, "cruzd: see cruzd --help")
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "cruzd: %v\n", err)
+		return exitFailed
+	}
+}
+
+// loadConfig reads the configuration: the file given, or the default file
+// if it exists, or the built-in defaults. It returns what it read, for
+// messages.
+func loadConfig(path string, given bool) (config.Config, string, error) {
+	if !given {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			cfg := config.Default()
+			return cfg, "the built-in default configuration", cfg.Validate()
 		}
 	}
-	if *printConfig {
-		if err := config.Write(os.Stdout, cfg); err != nil {
-			fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	}
+	cfg, err := config.Load(path)
+	return cfg, path, err
+}
+
+// serve runs the agent until SIGINT or SIGTERM.
+func serve(cfg config.Config, stderr io.Writer) error {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Agent.LogLevel))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "cruzd: must run as root (it creates namespaces and runs CRIU); users talk to it with cruz")
-		os.Exit(1)
+		return errors.New("must run as root (it creates namespaces and runs CRIU); users talk to it with cruz")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	a, err := agent.New(ctx, cfg, log)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
-		os.Exit(1)
+		return err
 	}
 	err = a.Serve(ctx)
 	a.Shutdown(context.Background())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "cruzd: %v\n", err)
-		os.Exit(1)
-	}
+	return err
 }

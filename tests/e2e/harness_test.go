@@ -41,6 +41,7 @@ type agent struct {
 	logPath string
 	cmd     *exec.Cmd
 	done    chan struct{}
+	env     []string // added to cruzd's environment
 }
 
 // agentOptions change the agent's config.
@@ -48,6 +49,7 @@ type agentOptions struct {
 	criuPath string // criu.path; default: the system's CRIU
 	extra    string // TOML appended to the config
 	listen   string // agent.listen: the TCP API's address; default none
+	env      []string // added to cruzd's environment (e.g. NOTIFY_SOCKET)
 }
 
 // startAgent starts a private cruzd and stops it (and removes every trace)
@@ -65,7 +67,7 @@ func startAgent(t *testing.T, opt agentOptions) *agent {
 	require.NoError(t, os.Chmod(dir, 0o755))
 	a := &agent{t: t, dir: dir, runDir: filepath.Join(dir, "run"), store: filepath.Join(dir, "store"),
 		bridge: fmt.Sprintf("cze%d_%d", os.Getpid()%10000, n), subnet: fmt.Sprintf("10.%d.%d.0/24", 220+os.Getpid()%30, n%250),
-		logPath: filepath.Join(dir, "agent.log"), done: make(chan struct{})}
+		logPath: filepath.Join(dir, "agent.log"), done: make(chan struct{}), env: opt.env}
 	if len(a.bridge) > 15 {
 		a.bridge = a.bridge[:15]
 	}
@@ -100,6 +102,7 @@ func (a *agent) start() {
 	require.NoError(a.t, err)
 	defer logf.Close()
 	a.cmd = exec.Command(testenv.Bin(a.t, "cruzd"), "--config", a.config)
+	a.cmd.Env = append(os.Environ(), a.env...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	require.NoError(a.t, a.cmd.Start())
 	a.done = make(chan struct{})
