@@ -46,9 +46,9 @@ type agent struct {
 
 // agentOptions change the agent's config.
 type agentOptions struct {
-	criuPath string // criu.path; default: the system's CRIU
-	extra    string // TOML appended to the config
-	listen   string // agent.listen: the TCP API's address; default none
+	criuPath string   // criu.path; default: the system's CRIU
+	extra    string   // TOML appended to the config
+	listen   string   // agent.listen: the TCP API's address; default none
 	env      []string // added to cruzd's environment (e.g. NOTIFY_SOCKET)
 }
 
