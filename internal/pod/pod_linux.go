@@ -400,9 +400,17 @@ func Init() int {
 	return fail(126, "exec %s: %v", path, err)
 }
 
+// nsDirs are the directories iproute2 keeps namespace names in. `ip netns
+// add` bind-mounts such a directory onto itself and makes it shared, and the
+// mount stays after the last name is gone: in a pod it is a shared bind
+// mount of a subdirectory that CRIU cannot restore ("Failed to copy sharing
+// from ... /run/netns"), so pods do without it.
+var nsDirs = map[string]bool{"/run/netns": true, "/var/run/netns": true}
+
 // nsfsMounts lists the namespace bind mounts (other agents' pod netns,
-// `ip netns` names) in this mount namespace, deepest first. A pod must not
-// hold them: they would keep those namespaces alive and be dumped with it.
+// `ip netns` names) in this mount namespace, and iproute2's namespace
+// directories (nsDirs), deepest first. A pod must not hold them: they would
+// keep those namespaces alive and be dumped with it.
 func nsfsMounts() []string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -413,7 +421,7 @@ func nsfsMounts() []string {
 		// id parent major:minor root mountpoint options... - fstype source super
 		pre, post, ok := strings.Cut(line, " - ")
 		f, g := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) > 4 && len(g) > 0 && g[0] == "nsfs" {
+		if ok && len(f) > 4 && len(g) > 0 && (g[0] == "nsfs" || nsDirs[f[4]]) {
 			out = append([]string{f[4]}, out...)
 		}
 	}
