@@ -31,6 +31,16 @@ func Follow(ctx context.Context, c *api.Client, s *api.Stream, stdout, stderr io
 	})
 }
 
+// followAnnounced is Follow that first says on stderr which job started
+// (cruz run: the user learns the id to checkpoint or attach with).
+func followAnnounced(ctx context.Context, c *api.Client, s *api.Stream, stdout, stderr io.Writer) int {
+	return followWith(ctx, s, stdout, stderr, notifyForwarded(), true, func(id string, sig os.Signal) {
+		if err := c.Signal(ctx, id, int(sig.(syscall.Signal))); err != nil {
+			fmt.Fprintf(stderr, "cruz: forwarding %v to job %s: %v\n", sig, id, err)
+		}
+	})
+}
+
 // follow is Follow with onSignal called, one signal at a time, for each
 // signal the client gets once the job's id is known.
 func follow(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, onSignal func(id string, sig os.Signal)) int {
@@ -48,6 +58,12 @@ func notifyForwarded() chan os.Signal {
 // followSignals is follow with the signals from sigs (notifyForwarded),
 // which may hold some that came before.
 func followSignals(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, sigs chan os.Signal, onSignal func(id string, sig os.Signal)) int {
+	return followWith(ctx, s, stdout, stderr, sigs, false, onSignal)
+}
+
+// followWith is followSignals that, with announce, says on stderr which
+// job started.
+func followWith(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, sigs chan os.Signal, announce bool, onSignal func(id string, sig os.Signal)) int {
 	defer s.Close()
 	defer signal.Stop(sigs)
 	jobID := make(chan string, 1)
@@ -73,6 +89,9 @@ func followSignals(ctx context.Context, s *api.Stream, stdout, stderr io.Writer,
 			if id == "" {
 				id = f.Job.ID
 				jobID <- id
+				if announce && f.Job.State != api.StateFailed {
+					fmt.Fprintf(stderr, "cruz: job %s started\n", id)
+				}
 			}
 		case f.Stream == "stdout":
 			_, _ = stdout.Write(f.Data)
