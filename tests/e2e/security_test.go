@@ -106,7 +106,7 @@ func TestOtherUserCannotActOnJob(t *testing.T) {
 	res := run.wait(t, time.Minute)
 	require.Equal(t, 0, res.Code, "stderr: %s", res.Stderr)
 	assert.Equal(t, wantCounterLines(1, last), outputLines(res.Stdout))
-	assert.Empty(t, res.Stderr)
+	assert.Equal(t, "cruz: job "+id+" started\n", res.Stderr, "cruz run says only which job started")
 	j = a.status(u1, id)
 	assert.Equal(t, api.StateExited, j.State)
 	assert.Equal(t, 1, j.Checkpoints, "the only checkpoint is root's")
