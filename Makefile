@@ -27,13 +27,17 @@ export HOME ?= /root
 
 GO ?= go
 CC ?= cc
-MPICC ?= mpicc
+# MPICH, named explicitly: Debian's Open MPI packages make plain mpicc Open MPI's.
+MPICC ?= mpicc.mpich
+OMPICC ?= mpicc.openmpi
 CFLAGS ?= -Wall -Wextra -O2
 
 GO_CMDS := cruz cruzd
 C_APPS := tcp_stream memhog counter
 MPI_APPS := mpi_allreduce
-APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS))
+# The same programs built with Open MPI, named NAME_ompi.
+OMPI_APPS := mpi_allreduce_ompi
+APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
@@ -100,6 +104,10 @@ $(addprefix $(APPS_DIR)/,$(C_APPS)): $(APPS_DIR)/%: tests/apps/%.c | bindir
 
 $(addprefix $(APPS_DIR)/,$(MPI_APPS)): $(APPS_DIR)/%: tests/apps/%.c | bindir
 	$(MPICC) $(CFLAGS) -o $@ $<
+	chmod 0755 $@
+
+$(addprefix $(APPS_DIR)/,$(OMPI_APPS)): $(APPS_DIR)/%_ompi: tests/apps/%.c | bindir
+	$(OMPICC) $(CFLAGS) -o $@ $<
 	chmod 0755 $@
 
 # Two unprivileged users for the end-to-end tests; cruzt1 also belongs to

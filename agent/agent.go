@@ -53,6 +53,8 @@ type Agent struct {
 	dial dialer
 	// dumpGrace is what a node gets beyond CRIU's timeout to answer a dump.
 	dumpGrace time.Duration
+	// self is cruzd's executable: Open MPI's remote shell in jobs' pods.
+	self string
 
 	mu   sync.Mutex
 	jobs map[string]*job // jobs this agent coordinates
@@ -136,6 +138,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	host := &pod.Host{Bridge: cfg.Network.Bridge, MTU: cfg.Network.MTU, CRIU: runner, Self: self, Log: log}
 	a := newAgent(cfg, log, st, key, name, host)
 	a.criuVersion = v
+	a.self = self
 	if err := a.reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile state left by the previous agent: %w", err)
 	}

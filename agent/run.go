@@ -43,8 +43,19 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 	if len(nodes) == 0 {
 		nodes = a.nodes()
 	}
-	if err := a.checkNodes(nodes); err != nil {
+	var err error
+	if err = a.checkNodes(nodes); err != nil {
 		return nil, err
+	}
+	var launcher mpi.Launcher
+	if !req.Plain {
+		if launcher, err = a.launcher(req.MPI); err != nil {
+			return nil, err
+		}
+		if err := checkLauncher(launcher); err != nil {
+			return nil, err
+		}
+		req.MPI = string(launcher.Kind())
 	}
 	pol, err := a.resolvePolicy(req)
 	if err != nil {
@@ -71,9 +82,14 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 	rec := jobRecord{ID: id, Name: req.Name, User: c.User, UID: c.UID, GID: c.GID, Groups: c.Groups,
 		Request: req, State: api.StateStarting, Created: now, Updated: now, Policy: pol, Spares: spares}
 	env := append(append([]string{}, req.Env...), a.cfg.MPI.Env...)
+	privateDev := false
+	if launcher != nil {
+		env = append(append([]string{}, req.Env...), launcher.Env(c.UID)...)
+		privateDev = launcher.PrivateDev()
+	}
 	mk := func(name string, role api.PodRole, rank int, addr netip.Prefix, argv []string) api.PodSpec {
 		return api.PodSpec{Name: name, Hostname: name, Role: role, Rank: rank, Addr: addr, Argv: argv,
-			Env: env, Dir: req.Dir, UID: c.UID, GID: c.GID, Groups: c.Groups, Node: a.node}
+			Env: env, Dir: req.Dir, UID: c.UID, GID: c.GID, Groups: c.Groups, Node: a.node, PrivateDev: privateDev}
 	}
 	if req.Plain {
 		// mpi.env applies here too: an MPICH program run with one rank
@@ -93,7 +109,7 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 			rec.Pods = append(rec.Pods, spec)
 			hosts[r] = addrs[r+1].Addr().String()
 		}
-		rec.Pods[0].Argv = mpi.MpiexecArgv(a.cfg.MPI.Mpiexec, hosts, req.NP, req.Argv)
+		rec.Pods[0].Argv = launcher.Argv(hosts, req.NP, req.Argv)
 	}
 	if err := os.MkdirAll(a.jobDir(id), 0o700); err != nil {
 		allocMu.Unlock()
@@ -176,7 +192,15 @@ func (a *Agent) startPods(ctx context.Context, j *job) error {
 		go a.supervise(j, gen)
 		return nil
 	}
-	gate := mpi.NewLaunchGate(len(specs)-1, func(data []byte) { a.emit(j, "stdout", data) })
+	launcher, err := a.launcher(j.rec.Request.MPI)
+	if err != nil {
+		return err
+	}
+	hosts := make([]string, 0, len(specs)-1)
+	for _, s := range specs[1:] {
+		hosts = append(hosts, s.Addr.Addr().String())
+	}
+	gate := mpi.NewLaunchGate(launcher, hosts, func(data []byte) { a.emit(j, "stdout", data) })
 	j.mu.Lock()
 	j.gate = gate
 	j.mu.Unlock()
@@ -192,13 +216,13 @@ func (a *Agent) startPods(ctx context.Context, j *job) error {
 	select {
 	case res = <-gate.Result():
 	case <-time.After(launchTimeout):
-		return fmt.Errorf("mpiexec printed no proxy launch lines within %s", launchTimeout)
+		return fmt.Errorf("%s named no process for the rank pods within %s", launcher.Command(), launchTimeout)
 	}
 	if res.Err != nil {
 		// mpiexec failed by itself (bad arguments, say): what it printed
 		// is in the job's output; its exit status is the job's.
 		code, _ := self.Do(ctx, api.OpWait, api.NodeRequest{Job: j.id(), Pods: []string{specs[0].Name}})
-		return fmt.Errorf("mpiexec: %w (exit status %d)", res.Err, code.ExitCode)
+		return fmt.Errorf("%s: %w (exit status %d)", launcher.Command(), res.Err, code.ExitCode)
 	}
 	// The ranks start at once on all their nodes.
 	var wg sync.WaitGroup

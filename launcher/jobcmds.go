@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/mpi"
 	"github.com/spf13/cobra"
 )
 
@@ -29,9 +30,9 @@ func command(use, short, long string, nargs [2]int, run func(cmd *cobra.Command,
 
 func (c *cli) runCommand() *cobra.Command {
 	var req api.RunRequest
-	var nodes, interval, restart string
+	var nodes, interval, restart, mpiFlag string
 	var detach bool
-	cmd := command("run [--name NAME] [--np N] [--nodes NODES] [--plain] [--interval DURATION|auto|off] [--keep K] [--spares K] [--restart auto|never] [--detach] -- CMD ARGS...",
+	cmd := command("run [--name NAME] [--np N] [--mpi auto|mpich|openmpi] [--nodes NODES] [--plain] [--interval DURATION|auto|off] [--keep K] [--spares K] [--restart auto|never] [--detach] -- CMD ARGS...",
 		"start a job and stream its output",
 		`Start an MPI job of N ranks, each in its own pod, and stream its output;
 cruz exits with the job's status (75 if a checkpoint stopped it). With
@@ -42,7 +43,9 @@ mpiexec's pod on this node. The policy engine checkpoints the job every
 and after a failure rolls it back to the last one, on healthy nodes and the
 --spares nodes it holds back. The job's id is printed on stderr; with
 --detach it is printed on stdout and cruz returns at once (follow the job
-with cruz attach JOB).`, [2]int{1, 1 << 20},
+with cruz attach JOB). The MPI that starts the ranks is the one CMD links
+(MPICH or Open MPI), or --mpi: an interpreter such as python3 links none,
+so an mpi4py script needs --mpi openmpi (or mpich).`, [2]int{1, 1 << 20},
 		func(cmd *cobra.Command, argv []string) error {
 			var err error
 			if req.NP < 1 || req.NP > maxRanks {
@@ -73,6 +76,17 @@ with cruz attach JOB).`, [2]int{1, 1 << 20},
 			if req.NP == 1 {
 				req.Plain = true
 			}
+			kind, err := mpi.ParseKind(mpiFlag)
+			if err != nil {
+				return usagef(cmd, "--mpi: %v", err)
+			}
+			if !req.Plain {
+				found, err := mpi.Choose(kind, argv[0], req.Env, req.Dir)
+				if err != nil {
+					return usagef(cmd, "%v", err)
+				}
+				req.MPI = string(found)
+			}
 			a, err := c.agent()
 			if err != nil {
 				return err
@@ -90,6 +104,7 @@ with cruz attach JOB).`, [2]int{1, 1 << 20},
 	f.SetInterspersed(false) // what follows the command is the command's
 	f.StringVar(&req.Name, "name", "", "job name (default: the command's name)")
 	f.IntVar(&req.NP, "np", 1, "number of MPI ranks, one pod each (1: CMD runs as is in one pod)")
+	f.StringVar(&mpiFlag, "mpi", "auto", "the MPI that starts the ranks: auto (the one CMD links), mpich or openmpi")
 	f.BoolVar(&req.Plain, "plain", false, "run CMD as is in one pod, without mpiexec (the default for --np 1)")
 	f.StringVar(&nodes, "nodes", "", "nodes to spread the ranks over (default: every node)")
 	f.StringVar(&interval, "interval", "", "periodic checkpoints: a duration (30s, 10m), auto (Young/Daly) or off (default: the cluster's policy)")
@@ -389,6 +404,11 @@ func (c *cli) versionCommand() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(c.stdout, "agent %s on %s, CRIU %s\n", v.Agent, v.Node, v.CRIU)
+			mpis := "none found"
+			if len(v.MPIs) > 0 {
+				mpis = strings.Join(v.MPIs, ", ")
+			}
+			fmt.Fprintf(c.stdout, "MPI: %s\n", mpis)
 			return nil
 		})
 }

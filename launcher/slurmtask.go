@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/mpi"
 )
 
 // TaskArgv0Env is set by the SPANK plugin in each task of an srun --cruz
@@ -131,8 +132,14 @@ func SlurmTask(ctx context.Context, argv []string, stdout, stderr io.Writer) int
 			env = append(env, kv)
 		}
 	}
+	kind, err := slurmMPI(os.Getenv("CRUZ_MPI"), argv[0], env, dir)
+	if err != nil {
+		code := failf("Slurm step %s: %v", step.name(), err)
+		endStep(ctx, step, stderr)
+		return code
+	}
 	name := filepath.Base(argv[0])
-	req := api.RunRequest{Name: name, NP: step.ntasks, Argv: argv, Env: env, Dir: dir,
+	req := api.RunRequest{Name: name, NP: step.ntasks, Argv: argv, Env: env, Dir: dir, MPI: kind,
 		Interval: step.interval, Restart: step.restart, Store: step.store,
 		Slurm: &api.SlurmStep{JobID: step.jobID, StepID: step.stepID, Restarts: step.restarts, RankNodes: step.rankNodes}}
 	// Signals are caught from now on: scancel or the time-limit warning may
@@ -463,4 +470,22 @@ func ParseTasksPerNode(s string) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// slurmMPI settles a step's MPI from CRUZ_MPI (auto, mpich or openmpi) and
+// the program. Unlike cruz run, a program that links no MPI is no mistake
+// here: srun runs one copy per task, and so does MPICH's hydra.
+func slurmMPI(asked, argv0 string, env []string, dir string) (string, error) {
+	k, err := mpi.ParseKind(asked)
+	if err != nil {
+		return "", fmt.Errorf("CRUZ_MPI: %w", err)
+	}
+	found, err := mpi.Choose(k, argv0, env, dir)
+	if errors.Is(err, mpi.ErrNoMPI) {
+		return string(mpi.MPICH), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(found), nil
 }

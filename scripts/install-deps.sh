@@ -21,7 +21,12 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-apt_packages=(gcc make libc6-dev mpich libmpich-dev iproute2 nftables iptables procps psmisc acl curl jq
+# Both MPIs, as on a user's Debian machine: Open MPI's packages (which lammps
+# and python3-mpi4py bring) make it the default mpicc/mpiexec; Cruz and the
+# Makefile name each MPI's programs explicitly (mpiexec.hydra, mpicc.mpich,
+# mpirun.openmpi, mpicc.openmpi). lammps, python3-mpi4py and netpipe-mpich2
+# are the real applications the end-to-end tests run.
+apt_packages=(gcc make libc6-dev mpich libmpich-dev openmpi-bin libopenmpi-dev lammps python3-mpi4py netpipe-mpich2 iproute2 nftables iptables procps psmisc acl curl jq
 	util-linux passwd slurmctld slurmd slurm-client munge libslurm-dev systemd)
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -17,6 +17,7 @@ import (
 	"github.com/cruz-hpc/cruz/agent"
 	"github.com/cruz-hpc/cruz/internal/config"
 	"github.com/cruz-hpc/cruz/internal/criu"
+	"github.com/cruz-hpc/cruz/internal/mpi"
 	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/version"
 	"github.com/spf13/cobra"
@@ -34,10 +35,14 @@ const (
 
 func main() {
 	// Hidden first arguments: cruzd re-executed as a pod's init, as the
-	// launcher of CRIU for a pod's user, or as a virtual node's holder.
+	// launcher of CRIU for a pod's user, as Open MPI's remote shell in a job's
+	// pod, or as a virtual node's holder.
 	// They come before anything else, flags included.
 	if pod.IsInit(os.Args) {
 		os.Exit(pod.Init())
+	}
+	if mpi.IsRshAgent(os.Args) {
+		os.Exit(mpi.RshAgent(os.Args))
 	}
 	if criu.IsCRIUAs(os.Args) {
 		os.Exit(criu.ExecCRIUAs(os.Args))

@@ -27,6 +27,11 @@ type PodSpec struct {
 	// Node is the node the pod is placed on ("" in records of older
 	// agents: the coordinator's node).
 	Node string `json:"node,omitempty"`
+	// PrivateDev gives the pod its own /dev/shm (a tmpfs) and /dev/pts (a
+	// new devpts instance, with /dev/ptmx), which CRIU saves and restores
+	// with the pod: Open MPI keeps its session files and ranks' terminals
+	// there.
+	PrivateDev bool `json:"private_dev,omitempty"`
 }
 
 // MAC is the pod's MAC, derived from its IPv4 address: locally

@@ -19,6 +19,10 @@ type RunRequest struct {
 	Dir  string   `json:"dir"`
 	// Plain runs argv as is, in one pod, without MPI.
 	Plain bool `json:"plain,omitempty"`
+	// MPI is the MPI that starts the ranks: "mpich" or "openmpi"; empty:
+	// mpich (clients before Open MPI support). cruz run finds it from the
+	// program (--mpi auto).
+	MPI string `json:"mpi,omitempty"`
 	// Nodes to spread the ranks over (block distribution); empty: every
 	// node of the cluster. mpiexec's pod runs on the agent's own node.
 	Nodes []string `json:"nodes,omitempty"`
@@ -256,4 +260,7 @@ type Version struct {
 	Agent string `json:"agent"`
 	CRIU  string `json:"criu"`
 	Node  string `json:"node"`
+	// MPIs are the MPIs whose launchers the agent found, e.g.
+	// "mpich (/usr/bin/mpiexec.hydra)".
+	MPIs []string `json:"mpis,omitempty"`
 }

@@ -129,8 +129,12 @@ type CRIUConfig struct {
 
 // MPIConfig controls how ranks are launched inside pods.
 type MPIConfig struct {
-	Mpiexec string   `toml:"mpiexec"`
-	Env     []string `toml:"env"` // KEY=VALUE added to every pod
+	Mpiexec string   `toml:"mpiexec"` // MPICH's hydra mpiexec
+	Env     []string `toml:"env"`     // KEY=VALUE added to every pod of MPICH and plain jobs
+	// OpenMPIMpirun is Open MPI's mpirun.
+	OpenMPIMpirun string `toml:"openmpi_mpirun"`
+	// OpenMPIEnv is added to every pod of Open MPI jobs (OMPI_MCA_ settings).
+	OpenMPIEnv []string `toml:"openmpi_env"`
 }
 
 // ClusterConfig names the other nodes' agents, for jobs that span nodes.
@@ -238,8 +242,17 @@ func Default() Config {
 			LogLevel: 4,
 		},
 		MPI: MPIConfig{
-			Mpiexec: "mpiexec",
-			Env:     []string{"UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0", "MPIR_CVAR_NOLOCAL=1"},
+			// Named explicitly: Debian's Open MPI packages make plain
+			// "mpiexec" Open MPI's.
+			Mpiexec:       "mpiexec.hydra",
+			Env:           []string{"UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0", "MPIR_CVAR_NOLOCAL=1"},
+			OpenMPIMpirun: "mpirun.openmpi",
+			// TCP over the pod's eth0 for mpirun<->orted and between
+			// ranks (ob1 and its tcp BTL, not UCX, which would take
+			// shared memory between pods of one kernel); the session
+			// directory in the pod's private /dev/shm.
+			OpenMPIEnv: []string{"OMPI_MCA_oob_tcp_if_include=eth0", "OMPI_MCA_btl_tcp_if_include=eth0",
+				"OMPI_MCA_btl=tcp,self", "OMPI_MCA_pml=ob1", "OMPI_MCA_osc=^ucx", "OMPI_MCA_orte_tmpdir_base=/dev/shm"},
 		},
 		Cluster: ClusterConfig{Peers: []string{}},
 		Policy: PolicyConfig{
@@ -391,6 +404,8 @@ var wants = map[string]string{
 	"mpi":                      "a table",
 	"mpi.mpiexec":              "a command name looked up in PATH or an absolute path",
 	"mpi.env":                  `a list of "KEY=VALUE" strings`,
+	"mpi.openmpi_mpirun":       "a command name looked up in PATH or an absolute path",
+	"mpi.openmpi_env":          `a list of "KEY=VALUE" strings`,
 	"network.address":          "empty, or an IPv4 CIDR inside network.subnet (the node's address on the pod LAN), not a network or broadcast address",
 	"cluster":                  "a table",
 	"cluster.peers":            `a list of "NAME=IP:PORT" strings, one per node agent`,
@@ -518,10 +533,19 @@ func (c Config) validate() []error {
 	if !isCommand(c.MPI.Mpiexec) {
 		bad("mpi.mpiexec", c.MPI.Mpiexec)
 	}
-	for i, kv := range c.MPI.Env {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {
-			errs = append(errs, fmt.Errorf(`mpi.env[%d]: %s is not a "KEY=VALUE" string with a non-empty KEY (example: %s)`,
-				i, show(kv), show(Default().MPI.Env[0])))
+	if !isCommand(c.MPI.OpenMPIMpirun) {
+		bad("mpi.openmpi_mpirun", c.MPI.OpenMPIMpirun)
+	}
+	for _, e := range []struct {
+		key string
+		env []string
+	}{{"mpi.env", c.MPI.Env}, {"mpi.openmpi_env", c.MPI.OpenMPIEnv}} {
+		key := e.key
+		for i, kv := range e.env {
+			if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {
+				errs = append(errs, fmt.Errorf(`%s[%d]: %s is not a "KEY=VALUE" string with a non-empty KEY (example: %s)`,
+					key, i, show(kv), show(Default().MPI.Env[0])))
+			}
 		}
 	}
 	return errs

@@ -55,7 +55,8 @@ func TestDefault(t *testing.T) {
 	assert.Equal(t, "criu", c.CRIU.Path)
 	assert.Equal(t, 5*time.Minute, c.CRIU.Timeout.Duration)
 	assert.Equal(t, 4, c.CRIU.LogLevel)
-	assert.Equal(t, "mpiexec", c.MPI.Mpiexec)
+	assert.Equal(t, "mpiexec.hydra", c.MPI.Mpiexec)
+	assert.Equal(t, "mpirun.openmpi", c.MPI.OpenMPIMpirun)
 	assert.Equal(t, []string{"UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0", "MPIR_CVAR_NOLOCAL=1"}, c.MPI.Env)
 	assert.Equal(t, netip.MustParsePrefix("10.203.0.0/16"), c.SubnetPrefix())
 
@@ -165,7 +166,7 @@ func TestParseBadValues(t *testing.T) {
 		{"negative timeout", "[criu]\ntimeout = \"-1m\"", []string{`criu.timeout: "-1m" is not a duration greater than zero`}},
 		{"criu log level high", "[criu]\nlog_level = 5", []string{"criu.log_level: 5 is not an integer from 0 to 4 (example: 4)"}},
 		{"criu log level negative", "[criu]\nlog_level = -1", []string{"criu.log_level: -1 is not an integer from 0 to 4"}},
-		{"relative mpiexec", "[mpi]\nmpiexec = \"./mpiexec\"", []string{`mpi.mpiexec: "./mpiexec" is not a command name looked up in PATH or an absolute path (example: "mpiexec")`}},
+		{"relative mpiexec", "[mpi]\nmpiexec = \"./mpiexec\"", []string{`mpi.mpiexec: "./mpiexec" is not a command name looked up in PATH or an absolute path (example: "mpiexec.hydra")`}},
 		{"env without =", "[mpi]\nenv = [\"A=1\", \"B\"]", []string{`mpi.env[1]: "B" is not a "KEY=VALUE" string with a non-empty KEY (example: "UCX_TLS=tcp,self")`}},
 		{"env empty key", "[mpi]\nenv = [\"=1\"]", []string{`mpi.env[0]: "=1" is not a "KEY=VALUE" string`}},
 	}

@@ -9,6 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+var (
+	testHydra = Hydra{Mpiexec: "mpiexec"}
+	testHosts = []string{"10.0.0.3", "10.0.0.4"}
+)
+
 const sampleLaunch = `HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.203.0.2:37187 --rmk user --launcher manual --demux poll --iface eth0 --pgid 0 --retries 10 --usize -2 --pmi-port 0 --gpus-per-proc -2 --proxy-id 0 
 HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.203.0.2:37187 --rmk user --launcher manual --demux poll --iface eth0 --pgid 0 --retries 10 --usize -2 --pmi-port 0 --gpus-per-proc -2 --proxy-id 1 
 HYDRA_LAUNCH_END
@@ -17,7 +22,7 @@ iter 1 sum 3
 
 func TestReadLaunches(t *testing.T) {
 	r := bufio.NewReader(strings.NewReader("[mpiexec] warning: something\n" + sampleLaunch))
-	ls, other, err := ReadLaunches(r, 2)
+	ls, other, err := ReadLaunches(testHydra, r, testHosts)
 	require.NoError(t, err)
 	require.Len(t, ls, 2)
 	assert.Equal(t, 0, ls[0].ID)
@@ -39,7 +44,7 @@ func TestReadLaunchesErrors(t *testing.T) {
 		{"range", "HYDRA_LAUNCH: p --proxy-id 5\n", "distinct id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := ReadLaunches(bufio.NewReader(strings.NewReader(tc.in)), 2)
+			_, _, err := ReadLaunches(testHydra, bufio.NewReader(strings.NewReader(tc.in)), testHosts)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -47,13 +52,13 @@ func TestReadLaunchesErrors(t *testing.T) {
 }
 
 func TestMpiexecArgv(t *testing.T) {
-	got := MpiexecArgv("mpiexec", []string{"10.0.0.3", "10.0.0.4"}, 2, []string{"./app", "5"})
+	got := testHydra.Argv(testHosts, 2, []string{"./app", "5"})
 	assert.Equal(t, []string{"mpiexec", "-launcher", "manual", "-iface", "eth0", "-hosts", "10.0.0.3,10.0.0.4", "-n", "2", "./app", "5"}, got)
 }
 
 func TestLaunchGateSplitsLaunchLinesFromOutput(t *testing.T) {
 	var out []string
-	g := NewLaunchGate(2, func(data []byte) { out = append(out, string(data)) })
+	g := NewLaunchGate(testHydra, testHosts, func(data []byte) { out = append(out, string(data)) })
 	// hydra's stdout arrives in arbitrary chunks.
 	text := "HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.0.0.2:1 --proxy-id 0\n" +
 		"HYDRA_LAUNCH: /usr/bin/hydra_pmi_proxy --control-port 10.0.0.2:1 --proxy-id 1\n" +
@@ -72,7 +77,7 @@ func TestLaunchGateSplitsLaunchLinesFromOutput(t *testing.T) {
 
 func TestLaunchGateReportsEarlyExit(t *testing.T) {
 	var out []string
-	g := NewLaunchGate(2, func(data []byte) { out = append(out, string(data)) })
+	g := NewLaunchGate(testHydra, testHosts, func(data []byte) { out = append(out, string(data)) })
 	g.Write([]byte("[mpiexec@pod] bad option -x\n"))
 	g.Write(nil) // mpiexec ended
 	res := <-g.Result()

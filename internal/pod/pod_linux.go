@@ -360,6 +360,11 @@ func Init() int {
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fail(127, "mount the pod's /proc: %v", err)
 	}
+	if spec.PrivateDev {
+		if err := privateDev(); err != nil {
+			return fail(127, "%v", err)
+		}
+	}
 	// stdin was opened in the node's mount namespace; CRIU can only dump
 	// files whose mount it finds in the pod's, so open /dev/null again here.
 	if err := reopenStdin(); err != nil {
@@ -398,6 +403,23 @@ func Init() int {
 	}
 	err = syscall.Exec(path, spec.Argv, spec.Env)
 	return fail(126, "exec %s: %v", path, err)
+}
+
+// privateDev gives the pod its own /dev/shm and /dev/pts (with /dev/ptmx
+// leading to it): mounts of the pod's mount namespace, so that CRIU saves
+// what is in them (shared memory files, session files, terminals) with the
+// pod and makes them again wherever the pod is restored.
+func privateDev() error {
+	if err := unix.Mount("tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+		return fmt.Errorf("mount the pod's /dev/shm: %w", err)
+	}
+	if err := unix.Mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+		return fmt.Errorf("mount the pod's /dev/pts: %w", err)
+	}
+	if err := unix.Mount("/dev/pts/ptmx", "/dev/ptmx", "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the pod's /dev/ptmx: %w", err)
+	}
+	return nil
 }
 
 // nsDirs are the directories iproute2 keeps namespace names in. `ip netns
