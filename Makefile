@@ -41,7 +41,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users test demo bench bench-coord soak clean spank spank-note
+.PHONY: all deps build go apps bindir users unit lint test demo bench bench-coord soak clean spank spank-note
 
 all: build
 
@@ -119,10 +119,25 @@ users:
 	id -u cruzt2 >/dev/null 2>&1 || useradd -m -s /bin/bash cruzt2
 	@echo "users: cruzt1 ($$(id cruzt1)), cruzt2 ($$(id cruzt2))"
 
+# unit: every package but the end-to-end suite, without root and in seconds
+# (tests that need root or start a Slurm cluster skip under -short; make test
+# runs them). Needs only Go: no dependencies, no build, no test users.
+UNIT_PKGS = $$($(GO) list ./... | grep -v '/tests/e2e$$')
+unit:
+	$(GO) test -short -count=1 $(UNIT_PKGS)
+
+# lint: go vet and staticcheck (its default checks: likely bugs SA, needless
+# complications S, unused code U1000 and quick fixes QF, without the naming and
+# comment-style checks ST). staticcheck is pinned as a tool in go.mod, so the
+# same version runs everywhere (go tool staticcheck).
+lint:
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
 # -p 1: packages one at a time (the Slurm tests of two packages share
 # slurmctld's port). go test -v so that loud skips are visible; the log is summarised at the end
 # with a "test: N passed, N failed, N skipped" line (subtests included).
-test: deps build users
+test: deps build users lint
 	@log="$$(mktemp /tmp/cruz-test.XXXXXX.log)"; \
 	echo "test: go test -p 1 -count=1 -timeout 60m ./... with CRUZ_BIN=$(BIN) (log: $$log)"; \
 	set +e; \

@@ -142,9 +142,7 @@ func (a *Agent) tcpAuth(key []byte, nonces *nonceCache, now func() time.Time, ne
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		id := h.Identity
-		c := caller{UID: id.UID, GID: id.GID, Groups: id.Groups, User: id.User}
-		ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, c), peerKey{}, true)
+		ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, caller(h.Identity)), peerKey{}, true)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -129,10 +129,6 @@ func (n *Node) notHere(job string) error {
 	return api.Errorf(api.ErrNotFound, "job %s has no pods on node %s", job, n.cfg.Name)
 }
 
-func (n *Node) podNotHere(job, p string) error {
-	return api.Errorf(api.ErrNotFound, "pod %s of job %s is not on node %s", p, job, n.cfg.Name)
-}
-
 // SetInfo is what the node tells of one job's pods on it.
 type SetInfo struct {
 	Job         string

@@ -41,6 +41,9 @@ func (l *testLog) Write(b []byte) (int, error) {
 // requireSlurm skips the test, saying why, unless it can run a cluster.
 func requireSlurm(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("SKIP: -short (make unit): starting a Slurm cluster takes tens of seconds; make test runs it")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP: a slurm cluster needs root (network namespaces, munged, slurmd): run go test as root")
 	}
