@@ -55,6 +55,8 @@ type Agent struct {
 	dumpGrace time.Duration
 	// self is cruzd's executable: Open MPI's remote shell in jobs' pods.
 	self string
+	// runLock is this agent's hold on its run directory (nil in unit tests).
+	runLock *RunLock
 
 	mu   sync.Mutex
 	jobs map[string]*job // jobs this agent coordinates
@@ -64,20 +66,31 @@ type Agent struct {
 	eventsMu sync.Mutex
 }
 
-// New checks the node (CRIU version and kernel support, the pod bridge, the
-// run and store directories), then cleans up after an agent that died:
-// every pod of a job that was running is killed and removed, and the job is
-// marked lost, to be restarted from its latest checkpoint.
-func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, error) {
+// New takes the run directory (one agent per run directory), checks the
+// node (CRIU version and kernel support, the pod bridge, the run and store
+// directories), then cleans up after an agent that died: every pod of a job
+// that was running is killed and removed, and the job is marked lost, to be
+// restarted from its latest checkpoint.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// A second agent on the same run directory would "clean up" the first
+	// one's pods: refuse before touching anything.
+	lock, err := LockRunDir(cfg.Agent.RunDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Release()
+		}
+	}()
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	// A second agent on the same node would "clean up" the first one's
-	// pods: refuse before touching anything.
+	// Two run directories with one socket: the same refusal.
 	if err := checkSocketFree(cfg.Agent.Socket); err != nil {
 		return nil, err
 	}
@@ -139,6 +152,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Agent, erro
 	a := newAgent(cfg, log, st, key, name, host)
 	a.criuVersion = v
 	a.self = self
+	a.runLock = lock
 	if err := a.reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile state left by the previous agent: %w", err)
 	}
