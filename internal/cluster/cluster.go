@@ -42,6 +42,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/config"
+	"github.com/cruz-hpc/cruz/internal/nl"
 	"github.com/cruz-hpc/cruz/internal/slurmcluster"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"github.com/vishvananda/netlink"
@@ -807,7 +808,7 @@ func deleteLAN(name string) error {
 	if _, ok := br.(*netlink.Bridge); !ok {
 		return fmt.Errorf("%s is a %s, not the cluster's LAN bridge: give the right one with --lan", name, br.Type())
 	}
-	links, err := netlink.LinkList()
+	links, err := nl.LinkList()
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
 	}
@@ -885,7 +886,7 @@ func checkSlurm(sub netip.Prefix, lan string) error {
 	if err := slurmcluster.CheckPrograms(); err != nil {
 		return fmt.Errorf("--slurm: %w", err)
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nl.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -899,7 +900,7 @@ func checkSlurm(sub netip.Prefix, lan string) error {
 				controllerAddr(sub), lan, name, a.IPNet, sub)
 		}
 	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := nl.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
@@ -1083,7 +1084,7 @@ func removeControllerAddr(lan string, ctrl netip.Addr) error {
 	if _, ok := br.(*netlink.Bridge); !ok {
 		return nil // deleteLAN says what is wrong
 	}
-	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
+	addrs, err := nl.AddrList(br, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list the addresses of LAN bridge %s: %w", lan, err)
 	}

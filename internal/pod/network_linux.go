@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/nl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -213,7 +214,7 @@ func HostVeths(bridge string) []string {
 	if err != nil {
 		return nil
 	}
-	links, err := netlink.LinkList()
+	links, err := nl.LinkList()
 	if err != nil {
 		return nil
 	}

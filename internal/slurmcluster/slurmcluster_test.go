@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cruz-hpc/cruz/internal/nl"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
@@ -66,9 +67,9 @@ type testNet struct {
 // touches, so that the test never captures real traffic.
 func freeSubnet(t *testing.T) netip.Prefix {
 	t.Helper()
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nl.AddrList(nil, netlink.FAMILY_V4)
 	require.NoError(t, err)
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := nl.RouteList(nil, netlink.FAMILY_V4)
 	require.NoError(t, err)
 	var used []netip.Prefix
 	for _, a := range addrs {
@@ -195,7 +196,7 @@ func (tn *testNet) remove(t *testing.T) {
 		_ = a.Process.Kill()
 		_ = a.Wait()
 	}
-	links, _ := netlink.LinkList()
+	links, _ := nl.LinkList()
 	for _, l := range links {
 		if strings.HasPrefix(l.Attrs().Name, strings.TrimSuffix(tn.bridge, "b")+"n") || l.Attrs().Name == tn.bridge {
 			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
