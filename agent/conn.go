@@ -119,7 +119,7 @@ func (a *Agent) dialNode(nodeName string, id api.Identity) (nodeConn, error) {
 		a.mu.Lock()
 		cl, ok := a.clients[key]
 		if !ok {
-			cl = api.NewSignedClient(p.Addr.String(), a.key, id)
+			cl = api.NewSignedClient(p.Addr.String(), nodeName, a.key, id)
 			a.clients[key] = cl
 		}
 		a.mu.Unlock()

@@ -124,7 +124,9 @@ func (a *Agent) orPeers(h handlerFunc) handlerFunc {
 				continue
 			}
 			var out json.RawMessage
-			ferr := nc.Call(context.WithoutCancel(r.Context()), r.Method, r.URL.Path, in, &out)
+			// The escaped path, as the user sent it: a job name with "%2F"
+			// must stay one segment on the other agent too.
+			ferr := nc.Call(context.WithoutCancel(r.Context()), r.Method, r.URL.EscapedPath(), in, &out)
 			var ae *api.Error
 			switch {
 			case ferr == nil:

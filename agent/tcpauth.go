@@ -31,9 +31,39 @@ const (
 	// maxNonces caps the replay cache; when full, requests are refused
 	// rather than the cache grown.
 	maxNonces = 100_000
-	// maxSignedBody bounds the body read to check its hash.
+	// maxSignedBody bounds a request's body (Content-Length).
 	maxSignedBody = 4 << 20
 )
+
+// tcpLimits bound what a client of the TCP API can hold in the agent.
+type tcpLimits struct {
+	// header bounds the time to send a request's headers.
+	header time.Duration
+	// body bounds the time to send a body, once its headers are accepted.
+	body time.Duration
+	// idle closes a keep-alive connection that no request uses.
+	idle time.Duration
+	// maxHeaderBytes bounds a request's headers.
+	maxHeaderBytes int
+	// perPeer bounds the connections open at once from one address.
+	perPeer int
+}
+
+var defaultTCPLimits = tcpLimits{
+	header: 10 * time.Second,
+	// 4 MiB (maxSignedBody) at 1 MB/s, a slow link.
+	body: 5 * time.Second,
+	idle: 2 * time.Minute,
+	// Room for a user in some 5,000 groups (Cruz-Groups), far more than a
+	// cluster's users have.
+	maxHeaderBytes: 64 << 10,
+	// An agent holds two long connections per job it coordinates whose
+	// main pod is on the other node (its wait and its output stream), plus
+	// a few short and idle ones per user: 512 leaves room for some 200 such
+	// jobs, and bounds what one address costs (about 20 KiB each while its
+	// headers are awaited).
+	perPeer: 512,
+}
 
 var (
 	errReplay    = errors.New("the nonce was already used (replayed request)")
@@ -99,33 +129,38 @@ func (c *nonceCache) len() int {
 	return len(c.seen)
 }
 
-// tcpAuth authenticates every request by its signature with key and passes
-// it on to next as the caller it is signed for; it refuses anything else
-// with 401. The body is read (at most maxSignedBody) to check its hash,
-// then handed to next.
-func (a *Agent) tcpAuth(key []byte, nonces *nonceCache, now func() time.Time, next http.Handler) http.Handler {
+// tcpAuth authenticates every request by its signature with key, for this
+// agent's node, and passes it on to next as the caller it is signed for; it
+// refuses anything else (401, 411, 413 or 400) with a message that says why.
+//
+// Everything that needs no body is checked before a byte of the body is
+// read: the wire version, the headers' syntax, the node name, the clock
+// window, the signature (which covers the body's hash) and the body's
+// declared length. Only then is the body read, within bodyTimeout, and
+// checked against the signed hash. So a stranger costs the agent one
+// header's worth of memory, for at most the server's ReadHeaderTimeout.
+func (a *Agent) tcpAuth(key []byte, nonces *nonceCache, now func() time.Time, bodyTimeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		refuse := func(status int, reason error) {
 			a.log.Warn("refused a TCP API request", "remote", r.RemoteAddr, "method", r.Method,
 				"uri", r.RequestURI, "reason", reason.Error())
+			// Close the connection after the answer: the server would
+			// otherwise first read (and wait for) what is left of the body.
+			w.Header().Set("Connection", "close")
 			writeJSON(w, status, api.ErrorBody{Error: "cruzd TCP API: request refused: " + reason.Error()})
 		}
 		h, err := api.ParseSignedHeaders(r.Header)
 		if err != nil {
-			refuse(http.StatusUnauthorized, err)
+			status := http.StatusUnauthorized
+			if errors.Is(err, api.ErrWireVersion) {
+				status = http.StatusBadRequest
+			}
+			refuse(status, err)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody+1))
-		if err != nil {
-			refuse(http.StatusBadRequest, fmt.Errorf("read body: %w", err))
-			return
-		}
-		if len(body) > maxSignedBody {
-			refuse(http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", maxSignedBody))
-			return
-		}
-		if err := h.Verify(key, r.Method, r.RequestURI, body); err != nil {
-			refuse(http.StatusUnauthorized, err)
+		if h.Node != a.node {
+			refuse(http.StatusUnauthorized, fmt.Errorf("the request is signed for node %q, this is node %q (sent to the wrong agent, or replayed from another node)",
+				h.Node, a.node))
 			return
 		}
 		t := now()
@@ -135,20 +170,68 @@ func (a *Agent) tcpAuth(key []byte, nonces *nonceCache, now func() time.Time, ne
 				h.Time, skew.Round(time.Second), maxClockSkew))
 			return
 		}
+		// r.RequestURI is the target as sent: escaping kept, as signed.
+		if err := h.Verify(key, r.Method, r.RequestURI); err != nil {
+			refuse(http.StatusUnauthorized, err)
+			return
+		}
+		switch {
+		case r.ContentLength < 0:
+			// Agents always send a length; a chunked body could not be
+			// bounded before reading it.
+			refuse(http.StatusLengthRequired, errors.New("a body without Content-Length (chunked) is not accepted"))
+			return
+		case r.ContentLength > maxSignedBody:
+			refuse(http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes (Content-Length) is larger than the %d allowed",
+				r.ContentLength, maxSignedBody))
+			return
+		}
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(t.Add(bodyTimeout))
+		body := make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+		// The rest of the request (a stream's handler can run for days)
+		// has no read deadline: the connection's background read would
+		// otherwise end the request's context when it passes.
+		_ = rc.SetReadDeadline(time.Time{})
+		if err != nil {
+			refuse(http.StatusBadRequest, fmt.Errorf("read the body of %d bytes (within %s): %w", r.ContentLength, bodyTimeout, err))
+			return
+		}
+		if err := h.CheckBody(body); err != nil {
+			refuse(http.StatusUnauthorized, err)
+			return
+		}
 		// Only a correctly signed request takes a place in the cache.
 		if err := nonces.add(h.Nonce, t); err != nil {
 			refuse(http.StatusUnauthorized, err)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
 		ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, caller(h.Identity)), peerKey{}, true)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
+// newTCPServer is the TCP API's server, bounded against clients that
+// connect and then send slowly or not at all: headers must arrive within
+// ReadHeaderTimeout, the whole request within ReadTimeout (tcpAuth lifts the
+// deadline once the body is in), an idle keep-alive connection is closed
+// after IdleTimeout, and headers are at most MaxHeaderBytes. No
+// WriteTimeout: a job's output stream lasts as long as the job.
+func newTCPServer(h http.Handler, lim tcpLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.header,
+		ReadTimeout:       lim.header + lim.body,
+		IdleTimeout:       lim.idle,
+		MaxHeaderBytes:    lim.maxHeaderBytes,
+	}
+}
+
 // listenTCP opens the TCP API's listener, if agent.listen is set, and
-// returns its server (nil without one).
+// returns its server (nil without one). The listener closes at once any
+// connection over the cap from one address.
 func (a *Agent) listenTCP() (*http.Server, net.Listener, error) {
 	addr := a.cfg.Agent.Listen
 	if addr == "" {
@@ -158,9 +241,7 @@ func (a *Agent) listenTCP() (*http.Server, net.Listener, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen on %s (agent.listen): %w", addr, err)
 	}
-	srv := &http.Server{
-		Handler:           a.tcpAuth(a.key, newNonceCache(nonceTTL, maxNonces), time.Now, a.Handler()),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	return srv, ln, nil
+	lim := defaultTCPLimits
+	srv := newTCPServer(a.tcpAuth(a.key, newNonceCache(nonceTTL, maxNonces), time.Now, lim.body, a.Handler()), lim)
+	return srv, newPeerLimitListener(ln, lim.perPeer, a.log), nil
 }

@@ -2,12 +2,14 @@ package agent
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,11 +47,18 @@ func TestNonceCacheIsBounded(t *testing.T) {
 }
 
 // authServer serves a handler that echoes the caller and the body, behind
-// tcpAuth, with a clock the test sets.
-func authServer(t *testing.T, key []byte, now *time.Time) (*httptest.Server, *bytes.Buffer) {
+// tcpAuth, as node1's agent, with a clock the test sets and the default
+// limits.
+func authServer(t *testing.T, key []byte, now *time.Time) (*httptest.Server, *syncBuffer) {
+	return authServerWith(t, key, now, defaultTCPLimits, nil)
+}
+
+// authServerWith is authServer with limits lim, and with slow, if not nil,
+// as the handler of /slow.
+func authServerWith(t *testing.T, key []byte, now *time.Time, lim tcpLimits, slow http.HandlerFunc) (*httptest.Server, *syncBuffer) {
 	t.Helper()
-	var logBuf bytes.Buffer
-	a := &Agent{log: slog.New(slog.NewTextHandler(&logBuf, nil))}
+	logBuf := &syncBuffer{}
+	a := &Agent{log: slog.New(slog.NewTextHandler(logBuf, nil)), node: "node1"}
 	echo := a.withCaller(func(w http.ResponseWriter, r *http.Request, c caller) error {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -58,9 +67,42 @@ func authServer(t *testing.T, key []byte, now *time.Time) (*httptest.Server, *by
 		writeJSON(w, http.StatusOK, map[string]any{"uid": c.UID, "gid": c.GID, "groups": c.Groups, "user": c.User, "body": string(b)})
 		return nil
 	})
-	srv := httptest.NewServer(a.tcpAuth(key, newNonceCache(nonceTTL, 100), func() time.Time { return *now }, echo))
+	mux := http.NewServeMux()
+	mux.Handle("/", echo)
+	if slow != nil {
+		mux.Handle("/slow", slow)
+	}
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = newTCPServer(a.tcpAuth(key, newNonceCache(nonceTTL, 100), func() time.Time { return *now }, lim.body, mux), lim)
+	srv.Start()
 	t.Cleanup(srv.Close)
-	return srv, &logBuf
+	return srv, logBuf
+}
+
+// errorOf is the message of an error answer.
+func errorOf(t *testing.T, body string) string {
+	t.Helper()
+	var eb api.ErrorBody
+	require.NoError(t, json.Unmarshal([]byte(body), &eb), body)
+	return eb.Error
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestTCPAuth(t *testing.T) {
@@ -82,7 +124,7 @@ func TestTCPAuth(t *testing.T) {
 		t.Helper()
 		req, err := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
 		require.NoError(t, err)
-		require.NoError(t, api.SignRequest(req, k, id, body, at))
+		require.NoError(t, api.SignRequest(req, k, "node1", id, body, at))
 		return req
 	}
 
@@ -106,10 +148,10 @@ func TestTCPAuth(t *testing.T) {
 		t.Helper()
 		code, out := send(req)
 		assert.Equal(t, http.StatusUnauthorized, code, out)
-		assert.Contains(t, out, reason)
+		assert.Contains(t, errorOf(t, out), reason)
 	}
 	plain, _ := http.NewRequest("GET", srv.URL+"/v1/jobs", nil)
-	refused(plain, "header Cruz-UID is missing")
+	refused(plain, "header Cruz-Wire-Version is missing")
 	refused(mk("GET", "/v1/jobs", nil, []byte("another key......................"), now), "signature does not match")
 	refused(mk("GET", "/v1/jobs", nil, key, now.Add(-61*time.Second)), "off the agent's clock")
 	refused(mk("GET", "/v1/jobs", nil, key, now.Add(61*time.Second)), "off the agent's clock")
@@ -118,6 +160,12 @@ func TestTCPAuth(t *testing.T) {
 
 	// A signed request whose body was changed on the way.
 	req = mk("POST", "/v1/x", body, key, now)
+	req.Body = io.NopCloser(strings.NewReader(`{"stop":false}`))
+	req.ContentLength = int64(len(`{"stop":false}`))
+	refused(req, "the body is not the one signed (its SHA-256 differs from header Cruz-Body-SHA256)")
+	// Or its body's hash with it.
+	req = mk("POST", "/v1/x", body, key, now)
+	req.Header.Set(api.HeaderBodyHash, api.BodyHash([]byte(`{"stop":false}`)))
 	req.Body = io.NopCloser(strings.NewReader(`{"stop":false}`))
 	req.ContentLength = int64(len(`{"stop":false}`))
 	refused(req, "signature does not match")
@@ -130,13 +178,32 @@ func TestTCPAuth(t *testing.T) {
 	req.URL.Path = "/v1/jobs/other"
 	refused(req, "signature does not match")
 
+	// Signed for another node: refused, naming both.
+	other, _ := http.NewRequest("GET", srv.URL+"/v1/jobs", nil)
+	require.NoError(t, api.SignRequest(other, key, "node2", id, nil, now))
+	refused(other, `the request is signed for node "node2", this is node "node1" (sent to the wrong agent, or replayed from another node)`)
+	// Of another wire version: 400, naming both.
+	req = mk("GET", "/v1/jobs", nil, key, now)
+	req.Header.Set(api.HeaderWire, "1")
+	code, out = send(req)
+	assert.Equal(t, http.StatusBadRequest, code, out)
+	assert.Contains(t, errorOf(t, out), `the request is of wire version "1", this agent speaks version 2`)
+
 	// Too big a body is refused without reaching the handler.
 	big := make([]byte, maxSignedBody+1)
-	code, _ = send(mk("POST", "/v1/x", big, key, now))
+	code, out = send(mk("POST", "/v1/x", big, key, now))
 	assert.Equal(t, http.StatusRequestEntityTooLarge, code)
+	assert.Contains(t, out, "body of 4194305 bytes (Content-Length) is larger than the 4194304 allowed")
+	// A chunked body (no length) too.
+	req = mk("POST", "/v1/x", body, key, now)
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = -1
+	code, out = send(req)
+	assert.Equal(t, http.StatusLengthRequired, code, out)
+	assert.Contains(t, out, "a body without Content-Length (chunked) is not accepted")
 
 	log := logBuf.String()
 	assert.Contains(t, log, "level=WARN msg=\"refused a TCP API request\" remote=127.0.0.1:")
-	assert.Contains(t, log, "reason=\"header Cruz-UID is missing\"")
+	assert.Contains(t, log, "reason=\"header Cruz-Wire-Version is missing\"")
 	assert.Contains(t, log, "already used")
 }

@@ -22,6 +22,7 @@ type Client struct {
 	socket string // unix socket, or TCP address when key is set
 	http   *http.Client
 	signed bool   // TCP API: every request is signed with key, for id
+	node   string // TCP API: the name of the node whose agent listens at socket
 	key    []byte // cluster key
 	id     Identity
 }
@@ -38,9 +39,10 @@ func NewClient(socket string) *Client {
 	return &Client{socket: socket, http: &http.Client{Transport: tr}}
 }
 
-// NewSignedClient returns a client for the TCP API of the agent at addr
-// ("IP:PORT") that acts for id, signing every request with the cluster key.
-func NewSignedClient(addr string, key []byte, id Identity) *Client {
+// NewSignedClient returns a client for the TCP API of the agent of node at
+// addr ("IP:PORT") that acts for id, signing every request with the cluster
+// key, for that node only.
+func NewSignedClient(addr, node string, key []byte, id Identity) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -48,8 +50,19 @@ func NewSignedClient(addr string, key []byte, id Identity) *Client {
 		},
 		DisableCompression: true,
 	}
+	// An agent never redirects. Following one would send the request (and
+	// its body) somewhere else, re-signed or not: refuse it.
+	noRedirect := func(req *http.Request, _ []*http.Request) error {
+		loc := ""
+		if req.Response != nil {
+			loc = req.Response.Header.Get("Location")
+		}
+		return fmt.Errorf("the agent of node %s at %s answered with a redirect (to %.200q); cruz never follows redirects (is something else listening there?)",
+			node, addr, loc)
+	}
 	id.Groups = append([]uint32(nil), id.Groups...)
-	return &Client{socket: addr, http: &http.Client{Transport: tr}, signed: true, key: append([]byte(nil), key...), id: id}
+	return &Client{socket: addr, http: &http.Client{Transport: tr, CheckRedirect: noRedirect}, signed: true, node: node,
+		key: append([]byte(nil), key...), id: id}
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
@@ -89,7 +102,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.signed {
-		if err := SignRequest(req, c.key, c.id, raw, time.Now()); err != nil {
+		if err := SignRequest(req, c.key, c.node, c.id, raw, time.Now()); err != nil {
 			return nil, err
 		}
 	}

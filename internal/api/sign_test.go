@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,10 +17,12 @@ var (
 	testID  = Identity{UID: 1001, GID: 1001, Groups: []uint32{1001, 27}, User: "cruzt1"}
 )
 
+const testNode = "node1"
+
 func signed(t *testing.T, method, target string, body []byte, id Identity, now time.Time) *http.Request {
 	t.Helper()
 	req := httptest.NewRequest(method, target, bytes.NewReader(body))
-	require.NoError(t, SignRequest(req, testKey, id, body, now))
+	require.NoError(t, SignRequest(req, testKey, testNode, id, body, now))
 	return req
 }
 
@@ -33,7 +36,12 @@ func TestSignRoundTrip(t *testing.T) {
 	assert.Equal(t, now.Unix(), h.Time)
 	assert.Len(t, h.Nonce, 2*MinNonceBytes)
 	assert.Equal(t, "/v1/jobs/job-1/checkpoint?x=1", req.RequestURI)
-	require.NoError(t, h.Verify(testKey, req.Method, req.RequestURI, body))
+	assert.Equal(t, testNode, h.Node)
+	assert.Equal(t, BodyHash(body), h.BodyHash)
+	assert.Equal(t, WireVersion, req.Header.Get(HeaderWire))
+	require.NoError(t, h.Verify(testKey, req.Method, req.RequestURI))
+	require.NoError(t, h.CheckBody(body))
+	assert.ErrorIs(t, h.CheckBody([]byte(`{"stop":false}`)), ErrBodyHash)
 
 	// No groups: an empty header, still signed.
 	noGroups := Identity{UID: 1002, GID: 1002, User: "cruzt2"}
@@ -42,8 +50,9 @@ func TestSignRoundTrip(t *testing.T) {
 	h, err = ParseSignedHeaders(req.Header)
 	require.NoError(t, err)
 	assert.Equal(t, noGroups, h.Identity)
-	require.NoError(t, h.Verify(testKey, "GET", "/v1/jobs", nil))
-	require.NoError(t, h.Verify(testKey, "GET", "/v1/jobs", []byte{}), "no body and an empty body are the same")
+	require.NoError(t, h.Verify(testKey, "GET", "/v1/jobs"))
+	require.NoError(t, h.CheckBody(nil))
+	require.NoError(t, h.CheckBody([]byte{}), "no body and an empty body are the same")
 
 	// Two signings of the same request differ by their nonce.
 	r1 := signed(t, "GET", "/v1/jobs", nil, testID, now)
@@ -58,22 +67,22 @@ func TestSignatureCoversEverything(t *testing.T) {
 	req := signed(t, "POST", "/v1/jobs/job-1/signal", body, testID, now)
 	base, err := ParseSignedHeaders(req.Header)
 	require.NoError(t, err)
-	require.NoError(t, base.Verify(testKey, "POST", "/v1/jobs/job-1/signal", body))
+	require.NoError(t, base.Verify(testKey, "POST", "/v1/jobs/job-1/signal"))
 
 	type change struct {
 		name   string
 		h      func(*SignedHeaders)
 		method string
 		uri    string
-		body   []byte
 		key    []byte
 	}
 	for _, c := range []change{
 		{name: "method", method: "DELETE"},
 		{name: "uri", uri: "/v1/jobs/job-2/signal"},
 		{name: "query", uri: "/v1/jobs/job-1/signal?checkpoints=1"},
-		{name: "body", body: []byte(`{"signal":9}`)},
-		{name: "no body", body: []byte{}},
+		{name: "body hash", h: func(h *SignedHeaders) { h.BodyHash = BodyHash([]byte(`{"signal":9}`)) }},
+		{name: "no body", h: func(h *SignedHeaders) { h.BodyHash = BodyHash(nil) }},
+		{name: "node", h: func(h *SignedHeaders) { h.Node = "node2" }},
 		{name: "key", key: []byte("another key, same length........")},
 		{name: "uid", h: func(h *SignedHeaders) { h.Identity.UID = 0 }},
 		{name: "gid", h: func(h *SignedHeaders) { h.Identity.GID = 0 }},
@@ -87,7 +96,7 @@ func TestSignatureCoversEverything(t *testing.T) {
 			h := base
 			h.Identity.Groups = append([]uint32(nil), base.Identity.Groups...)
 			h.Signature = append([]byte(nil), base.Signature...)
-			method, uri, b, key := "POST", "/v1/jobs/job-1/signal", body, testKey
+			method, uri, key := "POST", "/v1/jobs/job-1/signal", testKey
 			if c.h != nil {
 				c.h(&h)
 			}
@@ -97,21 +106,18 @@ func TestSignatureCoversEverything(t *testing.T) {
 			if c.uri != "" {
 				uri = c.uri
 			}
-			if c.body != nil {
-				b = c.body
-			}
 			if c.key != nil {
 				key = c.key
 			}
-			assert.ErrorIs(t, h.Verify(key, method, uri, b), ErrBadSignature)
+			assert.ErrorIs(t, h.Verify(key, method, uri), ErrBadSignature)
 		})
 	}
 }
 
 func TestCanonicalIsUnambiguous(t *testing.T) {
-	a := Canonical("GET", "/v1/jobs", Identity{UID: 1, GID: 2, Groups: []uint32{3, 4}, User: "u"}, 5, "n", "h")
-	assert.Equal(t, "CRUZ-HMAC-SHA256-1\nGET\n/v1/jobs\n1\n2\n3,4\nu\n5\nn\nh", a)
-	b := Canonical("GET", "/v1/jobs", Identity{UID: 1, GID: 2, Groups: []uint32{34}, User: "u"}, 5, "n", "h")
+	a := Canonical("GET", "/v1/jobs", "node1", Identity{UID: 1, GID: 2, Groups: []uint32{3, 4}, User: "u"}, 5, "n", "h")
+	assert.Equal(t, "CRUZ-HMAC-SHA256-2\nGET\n/v1/jobs\nnode1\n1\n2\n3,4\nu\n5\nn\nh", a)
+	b := Canonical("GET", "/v1/jobs", "node1", Identity{UID: 1, GID: 2, Groups: []uint32{34}, User: "u"}, 5, "n", "h")
 	assert.NotEqual(t, a, b)
 }
 
@@ -123,6 +129,16 @@ func TestParseSignedHeadersRefusesMalformed(t *testing.T) {
 		del                 bool
 		want                string
 	}{
+		{name: "no wire version", header: HeaderWire, del: true,
+			want: "wire protocol version mismatch: the request has no header Cruz-Wire-Version (wire version 1, an older Cruz release); this agent speaks version 2"},
+		{name: "other wire version", header: HeaderWire, value: "3",
+			want: `wire protocol version mismatch: the request is of wire version "3", this agent speaks version 2: run the same Cruz release on every node`},
+		{name: "no node", header: HeaderNode, del: true, want: "header Cruz-Node is missing"},
+		{name: "empty node", header: HeaderNode, value: "", want: "header Cruz-Node is empty"},
+		{name: "long node", header: HeaderNode, value: strings.Repeat("n", 256), want: "header Cruz-Node: longer than 255 bytes"},
+		{name: "no body hash", header: HeaderBodyHash, del: true, want: "header Cruz-Body-SHA256 is missing"},
+		{name: "short body hash", header: HeaderBodyHash, value: "abcd", want: "Cruz-Body-SHA256: not a lower-case hex SHA-256"},
+		{name: "upper-case body hash", header: HeaderBodyHash, value: strings.ToUpper(BodyHash(nil)), want: "Cruz-Body-SHA256"},
 		{name: "no uid", header: HeaderUID, del: true, want: "header Cruz-UID is missing"},
 		{name: "uid text", header: HeaderUID, value: "root", want: "Cruz-UID"},
 		{name: "uid negative", header: HeaderUID, value: "-1", want: "Cruz-UID"},
@@ -158,4 +174,7 @@ func TestParseSignedHeadersRefusesMalformed(t *testing.T) {
 	h.Add(HeaderUID, "0")
 	_, err := ParseSignedHeaders(h)
 	assert.ErrorContains(t, err, "repeated")
+	// Not signed at all: the first header missing is named.
+	_, err = ParseSignedHeaders(http.Header{})
+	assert.EqualError(t, err, "header Cruz-Wire-Version is missing")
 }

@@ -130,8 +130,9 @@ func firstLines(s string, n int) string {
 
 // nodeRequest sends a request to a node agent's TCP API from inside
 // another node's network namespace (the only place the pod LAN is), signed
-// with key for id unless key is nil, and returns the status and body.
-func nodeRequest(t *testing.T, from cluster.Node, addr, method, path string, body []byte, key []byte, id api.Identity) (int, string) {
+// with key for id and for node signFor unless key is nil, and returns the
+// status and body.
+func nodeRequest(t *testing.T, from cluster.Node, addr, signFor, method, path string, body []byte, key []byte, id api.Identity) (int, string) {
 	t.Helper()
 	type answer struct {
 		code int
@@ -166,7 +167,7 @@ func nodeRequest(t *testing.T, from cluster.Node, addr, method, path string, bod
 			return
 		}
 		if key != nil {
-			if err := api.SignRequest(req, key, id, body, time.Now()); err != nil {
+			if err := api.SignRequest(req, key, signFor, id, body, time.Now()); err != nil {
 				ch <- answer{err: err}
 				return
 			}
@@ -222,15 +223,20 @@ func TestClusterSecurity(t *testing.T) {
 	require.NoError(t, err)
 
 	t.Run("unsigned", func(t *testing.T) {
-		code, body := nodeRequest(t, node1, addr2, http.MethodPost, "/v1/node/destroy", destroy, nil, api.Identity{})
+		code, body := nodeRequest(t, node1, addr2, node2.Name, http.MethodPost, "/v1/node/destroy", destroy, nil, api.Identity{})
 		assert.Equal(t, http.StatusUnauthorized, code, body)
 	})
 	t.Run("wrong key", func(t *testing.T) {
-		code, body := nodeRequest(t, node1, addr2, http.MethodPost, "/v1/node/destroy", destroy, bytes.Repeat([]byte("k"), 32), identity(u))
+		code, body := nodeRequest(t, node1, addr2, node2.Name, http.MethodPost, "/v1/node/destroy", destroy, bytes.Repeat([]byte("k"), 32), identity(u))
 		assert.Equal(t, http.StatusUnauthorized, code, body)
 	})
+	t.Run("signed for another node", func(t *testing.T) {
+		code, body := nodeRequest(t, node1, addr2, node1.Name, http.MethodPost, "/v1/node/destroy", destroy, key, identity(u))
+		assert.Equal(t, http.StatusUnauthorized, code, body)
+		assert.Contains(t, body, `the request is signed for node \"node1\", this is node \"node2\"`)
+	})
 	t.Run("signed for another user", func(t *testing.T) {
-		code, body := nodeRequest(t, node1, addr2, http.MethodPost, "/v1/node/destroy", destroy, key, identity(other))
+		code, body := nodeRequest(t, node1, addr2, node2.Name, http.MethodPost, "/v1/node/destroy", destroy, key, identity(other))
 		assert.Equal(t, http.StatusForbidden, code, body)
 		assert.Contains(t, body, "belong to uid")
 	})

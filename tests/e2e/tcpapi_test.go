@@ -35,6 +35,14 @@ func freeLoopbackAddr(t *testing.T) string {
 	return addr
 }
 
+// hostname is the name of a standalone agent's node: the machine's.
+func hostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	require.NoError(t, err)
+	return h
+}
+
 func identity(u testenv.User) api.Identity {
 	return api.Identity{UID: u.UID, GID: u.GID, Groups: u.Groups, User: u.Name}
 }
@@ -46,7 +54,7 @@ func rawSigned(t *testing.T, addr, path string, key []byte, id api.Identity, at 
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
 	require.NoError(t, err)
 	if key != nil {
-		require.NoError(t, api.SignRequest(req, key, id, nil, at))
+		require.NoError(t, api.SignRequest(req, key, hostname(t), id, nil, at))
 	}
 	code, body := sendRaw(t, addr, path, req.Header)
 	return code, body, req.Header
@@ -96,7 +104,7 @@ func TestTCPAPI(t *testing.T) {
 	code, body, _ := rawSigned(t, addr, "/v1/jobs", nil, api.Identity{}, time.Now())
 	assert.Equal(t, http.StatusUnauthorized, code, body)
 	assert.Contains(t, body, `"error":`)
-	assert.Contains(t, body, "header Cruz-UID is missing")
+	assert.Contains(t, body, "header Cruz-Wire-Version is missing")
 
 	// (b) Signed with another key.
 	other := bytes.Repeat([]byte{0x5a}, len(key))
@@ -124,7 +132,7 @@ func TestTCPAPI(t *testing.T) {
 	// (e) Through NewSignedClient as cruzt1: a plain job to its end.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c1 := api.NewSignedClient(addr, key, identity(u1))
+	c1 := api.NewSignedClient(addr, hostname(t), key, identity(u1))
 	v, err := c1.Version(ctx)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(v.Agent, version.Release+" (commit "), "the agent reports its release and commit: %q", v.Agent)
@@ -161,7 +169,7 @@ func TestTCPAPI(t *testing.T) {
 	assert.Equal(t, "cruzt1", j.User)
 
 	// (f) Signed as cruzt2: cruzt1's job is not theirs.
-	c2 := api.NewSignedClient(addr, key, identity(u2))
+	c2 := api.NewSignedClient(addr, hostname(t), key, identity(u2))
 	_, err = c2.Checkpoint(ctx, id, api.CheckpointRequest{})
 	var apiErr *api.Error
 	require.True(t, errors.As(err, &apiErr), "cruzt2 checkpoints cruzt1's job: %v", err)
@@ -199,7 +207,7 @@ func TestTCPAPI(t *testing.T) {
 
 	// (g) Every refused request was logged with its peer and reason.
 	log := a.log()
-	for _, reason := range []string{"header Cruz-UID is missing", "signature does not match", "already used", "off the agent's clock"} {
+	for _, reason := range []string{"header Cruz-Wire-Version is missing", "signature does not match", "already used", "off the agent's clock"} {
 		assert.Regexp(t, `level=WARN msg="refused a TCP API request" remote=127\.0\.0\.1:\d+ .*`+reason, log)
 	}
 	assert.Equal(t, 4, strings.Count(log, "refused a TCP API request"), "one warning per refused request")
