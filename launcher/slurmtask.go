@@ -360,6 +360,15 @@ func waitForStep(ctx context.Context, c *api.Client, step slurmStep, stderr io.W
 	}
 }
 
+// maxHostlistHosts bounds the hosts a host list may expand to: far more than
+// any cluster, and "n[0-65535]m[0-65535]" must not take the memory of 4
+// billion names.
+const maxHostlistHosts = 1 << 16
+
+// maxHostName bounds a host name (a DNS name is at most 253 bytes), so that
+// a zero-padded range cannot make every name of the list huge.
+const maxHostName = 255
+
 // ExpandHostlist expands a Slurm hostlist such as "node[1-3,5],login1" or
 // "rack[1-2]-n[01-02]" into host names, in order.
 func ExpandHostlist(list string) ([]string, error) {
@@ -395,6 +404,9 @@ func ExpandHostlist(list string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", list, err)
 		}
+		if len(out)+len(hosts) > maxHostlistHosts {
+			return nil, fmt.Errorf("%q: expands to more than %d hosts", list, maxHostlistHosts)
+		}
 		out = append(out, hosts...)
 		start = i + 1
 	}
@@ -409,6 +421,9 @@ func expandHost(h string) ([]string, error) {
 	}
 	open := strings.IndexByte(h, '[')
 	if open < 0 {
+		if len(h) > maxHostName {
+			return nil, fmt.Errorf("host name %.40q... is longer than %d bytes", h, maxHostName)
+		}
 		return []string{h}, nil
 	}
 	end := strings.IndexByte(h[open:], ']')
@@ -424,6 +439,10 @@ func expandHost(h string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	longestTail := 0
+	for _, t := range tails {
+		longestTail = max(longestTail, len(t))
+	}
 	var out []string
 	for _, r := range strings.Split(ranges, ",") {
 		lo, hi, isRange := strings.Cut(r, "-")
@@ -437,6 +456,12 @@ func expandHost(h string) ([]string, error) {
 		}
 		if b-a > 65536 {
 			return nil, fmt.Errorf("range %q is too long", r)
+		}
+		if len(prefix)+max(len(lo), len(hi))+longestTail > maxHostName {
+			return nil, fmt.Errorf("the host names of %q are longer than %d bytes", prefix+"["+r+"]", maxHostName)
+		}
+		if len(out)+(b-a+1)*len(tails) > maxHostlistHosts {
+			return nil, fmt.Errorf("expands to more than %d hosts", maxHostlistHosts)
 		}
 		for n := a; n <= b; n++ {
 			num := fmt.Sprintf("%0*d", len(lo), n)
