@@ -41,7 +41,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users unit lint test demo bench bench-coord soak clean spank spank-note
+.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord soak clean spank spank-note
 
 all: build
 
@@ -157,9 +157,28 @@ test: deps build users lint
 		echo "test: go test exited $$rc without a failed test (build error, panic or timeout?)"; \
 		grep -E '^(FAIL|panic:|# )' "$$log" | sed 's/^/  /' || true; \
 	fi; \
-	if [ "$$rc" -ne 0 ]; then echo "test: FAILED (go test exit $$rc)"; else echo "test: OK"; fi; \
+	frc=0; $(MAKE) --no-print-directory fuzz FUZZTIME=3s || frc=$$?; \
+	if [ "$$rc" -ne 0 ]; then echo "test: FAILED (go test exit $$rc)"; \
+	elif [ "$$frc" -ne 0 ]; then echo "test: FAILED (make fuzz exit $$frc)"; rc=$$frc; else echo "test: OK"; fi; \
 	echo "test: $$pass passed, $$fail failed, $$skip skipped"; \
 	exit $$rc
+
+# Go fuzz targets, package:name. `make fuzz` runs each for FUZZTIME; a crash
+# it finds is saved under the package's testdata/fuzz/NAME/ (commit it with
+# the fix: plain go test then replays it).
+FUZZTIME ?= 5s
+FUZZ_TARGETS = internal/store:FuzzManifest internal/api:FuzzSignedHeaders internal/config:FuzzParse \
+	launcher:FuzzHostlist agent:FuzzRunRequest internal/joblog:FuzzOutputLog
+
+fuzz:
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+		pkg="$${t%%:*}"; name="$${t##*:}"; log="$$(mktemp /tmp/cruz-fuzz.XXXXXX.log)"; \
+		if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime "$(FUZZTIME)" "./$$pkg" >"$$log" 2>&1; then \
+			echo "fuzz: $$name (./$$pkg, $(FUZZTIME)): ok, $$(grep -o 'execs: [0-9]*' "$$log" | tail -1 | cut -d' ' -f2) inputs"; rm -f "$$log"; \
+		else \
+			echo "fuzz: $$name (./$$pkg, $(FUZZTIME)): FAILED (log: $$log)"; tail -20 "$$log" | sed 's/^/  /'; rc=1; \
+		fi; \
+	done; exit $$rc
 
 demo: deps build
 	CRUZ_BIN="$(BIN)" scripts/demo.sh

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -492,13 +493,17 @@ func TestEditDistance(t *testing.T) {
 	assert.Equal(t, 3, editDistance(strings.Repeat("x", 1000), "mtu", 3))
 }
 
-// FuzzParse checks that no input makes Parse panic, and that whatever Parse
-// accepts is valid. Plain `go test` runs only the seeds; run
-// `go test -fuzz=FuzzParse ./internal/config/` to search further.
+// FuzzParse checks that no input makes Parse panic; that what it refuses is
+// refused with an error naming the file and no configuration; and that
+// what it accepts is valid and is printed by Write (cruzd --print-config) as
+// a file that parses to the same configuration. `make fuzz` runs it.
 func FuzzParse(f *testing.F) {
 	example, err := os.ReadFile(examplePath)
 	require.NoError(f, err)
 	f.Add(example)
+	var def bytes.Buffer
+	require.NoError(f, Write(&def, Default()))
+	f.Add(def.Bytes())
 	for _, seed := range []string{
 		"",
 		"version = 1",
@@ -508,14 +513,21 @@ func FuzzParse(f *testing.F) {
 		"version = 1\n[criu]\ntimeout = 300\n[mpi]\nenv = [1, [2], {a = 3}]",
 		"version = 1\n[agent.socket.x]\ny = 1\n[Agent]\nSOCKET = 1",
 		"version = 1\n[agent\n",
+		"version = 1\n[agent]\nlisten = \"10.0.0.1:7170\"\nlog_level = \"debug\"\n",
+		"version = 1\n[network]\nsubnet = \"10.9.0.0/16\"\npool = \"10.9.1.0/24\"\naddress = \"10.9.0.1/16\"\n",
+		"version = 1\n[cluster]\npeers = [\"node1=10.0.0.1:7170\", \"node2=10.0.0.2:7170\"]\n",
+		"version = 1\n[criu]\ntimeout = \"30s\"\n",
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse(data, "fuzz")
+		c, err := Parse(data, "fuzz.toml")
 		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
+			if !strings.HasPrefix(err.Error(), "fuzz.toml: ") {
+				t.Fatalf("the error does not name the file: %v", err)
+			}
+			if !reflect.DeepEqual(c, Config{}) {
+				t.Fatalf("refused, but a configuration came back: %+v", c)
 			}
 			return
 		}
@@ -524,6 +536,17 @@ func FuzzParse(f *testing.F) {
 		}
 		if !c.SubnetPrefix().IsValid() {
 			t.Fatalf("Parse accepted subnet %q", c.Network.Subnet)
+		}
+		var out bytes.Buffer
+		if err := Write(&out, c); err != nil {
+			t.Fatalf("accepted, but Write fails: %v", err)
+		}
+		again, err := Parse(out.Bytes(), "printed.toml")
+		if err != nil {
+			t.Fatalf("the printed configuration is refused: %v\n%s", err, out.String())
+		}
+		if !reflect.DeepEqual(c, again) {
+			t.Fatalf("printed and parsed again, the configuration changed:\nfirst:  %+v\nsecond: %+v\nprinted:\n%s", c, again, out.String())
 		}
 	})
 }
