@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/config"
 	"github.com/cruz-hpc/cruz/internal/criu"
+	"github.com/cruz-hpc/cruz/internal/metrics"
 	"github.com/cruz-hpc/cruz/internal/node"
 	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/store"
@@ -57,6 +59,10 @@ type Agent struct {
 	self string
 	// runLock is this agent's hold on its run directory (nil in unit tests).
 	runLock *RunLock
+	// metrics records what happens to the jobs (metrics.Nop when
+	// metrics.listen is empty); metricsHandler serves them.
+	metrics        metrics.Recorder
+	metricsHandler http.Handler
 
 	mu   sync.Mutex
 	jobs map[string]*job // jobs this agent coordinates
@@ -167,6 +173,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 	a.criuVersion = v
 	a.self = self
 	a.runLock = lock
+	if cfg.Metrics.Listen != "" {
+		m := a.newMetrics()
+		a.metrics, a.metricsHandler = m, m.Handler()
+	}
 	if err := a.reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile state left by the previous agent: %w", err)
 	}
@@ -185,6 +195,7 @@ func newAgent(cfg config.Config, log *slog.Logger, st *store.Store, key []byte, 
 		jobs:      map[string]*job{},
 		clients:   map[string]*api.Client{},
 		dumpGrace: 15 * time.Second,
+		metrics:   metrics.Nop{},
 	}
 	a.dial = a.dialNode
 	a.local = node.New(node.Config{Name: name, RunDir: cfg.Agent.RunDir, Subnet: a.subnet, CRIUTimeout: cfg.CRIU.Timeout.Duration,

@@ -62,6 +62,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			return
 		}
 		_ = pend.Abort()
+		a.metrics.CheckpointFailed(j.id())
 		if ctx.Err() != nil {
 			// A recovery cancelled it: it removes the run's pods itself,
 			// and must not wait here for a node that is gone.
@@ -152,6 +153,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 		}
 	}
 	m.Phases["resume"] = time.Since(t3).Milliseconds()
+	a.metrics.CheckpointCommitted(j.id(), checkpointMetrics(m.Bytes, m.Phases, time.Since(t0)))
 	log.Info("checkpoint committed", "bytes", m.Bytes, "phases_ms", m.Phases, "total_ms", time.Since(t0).Milliseconds())
 	return m, nil
 }

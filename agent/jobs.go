@@ -116,6 +116,7 @@ func (a *Agent) setState(j *job, state api.JobState, msg string) {
 	if err := a.persist(j); err != nil {
 		a.log.Error("saving job state", "job", j.id(), "err", err)
 	}
+	a.trackJob(j, state)
 }
 
 var jobNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$`)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/metrics"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
 
@@ -103,6 +104,11 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 		}
 	}()
 	t0 := time.Now()
+	defer func() {
+		if err != nil {
+			a.metrics.Migrated(j.id(), metrics.Failed, 0)
+		}
+	}()
 	if _, err := source.Do(ctx, api.OpBlock, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		return api.Migration{}, fmt.Errorf("block the pod's traffic: %w", err)
 	}
@@ -151,6 +157,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	}
 	m := api.Migration{Job: j.id(), Pod: name, From: from, To: to, DowntimeMS: t3.Sub(t0).Milliseconds(),
 		DumpMS: t1.Sub(t0).Milliseconds(), RestoreMS: t2.Sub(t1).Milliseconds(), Bytes: dirBytes(dir)}
+	a.metrics.Migrated(j.id(), metrics.OK, t3.Sub(t0))
 	log.Info("migration done", "downtime_ms", m.DowntimeMS, "dump_ms", m.DumpMS, "restore_ms", m.RestoreMS, "bytes", m.Bytes)
 	a.event(j, api.Event{Kind: api.EventMigrated, Node: to, Millis: m.DowntimeMS,
 		Message: fmt.Sprintf("%s moved from %s to %s: downtime %d ms", name, from, to, m.DowntimeMS)})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/joblog"
+	"github.com/cruz-hpc/cruz/internal/metrics"
 )
 
 // Automatic recovery: a failed run rolled back to the job's newest complete
@@ -26,6 +27,7 @@ func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
 		return
 	}
 	a.event(j, api.Event{Kind: api.EventFailure, Node: badNode, Message: reason})
+	a.metrics.FailureDetected(j.id())
 	a.log.Warn("job failed", "job", j.id(), "reason", reason)
 	t0 := time.Now()
 	j.mu.Lock()
@@ -70,7 +72,11 @@ func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
 // rollback restores a job whose run is gone from its newest complete
 // checkpoint, after delay; caller holds j.op. giveUp ends the job when it
 // cannot.
-func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay time.Duration, t0 time.Time, giveUp func(string)) {
+func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay time.Duration, t0 time.Time, endJob func(string)) {
+	giveUp := func(why string) {
+		a.metrics.Restored(j.id(), metrics.Rollback, metrics.Failed, 0)
+		endJob(why)
+	}
 	sup := a.supervisorOf(j)
 	cfg := a.policyConfig(j)
 	a.setState(j, api.StateRestoring, "recovering: "+reason)
@@ -130,6 +136,7 @@ func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay t
 		return
 	}
 	a.setState(j, api.StateRunning, "")
+	a.metrics.Restored(j.id(), metrics.Rollback, metrics.OK, time.Since(t0))
 	msg := fmt.Sprintf("restored from %s in %s", m.ID, time.Since(t0).Round(time.Millisecond))
 	if len(moved) > 0 {
 		msg += "; moved " + strings.Join(moved, ", ")
@@ -146,6 +153,7 @@ func (a *Agent) recoverLost(j *job) {
 	defer j.op.Unlock()
 	reason := "its coordinator (the agent of " + a.node + ") died while it ran"
 	a.event(j, api.Event{Kind: api.EventFailure, Node: a.node, Message: reason})
+	a.metrics.FailureDetected(j.id())
 	t0 := time.Now()
 	giveUp := func(why string) {
 		j.out.Append(api.Frame{Error: "the job failed: " + reason + "; " + why})

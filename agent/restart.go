@@ -10,6 +10,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/joblog"
+	"github.com/cruz-hpc/cruz/internal/metrics"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
 
@@ -113,10 +114,12 @@ func (a *Agent) restart(ctx context.Context, c caller, j *job, id string, place 
 		j.rec.OutputStart = j.out.Offset()
 		j.mu.Unlock()
 		a.setState(j, prev, "restart from "+m.ID+" failed: "+err.Error())
+		a.metrics.Restored(j.id(), metrics.Restart, metrics.Failed, 0)
 		log.Warn("restart failed", "err", err)
 		return nil, 0, err
 	}
 	a.setState(j, api.StateRunning, "")
+	a.metrics.Restored(j.id(), metrics.Restart, metrics.OK, time.Since(t0))
 	a.event(j, api.Event{Kind: api.EventRestarted, Checkpoint: m.ID, Millis: time.Since(t0).Milliseconds(),
 		Message: fmt.Sprintf("restarted from %s by uid %d in %d ms", m.ID, c.UID, time.Since(t0).Milliseconds())})
 	log.Info("restart done", "ms", time.Since(t0).Milliseconds())

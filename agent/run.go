@@ -458,6 +458,7 @@ func (a *Agent) Remove(c caller, ref string, checkpoints bool) error {
 	a.mu.Lock()
 	delete(a.jobs, j.id())
 	a.mu.Unlock()
+	a.metrics.JobEnded(j.id())
 	j.out.Close()
 	if err := os.RemoveAll(a.jobDir(j.id())); err != nil {
 		return fmt.Errorf("remove job directory: %w", err)

@@ -118,6 +118,14 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	metSrv, metLn, err := a.listenMetrics()
+	if err != nil {
+		ln.Close()
+		if tcpLn != nil {
+			tcpLn.Close()
+		}
+		return err
+	}
 	go func() {
 		<-ctx.Done()
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
@@ -131,6 +139,10 @@ func (a *Agent) Serve(ctx context.Context) error {
 			wg.Add(1)
 			go func() { defer wg.Done(); _ = tcpSrv.Shutdown(sctx) }()
 		}
+		if metSrv != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = metSrv.Shutdown(sctx) }()
+		}
 		_ = srv.Shutdown(sctx)
 		wg.Wait()
 	}()
@@ -139,6 +151,14 @@ func (a *Agent) Serve(ctx context.Context) error {
 		go func() {
 			if err := tcpSrv.Serve(tcpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error("TCP API stopped", "err", err)
+			}
+		}()
+	}
+	if metSrv != nil {
+		a.log.Info("serving metrics", "address", metLn.Addr().String())
+		go func() {
+			if err := metSrv.Serve(metLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("metrics server stopped", "err", err)
 			}
 		}()
 	}

@@ -77,6 +77,7 @@ type Config struct {
 	MPI     MPIConfig     `toml:"mpi"`
 	Cluster ClusterConfig `toml:"cluster"`
 	Policy  PolicyConfig  `toml:"policy"`
+	Metrics MetricsConfig `toml:"metrics"`
 }
 
 // AgentConfig covers the daemon's own files. All paths are absolute because
@@ -142,6 +143,20 @@ type ClusterConfig struct {
 	// Peers are "NAME=IP:PORT": each node's name (its host name) and its
 	// agent's agent.listen. This node may be listed too; it is skipped.
 	Peers []string `toml:"peers"`
+}
+
+// ExampleMetricsListen is the address the docs and messages suggest for
+// metrics.listen: loopback, for a Prometheus (or an agent of one) on the
+// node itself.
+const ExampleMetricsListen = "127.0.0.1:9470"
+
+// MetricsConfig is where cruzd serves its Prometheus metrics.
+type MetricsConfig struct {
+	// Listen, if set ("IP:PORT"), is where GET /metrics is served, without
+	// authentication: job ids and their owners' names are in the series, so
+	// bind it to an address only the monitoring network reaches. Empty: no
+	// metrics.
+	Listen string `toml:"listen"`
 }
 
 // PolicyConfig is the cluster's default checkpoint and recovery policy for
@@ -409,6 +424,8 @@ var wants = map[string]string{
 	"network.address":          "empty, or an IPv4 CIDR inside network.subnet (the node's address on the pod LAN), not a network or broadcast address",
 	"cluster":                  "a table",
 	"cluster.peers":            `a list of "NAME=IP:PORT" strings, one per node agent`,
+	"metrics":                  "a table",
+	"metrics.listen":           `empty (no metrics), or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
 	"policy":                   "a table",
 	"policy.restart":           `"auto" or "never"`,
 	"policy.heartbeat":         `a duration greater than zero such as "1s"`,
@@ -486,6 +503,12 @@ func (c Config) validate() []error {
 				show(c.Network.Address), show(c.Network.Pool)))
 		}
 	}
+	if l := c.Metrics.Listen; l != "" && !isListenAddr(l) {
+		bad("metrics.listen", l)
+	} else if l != "" && l == c.Agent.Listen {
+		errs = append(errs, fmt.Errorf("metrics.listen: %s is agent.listen too; serve the metrics on another port (example: %s)",
+			show(l), show(ExampleMetricsListen)))
+	}
 	seen := map[string]bool{}
 	for i, s := range c.Cluster.Peers {
 		p, err := ParsePeer(s)
@@ -562,9 +585,17 @@ func invalid(key, shown string) error {
 	return fmt.Errorf("%s: %s is not %s (example: %s)", key, shown, wants[key], example(key))
 }
 
+// examples are the keys whose default is no example of a good value.
+var examples = map[string]string{
+	"metrics.listen": show(ExampleMetricsListen),
+}
+
 // example renders the default of key, found through the toml tags so that it
 // can never drift from Default.
 func example(key string) string {
+	if e, ok := examples[key]; ok {
+		return e
+	}
 	v := reflect.ValueOf(Default())
 	for _, name := range strings.Split(key, ".") {
 		f, ok := fieldByTag(v.Type(), name)

@@ -423,6 +423,22 @@ func TestParseClusterNodeKeys(t *testing.T) {
 	_, err = parse(t, "version = 1\n[agent]\nlisten = 7070\n")
 	requireErrorContains(t, err, "agent.listen: 7070 is not")
 
+	// metrics.listen: like agent.listen, off by default, never the API's port.
+	assert.Empty(t, d.Metrics.Listen)
+	for _, ok := range []string{"127.0.0.1:9470", "0.0.0.0:9470", "[::1]:9470"} {
+		c, err := parse(t, fmt.Sprintf("version = 1\n[metrics]\nlisten = %q\n", ok))
+		require.NoError(t, err, ok)
+		assert.Equal(t, ok, c.Metrics.Listen)
+	}
+	for _, bad := range []string{`"localhost:9470"`, `":9470"`, `"127.0.0.1"`, `"127.0.0.1:0"`, `"127.0.0.1:70000"`, `"http://127.0.0.1:9470/metrics"`, "9470"} {
+		_, err = parse(t, "version = 1\n[metrics]\nlisten = "+bad+"\n")
+		requireErrorContains(t, err, "metrics.listen: "+bad+` is not empty (no metrics), or "IP:PORT" with an IP address literal and a port from 1 to 65535 (example: "127.0.0.1:9470")`)
+	}
+	_, err = parse(t, "version = 1\nagent.listen = \"10.0.0.5:7170\"\nmetrics.listen = \"10.0.0.5:7170\"\n")
+	requireErrorContains(t, err, `metrics.listen: "10.0.0.5:7170" is agent.listen too; serve the metrics on another port (example: "127.0.0.1:9470")`)
+	_, err = parse(t, "version = 1\n[metrics]\nlisen = \"127.0.0.1:9470\"\n")
+	requireErrorContains(t, err, "unknown key metrics.lisen (did you mean metrics.listen?)")
+
 	// The pool may be the subnet itself.
 	_, err = parse(t, "version = 1\nnetwork.pool = \"10.203.0.0/16\"\n")
 	require.NoError(t, err)
