@@ -64,6 +64,13 @@ func ExecCRIUAs(args []string) int {
 	if err := unix.Mount("none", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fail("make / a slave", err)
 	}
+	// no_new_privs passes from CRIU to the processes it restores (they
+	// are its children), so a restored pod keeps what its init set (CRIU
+	// does not save the flag in its images). CRIU itself gains nothing by
+	// exec either way: it already holds what it needs.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fail("set no_new_privs", err)
+	}
 	if uid == 0 && gid == 0 {
 		return execCRIU(args[4:], fail)
 	}

@@ -386,6 +386,14 @@ func Init() int {
 	if err := syscall.Setuid(int(spec.UID)); err != nil {
 		return fail(127, "set uid %d: %v", spec.UID, err)
 	}
+	// no_new_privs: nothing the job execs gains privilege (setuid and
+	// setgid bits, file capabilities are ignored), so no process of the
+	// pod can ever hold other credentials than its owner's, and none can
+	// be dumped with them. It is inherited by every descendant and kept
+	// across a restore (internal/criu sets it on the restoring CRIU too).
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fail(127, "set no_new_privs: %v", err)
+	}
 	if spec.Dir != "" {
 		if err := os.Chdir(spec.Dir); err != nil {
 			return fail(126, "cannot use working directory %s as uid %d: %v", spec.Dir, spec.UID, err)

@@ -1,0 +1,143 @@
+package e2e
+
+// No privilege into or out of a pod: a pod runs with no_new_privs, so a
+// setuid program in it gains nothing, before and after a restore.
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/testenv"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// rootSecret makes a root-owned directory (0755) holding a root-only file
+// (0600) with a secret in it and a setuid-root copy of cat (4755), and
+// returns the setuid program, the secret file and the secret.
+func rootSecret(t *testing.T) (suid, file, secret string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "cruz-test-root-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	secret = fmt.Sprintf("root-only-secret-%d", time.Now().UnixNano())
+	file = filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(file, []byte(secret+"\n"), 0o600))
+	suid = filepath.Join(dir, "suid-cat")
+	src, err := os.Open("/usr/bin/cat")
+	require.NoError(t, err)
+	defer src.Close()
+	dst, err := os.OpenFile(suid, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	require.NoError(t, err)
+	_, err = io.Copy(dst, src)
+	require.NoError(t, err)
+	require.NoError(t, dst.Close())
+	require.NoError(t, os.Chmod(suid, 0o4755|os.ModeSetuid))
+	st, err := os.Stat(suid)
+	require.NoError(t, err)
+	require.NotZero(t, st.Mode()&os.ModeSetuid, "%s is setuid", suid)
+	return suid, file, secret
+}
+
+// podStatusField reads a field of /proc/PID/status ("NoNewPrivs", ...).
+func podStatusField(t *testing.T, pid int, field string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return ""
+}
+
+// TestSetuidGainsNothingInPod: cruzt1's job runs a setuid-root copy of cat
+// on a root-only file: it is refused (no_new_privs), the secret never shows
+// in the job's output, and every process of the pod says NoNewPrivs: 1,
+// also after the job was stopped by a checkpoint and restored, where the
+// same attempt fails again.
+func TestSetuidGainsNothingInPod(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	suid, file, secret := rootSecret(t)
+	// The attack works outside a pod: the setuid bit is honoured on this
+	// file system, so the refusal below is the pod's doing.
+	r := runAs(t, u, suid, file)
+	require.Equal(t, 0, r.Code, "setuid cat outside a pod: %s", r.Stderr)
+	require.Contains(t, r.Stdout, secret, "outside a pod the setuid program reads the file")
+
+	script := `"$1" "$2"; echo "first=$?"
+while [ ! -e "$3/again" ]; do sleep 0.05; done
+"$1" "$2"; echo "second=$?"`
+	run := a.startCruz(u, dir, "run", "--plain", "--name", "suid", "--", "/bin/sh", "-c", script, "sh", suid, file, dir)
+	run.waitOutput(t, "first=", 30*time.Second)
+	j := a.status(u, "suid")
+	require.Len(t, j.Pods, 1)
+	requirePodNoNewPrivs(t, a, j)
+
+	a.checkpoint(u, "suid", "--stop")
+	first := run.wait(t, 30*time.Second)
+	require.Equal(t, 75, first.Code, "stderr:\n%s", first.Stderr)
+	assert.Contains(t, first.Stdout, "first=1\n", "the setuid program failed in the pod")
+	assert.Contains(t, first.Stderr, file+": Permission denied")
+	assert.NotContains(t, first.Stdout+first.Stderr, secret)
+
+	second := a.startCruz(u, dir, "restart", "suid")
+	deadline := time.Now().Add(30 * time.Second)
+	for a.status(u, "suid").State != api.StateRunning {
+		require.True(t, time.Now().Before(deadline), "the job was not running again within 30s: %s", second.stderr.String())
+		time.Sleep(20 * time.Millisecond)
+	}
+	j = a.status(u, "suid")
+	requirePodNoNewPrivs(t, a, j)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "again"), nil, 0o644))
+	res := second.wait(t, 30*time.Second)
+	require.Equal(t, 0, res.Code, "stderr:\n%s", res.Stderr)
+	assert.Contains(t, res.Stdout, "second=1\n", "the setuid program failed in the restored pod")
+	assert.Contains(t, res.Stderr, file+": Permission denied")
+	assert.NotContains(t, res.Stdout+res.Stderr, secret)
+	a.requireNoLeaks()
+}
+
+// requirePodNoNewPrivs checks NoNewPrivs of every process of the job's
+// pods (each pod's PID 1 and its descendants).
+func requirePodNoNewPrivs(t *testing.T, a *agent, j api.Job) {
+	t.Helper()
+	seen := 0
+	for _, p := range j.Pods {
+		require.NotZero(t, p.PID, "pod %s has a pid", p.Name)
+		for _, pid := range descendants(p.PID) {
+			assert.Equal(t, "1", podStatusField(t, pid, "NoNewPrivs"), "pod %s process %d has no_new_privs", p.Name, pid)
+			seen++
+		}
+	}
+	require.NotZero(t, seen)
+}
+
+// descendants lists pid and every descendant of it.
+func descendants(pid int) []int {
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", out[i]))
+		for _, task := range tasks {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", out[i], task.Name()))
+			for _, f := range strings.Fields(string(b)) {
+				var c int
+				if _, err := fmt.Sscan(f, &c); err == nil {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	return out
+}
