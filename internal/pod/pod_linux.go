@@ -155,6 +155,11 @@ func (h *Host) Start(ctx context.Context, spec Spec, sink Sink) (_ *Pod, err err
 // ("pipe:[INODE]" -> stream). The pod's traffic stays blocked: the caller
 // unblocks all pods of a job together, once every one is restored.
 func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string, pipes map[string]string, sink Sink, timeout time.Duration) (_ *Pod, err error) {
+	// CRIU restores as root and gives each task the credentials its image
+	// records: those must be the owner's, checked before anything is made.
+	if err := CheckImageCreds(imagesDir, spec); err != nil {
+		return nil, err
+	}
 	p, outW, errW, err := h.newPod(ctx, spec, true, sink)
 	if err != nil {
 		return nil, err
@@ -527,11 +532,24 @@ type DumpOptions struct {
 	Timeout     time.Duration
 }
 
-// Dump checkpoints the pod's process tree with CRIU, as the pod's user.
+// Dump checkpoints the pod's process tree with CRIU, as the pod's user. A
+// pod holding a process with other credentials than its owner's is refused
+// before CRIU runs (CheckCreds), and the images CRIU wrote are checked the
+// way a restore checks them, so that a checkpoint that would be refused at
+// restore is never committed.
 func (h *Host) Dump(ctx context.Context, p *Pod, o DumpOptions) (time.Duration, error) {
+	if err := p.CheckCreds(); err != nil {
+		return 0, err
+	}
 	st, err := h.CRIU.Dump(ctx, criu.DumpOptions{Pid: p.PID, ImagesDir: o.ImagesDir, WorkDir: o.WorkDir,
 		NetnsInode: p.ns.ino, KeepRunning: o.KeepRunning, UID: p.Spec.UID, GID: p.Spec.GID, Timeout: o.Timeout})
-	return st.Duration, err
+	if err != nil {
+		return st.Duration, err
+	}
+	if err := CheckImageCreds(o.ImagesDir, p.Spec); err != nil {
+		return st.Duration, err
+	}
+	return st.Duration, nil
 }
 
 // Block holds the pod's traffic (the Cruz filter).

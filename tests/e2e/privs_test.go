@@ -141,3 +141,68 @@ func descendants(pid int) []int {
 	}
 	return out
 }
+
+// TestDumpRefusesPodWithPrivilegedProcess: cruzt1's job starts a process
+// with capabilities (in a user namespace of its own, which any user may
+// make): the checkpoint is refused, naming the process, its program and
+// the capability set, the job runs on, and the checkpoint taken before
+// stays the latest.
+func TestDumpRefusesPodWithPrivilegedProcess(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	script := `echo waiting
+while [ ! -e "$1/go" ]; do sleep 0.05; done
+unshare -Ur sleep 600 &
+exec "$2" 100000 20`
+	run := a.startCruz(u, dir, "run", "--plain", "--name", "caps", "--", "/bin/sh", "-c", script, "sh", dir, testenv.Bin(t, "counter"))
+	run.waitOutput(t, "waiting\n", 30*time.Second)
+	ck := a.checkpoint(u, "caps")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o644))
+	run.waitOutput(t, "line 3\n", 30*time.Second)
+	// The process in its own user namespace holds every capability there.
+	j := a.status(u, "caps")
+	require.Len(t, j.Pods, 1)
+	var sleeper int
+	require.Eventually(t, func() bool {
+		for _, pid := range descendants(j.Pods[0].PID) {
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) == "sleep\n" {
+				sleeper = pid
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "the job's sleep in a user namespace")
+	require.NotEqual(t, "0000000000000000", podStatusField(t, sleeper, "CapEff"))
+
+	r := a.cruz(u, "", "checkpoint", "caps")
+	assert.Equal(t, 1, r.Code, "stdout %q stderr %q", r.Stdout, r.Stderr)
+	assert.Empty(t, r.Stdout)
+	assert.Contains(t, r.Stderr, fmt.Sprintf("process %d (sleep, /usr/bin/sleep) runs with other credentials than the job's owner (uid %d gid %d)", sleeper, u.UID, u.GID))
+	assert.Regexp(t, `CapEff is [0-9a-f]{16}, not 0000000000000000`, r.Stderr)
+	assert.Contains(t, r.Stderr, "Cruz does not checkpoint a process with privileges or another identity")
+
+	// The job runs on, and the earlier checkpoint is still the latest.
+	n := len(nonEmptyLines(run.stdout.String()))
+	require.Eventually(t, func() bool { return len(nonEmptyLines(run.stdout.String())) > n+5 }, 10*time.Second, 20*time.Millisecond,
+		"the job goes on printing after the refused checkpoint")
+	j = a.status(u, "caps")
+	assert.Equal(t, api.StateRunning, j.State)
+	assert.Equal(t, 1, j.Checkpoints)
+	assert.Equal(t, ck, j.LastCheckpoint)
+	r = a.cruz(u, "", "checkpoints", "caps")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	assert.Contains(t, r.Stdout, ck)
+	assert.NotContains(t, r.Stdout, "ckpt-0002")
+	entries, err := os.ReadDir(filepath.Join(a.store, j.ID))
+	require.NoError(t, err)
+	for _, e := range entries {
+		assert.False(t, strings.HasPrefix(e.Name(), ".tmp-"), "half-written checkpoint %s left", e.Name())
+	}
+
+	r = a.cruz(u, "", "signal", "caps", "KILL")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	run.wait(t, 30*time.Second)
+	a.requireNoLeaks()
+}
