@@ -160,6 +160,11 @@ func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string
 	if err := CheckImageCreds(imagesDir, spec); err != nil {
 		return nil, err
 	}
+	// CRIU opens the pod's files by path, as root: each must be one its
+	// owner may open the same way.
+	if err := CheckImageFiles(imagesDir, spec); err != nil {
+		return nil, err
+	}
 	p, outW, errW, err := h.newPod(ctx, spec, true, sink)
 	if err != nil {
 		return nil, err

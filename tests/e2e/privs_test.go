@@ -16,6 +16,7 @@ import (
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // rootSecret makes a root-owned directory (0755) holding a root-only file
@@ -204,5 +205,109 @@ exec "$2" 100000 20`
 	r = a.cruz(u, "", "signal", "caps", "KILL")
 	require.Equal(t, 0, r.Code, r.Stderr)
 	run.wait(t, 30*time.Second)
+	a.requireNoLeaks()
+}
+
+// TestRestoreOpensFilesAsOwner: cruzt1's job holds ~/f (its own, 0644)
+// open for appending and is stopped by a checkpoint; cruzt1 replaces f by
+// a link to a root-owned 0644 file. The restart is refused, naming f and
+// the access the owner lacks; the root file is untouched and the job stays
+// stopped. With f put back, the same checkpoint restarts and the job
+// writes to f.
+func TestRestoreOpensFilesAsOwner(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	f := filepath.Join(dir, "f")
+	r := runAs(t, u, "/bin/sh", "-c", `umask 022; : > "$1"`, "sh", f)
+	require.Equal(t, 0, r.Code, r.Stderr)
+	_, target, _ := rootSecret(t)
+	require.NoError(t, os.WriteFile(target, []byte("root's\n"), 0o644))
+	require.NoError(t, os.Chmod(target, 0o644))
+
+	script := `exec 3>>"$1/f"
+echo ready
+while [ ! -e "$1/go" ]; do sleep 0.05; done
+echo appended >&3
+echo wrote`
+	run := a.startCruz(u, dir, "run", "--plain", "--name", "holder", "--", "/bin/sh", "-c", script, "sh", dir)
+	run.waitOutput(t, "ready\n", 30*time.Second)
+	ck := a.checkpoint(u, "holder", "--stop")
+	res := run.wait(t, 30*time.Second)
+	require.Equal(t, 75, res.Code, "stderr:\n%s", res.Stderr)
+
+	r = runAs(t, u, "/bin/sh", "-c", `rm "$1" && ln -s "$2" "$1"`, "sh", f, target)
+	require.Equal(t, 0, r.Code, r.Stderr)
+	r = a.cruz(u, dir, "restart", "holder")
+	assert.Equal(t, 1, r.Code, "stdout %q stderr %q", r.Stdout, r.Stderr)
+	assert.Contains(t, r.Stderr, fmt.Sprintf("the job's owner (uid %d) cannot open %s (the job's open file) for writing (append) now: permission denied", u.UID, f))
+	assert.Contains(t, r.Stderr, "put back the file the job had")
+	b, err := os.ReadFile(target)
+	require.NoError(t, err)
+	assert.Equal(t, "root's\n", string(b), "the root-owned file is untouched")
+	j := a.status(u, "holder")
+	assert.Equal(t, api.StateStopped, j.State)
+	assert.Equal(t, ck, j.LastCheckpoint)
+	a.requireNoLeaks()
+
+	// The file put back (empty, as it was at the checkpoint): the same
+	// checkpoint restarts, and the job appends to its own file.
+	r = runAs(t, u, "/bin/sh", "-c", `rm "$1" && umask 022 && : > "$1"`, "sh", f)
+	require.Equal(t, 0, r.Code, r.Stderr)
+	restart := a.startCruz(u, dir, "restart", "holder")
+	deadline := time.Now().Add(30 * time.Second)
+	for a.status(u, "holder").State != api.StateRunning {
+		require.True(t, time.Now().Before(deadline), "the job was not running again within 30s: %s", restart.stderr.String())
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o644))
+	res = restart.wait(t, 30*time.Second)
+	require.Equal(t, 0, res.Code, "stderr:\n%s", res.Stderr)
+	assert.Equal(t, "wrote\n", res.Stdout)
+	b, err = os.ReadFile(f)
+	require.NoError(t, err)
+	assert.Equal(t, "appended\n", string(b))
+	b, err = os.ReadFile(target)
+	require.NoError(t, err)
+	assert.Equal(t, "root's\n", string(b))
+	a.requireNoLeaks()
+}
+
+// TestRollbackOpensFilesAsOwner: the same attack through an automatic
+// rollback: cruzt1's job holds ~/f open for appending and is checkpointed;
+// cruzt1 replaces f by a link to a root-owned file, then the job's process
+// is killed (a failure the policy rolls back). The rollback's restore is
+// refused with the same message, the job fails saying why, and the root
+// file is untouched.
+func TestRollbackOpensFilesAsOwner(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	f := filepath.Join(dir, "f")
+	r := runAs(t, u, "/bin/sh", "-c", `umask 022; : > "$1"`, "sh", f)
+	require.Equal(t, 0, r.Code, r.Stderr)
+	_, target, _ := rootSecret(t)
+	require.NoError(t, os.WriteFile(target, []byte("root's\n"), 0o644))
+
+	script := `exec 3>>"$1/f"
+echo ready
+while :; do sleep 0.05; [ -e "$1/go" ] && echo appended >&3; done`
+	run := a.startCruz(u, dir, "run", "--plain", "--name", "rb", "--", "/bin/sh", "-c", script, "sh", dir)
+	run.waitOutput(t, "ready\n", 30*time.Second)
+	ck := a.checkpoint(u, "rb")
+	r = runAs(t, u, "/bin/sh", "-c", `rm "$1" && ln -s "$2" "$1" && touch "$3"`, "sh", f, target, filepath.Join(dir, "go"))
+	require.Equal(t, 0, r.Code, r.Stderr)
+	j := a.status(u, "rb")
+	require.Len(t, j.Pods, 1)
+	require.NoError(t, unix.Kill(j.Pods[0].PID, unix.SIGKILL))
+
+	res := run.wait(t, time.Minute)
+	assert.NotEqual(t, 0, res.Code)
+	assert.Contains(t, res.Stderr, "the restore from "+ck+" failed")
+	assert.Contains(t, res.Stderr, fmt.Sprintf("cannot open %s (the job's open file) for writing (append) now: permission denied", f))
+	b, err := os.ReadFile(target)
+	require.NoError(t, err)
+	assert.Equal(t, "root's\n", string(b), "the root-owned file is untouched")
+	assert.Equal(t, api.StateFailed, a.status(u, "rb").State)
 	a.requireNoLeaks()
 }
