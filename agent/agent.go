@@ -199,7 +199,7 @@ func newAgent(cfg config.Config, log *slog.Logger, st *store.Store, key []byte, 
 	}
 	a.dial = a.dialNode
 	a.local = node.New(node.Config{Name: name, RunDir: cfg.Agent.RunDir, Subnet: a.subnet, CRIUTimeout: cfg.CRIU.Timeout.Duration,
-		Store: st, Host: host, Local: localSinks{a}, Peers: peerJobAsker{a}, Log: log})
+		Store: st, Host: host, Local: localSinks{a}, Peers: peerJobAsker{a}, Log: log, MaxLogBytes: cfg.Output.MaxLogBytes})
 	return a
 }
 

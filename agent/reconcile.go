@@ -51,6 +51,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			return err
 		}
 		j := &job{rec: rec, out: out}
+		a.boundOutput(j)
 		if rec.State.HoldsPods() {
 			// A checkpoint or migration this agent had under way died
 			// with it. (Only such jobs: a job this node once ran may be

@@ -121,8 +121,10 @@ func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay t
 		return
 	}
 	a.endDedup(j)
-	failed := joblog.StdoutSince(j.out.Path(), m.OutputOffset)
-	d := joblog.NewLineDedup(failed)
+	d, err := joblog.DedupSince(j.out.Path(), m.OutputOffset)
+	if err != nil {
+		a.log.Warn("reading the output the failed run printed after the checkpoint: the restored run's repetition of it is shown", "job", j.id(), "err", err)
+	}
 	j.mu.Lock()
 	j.rec.Pods, j.rec.ExitCode = saved.Pods, nil
 	j.live = true

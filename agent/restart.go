@@ -158,6 +158,7 @@ func (a *Agent) adopt(c caller, id string, notFound error) (*job, error) {
 		return nil, err
 	}
 	j := &job{rec: rec, out: out}
+	a.boundOutput(j)
 	a.mu.Lock()
 	if existing, ok := a.jobs[id]; ok {
 		a.mu.Unlock()

@@ -132,6 +132,7 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 		return nil, err
 	}
 	j := &job{rec: rec, out: out}
+	a.boundOutput(j)
 	j.op.Lock()
 	defer j.op.Unlock()
 	a.mu.Lock()
@@ -398,6 +399,15 @@ func (a *Agent) emit(j *job, stream string, data []byte) {
 		}
 	}
 	j.out.Append(api.Frame{Stream: stream, Data: data})
+}
+
+// boundOutput bounds the job's output log (output.max_log_bytes); the job's
+// event log says when the bound is reached.
+func (a *Agent) boundOutput(j *job) {
+	j.out.SetLimit(a.cfg.Output.MaxLogBytes, func(limit int64) {
+		a.event(j, api.Event{Kind: api.EventOutputLimit, Message: fmt.Sprintf(
+			"the job's output log reached its bound of %d bytes (output.max_log_bytes in cruzd.toml): what the job prints from now on is discarded; it runs on", limit)})
+	})
 }
 
 // endDedup settles the rollback filter, if any, and emits what it held.

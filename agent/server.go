@@ -19,6 +19,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/joblog"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"github.com/cruz-hpc/cruz/internal/version"
 	"golang.org/x/sys/unix"
@@ -349,11 +350,13 @@ func (a *Agent) handleAttach(w http.ResponseWriter, r *http.Request, c caller) e
 // stream sends the job, then its output frames from offset from, until the
 // frame that ends the run or the client goes away (the job goes on).
 func (a *Agent) stream(w http.ResponseWriter, r *http.Request, j *job, from int64) {
-	a.streamWith(w, r, j, nil, from)
+	a.streamWith(w, r, j, 0, from)
 }
 
-// streamWith is stream with frames sent first, before the log's.
-func (a *Agent) streamWith(w http.ResponseWriter, r *http.Request, j *job, first []api.Frame, from int64) {
+// streamWith is stream that first sends the stdout and stderr frames of
+// the log before offset replayTo (a requeued Slurm step's earlier output),
+// read from the log as a stream.
+func (a *Agent) streamWith(w http.ResponseWriter, r *http.Request, j *job, replayTo int64, from int64) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
@@ -362,8 +365,9 @@ func (a *Agent) streamWith(w http.ResponseWriter, r *http.Request, j *job, first
 	if err := enc.Encode(api.Frame{Job: &info}); err != nil {
 		return
 	}
-	for _, f := range first {
-		if err := enc.Encode(f); err != nil {
+	if replayTo > 0 {
+		if err := joblog.EachOutputFrame(j.out.Path(), replayTo, func(f api.Frame) error { return enc.Encode(f) }); err != nil {
+			a.log.Warn("replaying a Slurm step's earlier output", "job", j.id(), "err", err)
 			return
 		}
 	}

@@ -89,12 +89,12 @@ func (a *Agent) validateSlurm(req *api.RunRequest) error {
 // ran the same program before. It returns the job and the offset of its
 // output log to stream from, and the frames to send before that (the
 // output of the step's earlier runs, up to the checkpoint).
-func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*job, int64, []api.Frame, error) {
+func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*job, int64, int64, error) {
 	if req.Slurm == nil {
-		return nil, 0, nil, api.Errorf(api.ErrInvalid, "no Slurm step given")
+		return nil, 0, 0, api.Errorf(api.ErrInvalid, "no Slurm step given")
 	}
 	if err := a.validateSlurm(&req); err != nil {
-		return nil, 0, nil, err
+		return nil, 0, 0, err
 	}
 	s := req.Slurm
 	id := slurmJobID(s.JobID, s.StepID)
@@ -108,18 +108,18 @@ func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*jo
 	if errors.Is(err, api.ErrForbidden) {
 		// Slurm's job ids start over when its state is reset: another
 		// user's job of the same id left this one's record or checkpoints.
-		return nil, 0, nil, api.Errorf(api.ErrConflict, "cruz job %s (of an earlier Slurm job %d) belongs to another user: ask an administrator to remove it (as root: cruz rm --checkpoints %s)", id, s.JobID, id)
+		return nil, 0, 0, api.Errorf(api.ErrConflict, "cruz job %s (of an earlier Slurm job %d) belongs to another user: ask an administrator to remove it (as root: cruz rm --checkpoints %s)", id, s.JobID, id)
 	}
 	if err != nil && !errors.Is(err, api.ErrNotFound) {
-		return nil, 0, nil, err
+		return nil, 0, 0, err
 	}
 	if j != nil {
 		if j.state().HoldsPods() {
-			return nil, 0, nil, api.Errorf(api.ErrConflict, "Slurm step %s runs already as cruz job %s (%s): one srun --cruz per step", step, id, j.state())
+			return nil, 0, 0, api.Errorf(api.ErrConflict, "Slurm step %s runs already as cruz job %s (%s): one srun --cruz per step", step, id, j.state())
 		}
 		others := a.peerJobs(ctx, c, id)
 		if node := runningOn(others); node != "" {
-			return nil, 0, nil, api.Errorf(api.ErrConflict, "Slurm step %s runs already as cruz job %s on node %s", step, id, node)
+			return nil, 0, 0, api.Errorf(api.ErrConflict, "Slurm step %s runs already as cruz job %s on node %s", step, id, node)
 		}
 		j.mu.Lock()
 		prev := j.rec.Request
@@ -148,11 +148,11 @@ func (a *Agent) RunSlurm(ctx context.Context, c caller, req api.RunRequest) (*jo
 		}
 		a.log.Info("Slurm step starts afresh: removing its earlier cruz job", "job", id, "why", why)
 		if err := a.Remove(c, id, true); err != nil && !errors.Is(err, api.ErrNotFound) {
-			return nil, 0, nil, fmt.Errorf("remove the earlier cruz job %s of Slurm step %s (%s): %w", id, step, why, err)
+			return nil, 0, 0, fmt.Errorf("remove the earlier cruz job %s of Slurm step %s (%s): %w", id, step, why, err)
 		}
 	}
 	j, err = a.run(ctx, c, req, id)
-	return j, 0, nil, err
+	return j, 0, 0, err
 }
 
 // dropSlurmCheckpoints deletes the checkpoints of a Slurm step that ended
@@ -175,7 +175,7 @@ func (a *Agent) dropSlurmCheckpoints(j *job) {
 
 // resumeSlurm restores a requeued step's job on the step's new nodes, its
 // ranks where Slurm put their tasks, from its newest complete checkpoint.
-func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRequest) (*job, int64, []api.Frame, error) {
+func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRequest) (*job, int64, int64, error) {
 	rankNodes := req.Slurm.RankNodes
 	place := func(pods []api.PodSpec) error {
 		for i := range pods {
@@ -190,16 +190,20 @@ func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRe
 		}
 		return nil
 	}
-	var prefix []api.Frame
+	var replayTo int64
 	prepare := func(j *job, m *store.Manifest, start int64) {
 		// Slurm truncates a requeued job's output files. The output of the
 		// step's earlier runs goes to the new run's first, all of it (also
 		// what was on its way out of the pods when the checkpoint was
-		// taken); what the restored run prints again of what the cancelled
-		// run printed after the checkpoint is not shown twice, as after a
-		// rollback. So the step's output reads as one run's.
-		prefix = joblog.OutputFrames(j.out.Path(), start)
-		d := joblog.NewLineDedup(joblog.StdoutSince(j.out.Path(), m.OutputOffset))
+		// taken), streamed from the log; what the restored run prints
+		// again of what the cancelled run printed after the checkpoint is
+		// not shown twice, as after a rollback. So the step's output reads
+		// as one run's.
+		replayTo = start
+		d, err := joblog.DedupSince(j.out.Path(), m.OutputOffset)
+		if err != nil {
+			a.log.Warn("reading the output the cancelled run printed after the checkpoint: the resumed run's repetition of it is shown", "job", j.id(), "err", err)
+		}
 		j.mu.Lock()
 		j.dedup = d
 		j.rec.Request.Slurm = req.Slurm
@@ -207,15 +211,15 @@ func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRe
 		j.mu.Unlock()
 	}
 	if err := a.checkStore(req.Store); err != nil {
-		return nil, 0, nil, err
+		return nil, 0, 0, err
 	}
 	rj, from, err := a.restart(ctx, c, j, "", place, prepare)
 	if err != nil {
 		// The step's other tasks wait for this run of it: it is over.
 		a.setState(j, api.StateFailed, "resume from the last checkpoint failed: "+err.Error())
-		return nil, 0, nil, fmt.Errorf("resume Slurm step %d.%d from its last checkpoint: %w", req.Slurm.JobID, req.Slurm.StepID, err)
+		return nil, 0, 0, fmt.Errorf("resume Slurm step %d.%d from its last checkpoint: %w", req.Slurm.JobID, req.Slurm.StepID, err)
 	}
-	return rj, from, prefix, nil
+	return rj, from, replayTo, nil
 }
 
 // checkStore refuses a store other than the agent's own: checkpoints hold
@@ -367,11 +371,11 @@ func (a *Agent) handleRunSlurm(w http.ResponseWriter, r *http.Request, c caller)
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	j, from, prefix, err := a.RunSlurm(r.Context(), c, req)
+	j, from, replayTo, err := a.RunSlurm(r.Context(), c, req)
 	if j == nil {
 		return err
 	}
-	a.streamWith(w, r, j, prefix, from)
+	a.streamWith(w, r, j, replayTo, from)
 	return nil
 }
 

@@ -28,16 +28,17 @@ func TestOutputFrames(t *testing.T) {
 	out("3\n")
 	end := log.Offset()
 
-	text := func(frames []api.Frame) (s string) {
-		for _, f := range frames {
+	text := func(path string, to int64) (s string) {
+		require.NoError(t, joblog.EachOutputFrame(path, to, func(f api.Frame) error {
 			s += f.Stream + ":" + string(f.Data)
-		}
+			return nil
+		}))
 		return s
 	}
-	assert.Equal(t, "stdout:start\nstdout:1\n", text(joblog.OutputFrames(path, mid)))
-	assert.Equal(t, "stdout:start\nstdout:1\nstderr:warning\nstdout:2\nstdout:3\n", text(joblog.OutputFrames(path, end)))
-	assert.Empty(t, joblog.OutputFrames(path, 0))
-	assert.Empty(t, joblog.OutputFrames(filepath.Join(t.TempDir(), "none"), end), "no log: nothing")
+	assert.Equal(t, "stdout:start\nstdout:1\n", text(path, mid))
+	assert.Equal(t, "stdout:start\nstdout:1\nstderr:warning\nstdout:2\nstdout:3\n", text(path, end))
+	assert.Empty(t, text(path, 0))
+	assert.Empty(t, text(filepath.Join(t.TempDir(), "none"), end), "no log: nothing")
 }
 
 func TestSlurmJobIDs(t *testing.T) {

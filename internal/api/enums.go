@@ -60,6 +60,7 @@ const (
 	EventRestarting        EventKind = "restarting"
 	EventRecovered         EventKind = "recovered"
 	EventOutput            EventKind = "output"
+	EventOutputLimit       EventKind = "output_limit"
 	EventGaveUp            EventKind = "gave_up"
 	EventStopped           EventKind = "stopped"
 	EventRestarted         EventKind = "restarted"
@@ -82,6 +83,7 @@ var EventKinds = []struct {
 	{EventRestarting, "the job is being rolled back to its last checkpoint"},
 	{EventRecovered, "the rollback is done: from which checkpoint, where pods moved, how long it took"},
 	{EventOutput, "lines the restored run printed again were not shown twice"},
+	{EventOutputLimit, "the job's output log reached its bound (output.max_log_bytes): further output is discarded"},
 	{EventGaveUp, "the job stopped trying to recover, and why"},
 	{EventStopped, "the job was stopped at a checkpoint (cruz checkpoint --stop)"},
 	{EventRestarted, "the job was restored from a checkpoint (cruz restart, a Slurm requeue)"},

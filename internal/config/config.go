@@ -78,6 +78,7 @@ type Config struct {
 	Cluster ClusterConfig `toml:"cluster"`
 	Policy  PolicyConfig  `toml:"policy"`
 	Metrics MetricsConfig `toml:"metrics"`
+	Output  OutputConfig  `toml:"output"`
 }
 
 // AgentConfig covers the daemon's own files. All paths are absolute because
@@ -137,6 +138,24 @@ type MPIConfig struct {
 	// OpenMPIEnv is added to every pod of Open MPI jobs (OMPI_MCA_ settings).
 	OpenMPIEnv []string `toml:"openmpi_env"`
 }
+
+// OutputConfig bounds the jobs' output logs: cruzd runs as root and keeps
+// every byte a job prints, so without a bound a user's job could fill the
+// run directory (tmpfs by default: memory) or the store.
+type OutputConfig struct {
+	// MaxLogBytes is the most a job's output log (and the log of a node's
+	// pods of a job coordinated elsewhere) may hold. At the bound the log
+	// takes no more of the job's output: one line on the job's stderr and
+	// an event say so, and the job runs on; what ends a run is still
+	// logged.
+	MaxLogBytes int64 `toml:"max_log_bytes"`
+}
+
+// Bounds of output.max_log_bytes.
+const (
+	MinLogBytes = 64 << 10
+	MaxLogBytes = 1 << 40
+)
 
 // ClusterConfig names the other nodes' agents, for jobs that span nodes.
 type ClusterConfig struct {
@@ -270,6 +289,7 @@ func Default() Config {
 				"OMPI_MCA_btl=tcp,self", "OMPI_MCA_pml=ob1", "OMPI_MCA_osc=^ucx", "OMPI_MCA_orte_tmpdir_base=/dev/shm"},
 		},
 		Cluster: ClusterConfig{Peers: []string{}},
+		Output:  OutputConfig{MaxLogBytes: 64 << 20},
 		Policy: PolicyConfig{
 			Mode: "fixed", Interval: Duration{10 * time.Minute}, MTBF: Duration{24 * time.Hour},
 			MinInterval: Duration{30 * time.Second}, MaxInterval: Duration{6 * time.Hour}, Keep: 3,
@@ -426,6 +446,8 @@ var wants = map[string]string{
 	"cluster.peers":            `a list of "NAME=IP:PORT" strings, one per node agent`,
 	"metrics":                  "a table",
 	"metrics.listen":           `empty (no metrics), or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
+	"output":                   "a table",
+	"output.max_log_bytes":     "a byte count from 65536 (64 KiB) to 1099511627776 (1 TiB)",
 	"policy":                   "a table",
 	"policy.restart":           `"auto" or "never"`,
 	"policy.heartbeat":         `a duration greater than zero such as "1s"`,
@@ -537,6 +559,10 @@ func (c Config) validate() []error {
 	}
 	if c.Policy.HeartbeatTimeout.Duration < c.Policy.Heartbeat.Duration || c.Policy.HeartbeatTimeout.Duration <= 0 {
 		bad("policy.heartbeat_timeout", c.Policy.HeartbeatTimeout)
+	}
+
+	if c.Output.MaxLogBytes < MinLogBytes || c.Output.MaxLogBytes > MaxLogBytes {
+		bad("output.max_log_bytes", c.Output.MaxLogBytes)
 	}
 
 	if !isAbsPath(c.Store.Dir) {

@@ -346,6 +346,8 @@ func TestValidate(t *testing.T) {
 		{"relative socket", func(c *Config) { c.Agent.Socket = "s.sock" }, `agent.socket: "s.sock" is not an absolute path`},
 		{"relative run_dir", func(c *Config) { c.Agent.RunDir = "" }, `agent.run_dir: "" is not an absolute path`},
 		{"relative key_file", func(c *Config) { c.Agent.KeyFile = "k" }, `agent.key_file: "k" is not an absolute path`},
+		{"no output log", func(c *Config) { c.Output.MaxLogBytes = 0 }, "output.max_log_bytes: 0 is not a byte count from 65536 (64 KiB) to 1099511627776 (1 TiB) (example: 67108864)"},
+		{"output log too small", func(c *Config) { c.Output.MaxLogBytes = 1000 }, "output.max_log_bytes: 1000 is not a byte count from 65536"},
 		{"log level", func(c *Config) { c.Agent.LogLevel = "" }, `agent.log_level: "" is not one of`},
 		{"bridge", func(c *Config) { c.Network.Bridge = "a\tb" }, `network.bridge: "a\tb" is not a Linux interface name`},
 		{"subnet", func(c *Config) { c.Network.Subnet = "nonsense" }, `network.subnet: "nonsense" is not an IPv4 CIDR`},

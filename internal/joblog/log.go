@@ -9,8 +9,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 
@@ -29,6 +31,30 @@ type Log struct {
 	size    int64
 	closed  bool
 	changed chan struct{} // closed and replaced at every append
+	// limit bounds the output the log takes (SetLimit); full: reached.
+	limit   int64
+	full    bool
+	onLimit func(limit int64)
+}
+
+// LimitNotice is the line that ends a job's output at the log's bound, on
+// its stderr.
+func LimitNotice(limit int64) string {
+	return fmt.Sprintf("cruz: this job's output reached the bound of its output log (%d bytes, output.max_log_bytes in cruzd.toml); what it prints from now on is discarded (it runs on): write large output to files\n", limit)
+}
+
+// SetLimit bounds the output the log takes to limit bytes of log (frames
+// included). An output frame that would pass it is dropped, and so is all
+// output after it: the first such drop appends LimitNotice as a stderr frame
+// and calls onLimit (without the log's lock held). Frames that end a run
+// are always appended, so that followers learn how the run ended.
+func (o *Log) SetLimit(limit int64, onLimit func(limit int64)) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.limit, o.onLimit = limit, onLimit
+	// A log reopened full gets the notice again, for the new run's
+	// followers.
+	o.full = false
 }
 
 // Open opens (creating it if need be) the output log at path, owned by uid.
@@ -46,7 +72,8 @@ func Open(path string, uid uint32) (*Log, error) {
 	return &Log{path: path, f: f, size: st.Size(), changed: make(chan struct{})}, nil
 }
 
-// Append writes one frame and wakes the followers.
+// Append writes one frame and wakes the followers; output beyond the
+// log's bound is dropped (SetLimit).
 func (o *Log) Append(fr api.Frame) {
 	b, err := json.Marshal(fr)
 	if err != nil {
@@ -54,15 +81,54 @@ func (o *Log) Append(fr api.Frame) {
 	}
 	b = append(b, '\n')
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if o.f == nil {
+		o.mu.Unlock()
 		return
+	}
+	output := fr.Stream != "" && !fr.Terminal()
+	var told func(int64)
+	if output && o.limit > 0 && (o.full || o.size+int64(len(b)) > o.limit) {
+		if o.full {
+			o.mu.Unlock()
+			return
+		}
+		o.full, told = true, o.onLimit
+		if head := fitFrame(fr, o.limit-o.size, len(b)); head != nil {
+			if n, err := o.f.Write(head); err == nil {
+				o.size += int64(n)
+			}
+		}
+		b, _ = json.Marshal(api.Frame{Stream: "stderr", Data: []byte(LimitNotice(o.limit))})
+		b = append(b, '\n')
 	}
 	if n, err := o.f.Write(b); err == nil {
 		o.size += int64(n)
 	}
 	close(o.changed)
 	o.changed = make(chan struct{})
+	limit := o.limit
+	o.mu.Unlock()
+	if told != nil {
+		told(limit)
+	}
+}
+
+// fitFrame returns the encoded frame of the start of fr's data that fits
+// in room bytes of log (encoded is the size of all of it), or nil: the log
+// fills up to its bound, not to wherever the last whole frame ended.
+func fitFrame(fr api.Frame, room int64, encoded int) []byte {
+	n := int(int64(len(fr.Data)) * room / int64(encoded))
+	for n > 0 {
+		b, err := json.Marshal(api.Frame{Stream: fr.Stream, Data: fr.Data[:n]})
+		if err != nil {
+			return nil
+		}
+		if int64(len(b)+1) <= room {
+			return append(b, '\n')
+		}
+		n -= n/8 + 1
+	}
+	return nil
 }
 
 // Offset is where the next frame will start.
@@ -143,52 +209,62 @@ func (o *Log) FollowOffsets(ctx context.Context, from int64, fn func(api.Frame, 
 // Path is where the log is.
 func (o *Log) Path() string { return o.path }
 
-// Frames reads the frames of the output log at path between offsets from
-// and to (to < 0: to its end); nothing if there is no log.
-func Frames(path string, from, to int64) []api.Frame {
+// EachFrame calls fn for each frame of the output log at path between
+// offsets from and to (to < 0: to its end), reading the log as a stream:
+// however long it is, only one frame is in memory at a time. No log: no
+// frames. It stops at fn's first error and returns it.
+func EachFrame(path string, from, to int64, fn func(api.Frame) error) error {
 	f, err := os.Open(path)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("open job output log: %w", err)
+	}
 	defer f.Close()
-	if _, err := f.Seek(from, 0); err != nil {
-		return nil
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return fmt.Errorf("read job output log: %w", err)
 	}
 	var r io.Reader = f
 	if to >= 0 {
 		r = io.LimitReader(f, max(to-from, 0))
 	}
-	var out []api.Frame
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var long []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long, line...) // a frame longer than the buffer
+			continue
+		}
+		if len(long) > 0 {
+			line = append(long, line...)
+			long = long[:0]
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // a partial last frame is one being written
+			}
+			return fmt.Errorf("read job output log: %w", err)
+		}
 		var fr api.Frame
-		if json.Unmarshal(sc.Bytes(), &fr) == nil {
-			out = append(out, fr)
+		if json.Unmarshal(line, &fr) != nil {
+			continue
+		}
+		if err := fn(fr); err != nil {
+			return err
 		}
 	}
-	return out
 }
 
-// StdoutSince returns the stdout in the output log at path from offset on.
-func StdoutSince(path string, offset int64) []byte {
-	var out []byte
-	for _, fr := range Frames(path, offset, -1) {
-		if fr.Stream == "stdout" {
-			out = append(out, fr.Data...)
+// EachOutputFrame calls fn for each stdout and stderr frame of the output
+// log at path before offset to (not the frames that ended runs), streamed
+// as EachFrame does.
+func EachOutputFrame(path string, to int64, fn func(api.Frame) error) error {
+	return EachFrame(path, 0, to, func(fr api.Frame) error {
+		if fr.Stream == "" || len(fr.Data) == 0 {
+			return nil
 		}
-	}
-	return out
-}
-
-// OutputFrames reads the stdout and stderr frames of an output log up to
-// offset to (not the frames that ended runs).
-func OutputFrames(path string, to int64) []api.Frame {
-	var out []api.Frame
-	for _, fr := range Frames(path, 0, to) {
-		if fr.Stream != "" && len(fr.Data) > 0 {
-			out = append(out, api.Frame{Stream: fr.Stream, Data: fr.Data})
-		}
-	}
-	return out
+		return fn(api.Frame{Stream: fr.Stream, Data: fr.Data})
+	})
 }

@@ -58,6 +58,7 @@ func (n *Node) readopt(dir string, rec setRecord) []string {
 		n.log.Warn("cannot take back a pod set", "job", rec.Job, "err", err)
 		return nil
 	}
+	n.boundLog(out, rec.Job)
 	s.out = out
 	s.sink = nodeLogSink(out)
 	var names []string

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/joblog"
 	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
@@ -68,6 +69,9 @@ type Config struct {
 	Local       Local
 	Peers       Coordinators
 	Log         *slog.Logger
+	// MaxLogBytes bounds the output logs of pods of jobs coordinated
+	// elsewhere (output.max_log_bytes); 0: none.
+	MaxLogBytes int64
 }
 
 // Node is this node's pods and the operations on them.
@@ -155,4 +159,12 @@ func (n *Node) Sets(match func(job string) bool) []SetInfo {
 		out = append(out, info)
 	}
 	return out
+}
+
+// boundLog bounds the output log of a pod set of a job coordinated
+// elsewhere, as the coordinator bounds the job's own.
+func (n *Node) boundLog(out *joblog.Log, job string) {
+	out.SetLimit(n.cfg.MaxLogBytes, func(limit int64) {
+		n.log.Warn("a job's output reached the bound of its log on this node: further output of its pods here is discarded", "job", job, "max_log_bytes", limit)
+	})
 }

@@ -120,6 +120,7 @@ func (n *Node) setFor(c api.Identity, job, coordinator string) (*podSet, error) 
 		if err != nil {
 			return nil, err
 		}
+		n.boundLog(out, job)
 		s.out = out
 		s.sink = nodeLogSink(out)
 	}
