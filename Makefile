@@ -9,6 +9,11 @@
 #   make bench   tests/bench/dump-throughput.sh
 #   make bench-coord  tests/bench/coordination.sh
 #   make soak    the soak test: 200+ checkpoints with injected failures (~10 min)
+#   make install install cruz, cruzd, the SPANK plugin, the config example,
+#                the systemd unit and the man pages to FHS paths under
+#                $(DESTDIR)$(PREFIX) (PREFIX=/usr/local by default)
+#   make uninstall  remove what install put there (not /etc/cruz/cruzd.toml)
+#   make deb     the Debian packages cruz and cruz-slurm in $(DIST)
 #   make clean   remove what build installed into $(BIN)
 #
 # Tests run jobs as unprivileged users, so $(BIN) must be reachable by every
@@ -41,7 +46,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord soak clean spank spank-note
+.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord soak clean spank spank-note install install-files install-build uninstall deb
 
 all: build
 
@@ -196,3 +201,74 @@ soak: deps build users
 clean:
 	rm -f $(addprefix "$(BIN)"/,$(GO_CMDS)) $(APP_BINS) "$(SPANK_SO)"
 	rmdir "$(APPS_DIR)" "$(BIN)" 2>/dev/null || true
+
+# ---- Install (FHS) and Debian packages ----
+# make install PREFIX=/usr DESTDIR=/tmp/root: everything is built and the man
+# pages and unit written into $(STAGE) first, so a build that fails writes
+# nothing under $(DESTDIR). The config goes to $(SYSCONFDIR)/cruz/cruzd.toml
+# only if there is none: an admin's file is never overwritten.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+BINDIR := $(PREFIX)/bin
+SBINDIR := $(PREFIX)/sbin
+LIBDIR := $(PREFIX)/lib/cruz
+DATADIR := $(PREFIX)/share/cruz
+MANDIR := $(PREFIX)/share/man
+DOCDIR := $(PREFIX)/share/doc/cruz
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DIST ?= $(CURDIR)/dist
+STAGE := $(DIST)/build
+CONFIG_EXAMPLE := configs/cruzd.toml
+
+install-build:
+	@test -f $(SPANK_H) || { echo "install: no $(SPANK_H) for the SPANK plugin: apt-get install -y libslurm-dev" >&2; exit 1; }
+	rm -rf "$(STAGE)"
+	mkdir -p "$(STAGE)/man"
+	$(GO) build -ldflags "$(GO_LDFLAGS)" -o "$(STAGE)/" $(addprefix ./cmd/,$(GO_CMDS))
+	$(CC) -shared -fPIC -Wall -Wextra -Werror -O2 -o "$(STAGE)/cruz_spank.so" slurm-spank/cruz_spank.c
+	"$(STAGE)/cruz" man "$(STAGE)/man"
+	"$(STAGE)/cruzd" --man "$(STAGE)/man"
+	gzip -9n "$(STAGE)"/man/*.[18]
+
+install: install-build
+	$(MAKE) --no-print-directory install-files
+
+# install-files copies what install-build staged (nothing there depends on
+# PREFIX) and writes the files that name the installed paths.
+install-files:
+	@test -x "$(STAGE)/cruzd" || { echo "install-files: nothing staged in $(STAGE): run make install" >&2; exit 1; }
+	sed -e 's|/usr/sbin/cruzd|$(SBINDIR)/cruzd|g' -e 's|/etc/cruz/cruzd.toml|$(SYSCONFDIR)/cruz/cruzd.toml|g' \
+		configs/cruzd.service >"$(STAGE)/cruzd.service"
+	printf '%s\n' "# Add this line to Slurm's plugstack.conf on every node (see $(DOCDIR)/admin-guide.md, Slurm):" \
+		"required $(LIBDIR)/cruz_spank.so socket=/run/cruz/cruzd.sock cruz=$(BINDIR)/cruz" >"$(STAGE)/plugstack.conf"
+	install -d -m 0755 "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(DATADIR)" \
+		"$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(SYSCONFDIR)/cruz"
+	install -m 0755 "$(STAGE)/cruz" "$(DESTDIR)$(BINDIR)/cruz"
+	install -m 0755 "$(STAGE)/cruzd" "$(DESTDIR)$(SBINDIR)/cruzd"
+	install -m 0644 "$(STAGE)/cruz_spank.so" "$(DESTDIR)$(LIBDIR)/cruz_spank.so"
+	install -m 0644 "$(STAGE)/plugstack.conf" "$(DESTDIR)$(DATADIR)/plugstack.conf"
+	install -m 0644 $(CONFIG_EXAMPLE) "$(DESTDIR)$(DATADIR)/cruzd.toml.example"
+	install -m 0644 docs/grafana-cruz.json "$(DESTDIR)$(DATADIR)/grafana-cruz.json"
+	install -m 0644 "$(STAGE)/cruzd.service" "$(DESTDIR)$(UNITDIR)/cruzd.service"
+	install -m 0644 "$(STAGE)"/man/*.1.gz "$(DESTDIR)$(MANDIR)/man1/"
+	install -m 0644 "$(STAGE)"/man/*.8.gz "$(DESTDIR)$(MANDIR)/man8/"
+	install -m 0644 README.md docs/admin-guide.md docs/user-guide.md "$(DESTDIR)$(DOCDIR)/"
+	@if [ -e "$(DESTDIR)$(SYSCONFDIR)/cruz/cruzd.toml" ]; then \
+		echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/cruz/cruzd.toml (the new example is $(DATADIR)/cruzd.toml.example)"; \
+	else \
+		install -m 0644 $(CONFIG_EXAMPLE) "$(DESTDIR)$(SYSCONFDIR)/cruz/cruzd.toml"; \
+	fi
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/cruz" "$(DESTDIR)$(SBINDIR)/cruzd" "$(DESTDIR)$(LIBDIR)/cruz_spank.so" \
+		"$(DESTDIR)$(DATADIR)/plugstack.conf" "$(DESTDIR)$(DATADIR)/cruzd.toml.example" "$(DESTDIR)$(DATADIR)/grafana-cruz.json" \
+		"$(DESTDIR)$(UNITDIR)/cruzd.service" "$(DESTDIR)$(MANDIR)"/man1/cruz.1.gz "$(DESTDIR)$(MANDIR)"/man1/cruz-*.1.gz \
+		"$(DESTDIR)$(MANDIR)/man8/cruzd.8.gz" $(addprefix "$(DESTDIR)$(DOCDIR)"/,README.md admin-guide.md user-guide.md)
+	rmdir "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(DATADIR)" "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
+	@echo "uninstall: $(SYSCONFDIR)/cruz/cruzd.toml, the cluster key and the checkpoint store are left in place"
+
+# make deb: the Debian packages cruz (agent, CLI, unit, man pages) and
+# cruz-slurm (the SPANK plugin), built with dpkg-deb from a staged install.
+deb:
+	DIST="$(DIST)" GO="$(GO)" CC="$(CC)" COMMIT="$(COMMIT)" scripts/make-deb.sh

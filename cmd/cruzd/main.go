@@ -21,6 +21,7 @@ import (
 	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/version"
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 )
 
 // defaultConfig is read when --config is not given, if it exists; without
@@ -68,6 +69,7 @@ type usageError struct{ error }
 func run(args []string, stdout, stderr io.Writer) int {
 	var configPath string
 	var printConfig, checkConfig, showVersion bool
+	var manDir string
 	cmd := &cobra.Command{
 		Use:   "cruzd [--config FILE]",
 		Short: "the Cruz node agent: checkpoint, restart and migration of MPI jobs",
@@ -90,6 +92,11 @@ with the built-in defaults (cruzd --print-config shows them).`,
 			if showVersion {
 				fmt.Fprintln(stdout, "cruzd", version.String())
 				return nil
+			}
+			if manDir != "" {
+				// make install and the packages write cruzd(8) this way.
+				cmd.DisableAutoGenTag = true
+				return doc.GenManTree(cmd, &doc.GenManHeader{Title: "CRUZD", Section: "8", Source: "Cruz " + version.Release, Manual: "Cruz"}, manDir)
 			}
 			cfg, source, err := loadConfig(configPath, cmd.Flags().Changed("config"))
 			if err != nil {
@@ -114,6 +121,8 @@ with the built-in defaults (cruzd --print-config shows them).`,
 	f.BoolVar(&printConfig, "print-config", false, "print the effective config as TOML and exit")
 	f.BoolVar(&checkConfig, "check-config", false, "check the config and exit, starting nothing")
 	f.BoolVarP(&showVersion, "version", "V", false, "print the version and exit")
+	f.StringVar(&manDir, "man", "", "write the man page cruzd.8 into this directory and exit")
+	_ = f.MarkHidden("man")
 	err := cmd.Execute()
 	var ue usageError
 	switch {
