@@ -100,6 +100,7 @@ go: bindir
 	$(GO) mod download
 	$(GO) build -ldflags "$(GO_LDFLAGS)" -o "$(BIN)/" $(addprefix ./cmd/,$(GO_CMDS))
 	chmod 0755 $(addprefix "$(BIN)"/,$(GO_CMDS))
+	$(GO) build -o "$(APPS_DIR)/democheck" ./tests/democheck
 
 apps: bindir $(APP_BINS)
 
@@ -199,7 +200,7 @@ soak: deps build users
 
 # Removes only the files build put in $(BIN), then the directories if empty.
 clean:
-	rm -f $(addprefix "$(BIN)"/,$(GO_CMDS)) $(APP_BINS) "$(SPANK_SO)"
+	rm -f $(addprefix "$(BIN)"/,$(GO_CMDS)) $(APP_BINS) "$(APPS_DIR)/democheck" "$(SPANK_SO)"
 	rmdir "$(APPS_DIR)" "$(BIN)" 2>/dev/null || true
 
 # ---- Install (FHS) and Debian packages ----

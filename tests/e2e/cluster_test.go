@@ -13,6 +13,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -187,7 +188,7 @@ func TestCluster(t *testing.T) {
 		cli := p.cli.wait(t, 2*time.Minute)
 		assert.Equal(t, 0, srv.Code, "server on node2; stderr:\n%s", srv.Stderr)
 		assert.Equal(t, 0, cli.Code, "client on node3; stderr:\n%s", cli.Stderr)
-		assert.Equal(t, recvLines(), nonEmptyLines(srv.Stdout), "the server on node2 received and checked every byte")
+		assert.Equal(t, recvLines(), check.NonEmptyLines(srv.Stdout), "the server on node2 received and checked every byte")
 		assert.Equal(t, fmt.Sprintf("client ok %d bytes\n", tcpTotal), cli.Stdout)
 	})
 
@@ -209,8 +210,8 @@ func TestCluster(t *testing.T) {
 			second.Stdout, second.Stderr, tail(p.srv.stdout.String(), 5), p.srv.stderr.String())
 		srv := p.srv.wait(t, 60*time.Second)
 		assert.Equal(t, 0, srv.Code, "server; stderr:\n%s", srv.Stderr)
-		assert.Equal(t, recvLines(), nonEmptyLines(srv.Stdout), "the server received and checked every byte, once")
-		cliLines := append(nonEmptyLines(first.Stdout), nonEmptyLines(second.Stdout)...)
+		assert.Equal(t, recvLines(), check.NonEmptyLines(srv.Stdout), "the server received and checked every byte, once")
+		cliLines := append(check.NonEmptyLines(first.Stdout), check.NonEmptyLines(second.Stdout)...)
 		assert.Equal(t, []string{fmt.Sprintf("client ok %d bytes", tcpTotal)}, cliLines)
 		awaitJobState(n3, u, "cli2", 10*time.Second, api.StateExited)
 		awaitJobState(n2, u, "srv2", 10*time.Second, api.StateExited)
@@ -231,7 +232,7 @@ func TestCluster(t *testing.T) {
 		assert.DirExists(t, c.store, "down keeps the store")
 		out, err := exec.Command("ip", "-o", "link", "show").CombinedOutput()
 		require.NoError(t, err, string(out))
-		for _, line := range nonEmptyLines(string(out)) {
+		for _, line := range check.NonEmptyLines(string(out)) {
 			assert.NotContains(t, line, " "+c.lan, "no LAN bridge or veth left")
 		}
 		for _, n := range st.Nodes {
@@ -329,7 +330,7 @@ func TestClusterRestartOnAnotherNode(t *testing.T) {
 
 	second := n2.cruz(u, dir, "restart", "--nodes", "node2", before.ID)
 	require.Equal(t, 0, second.Code, "restart on node2: %s", second.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), append(outputLines(first.Stdout), outputLines(second.Stdout)...))
+	require.Equal(t, check.AllreduceOutput(np, iters), append(check.Lines(first.Stdout), check.Lines(second.Stdout)...))
 	after := n2.status(u, before.ID)
 	require.Len(t, after.Pods, len(before.Pods))
 	for i, p := range after.Pods {

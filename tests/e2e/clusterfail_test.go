@@ -12,6 +12,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -162,7 +163,7 @@ func TestClusterFail(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(c.dir, cluster.StateFile))
 	links, err := exec.Command("ip", "-o", "link", "show").CombinedOutput()
 	require.NoError(t, err, string(links))
-	for _, line := range nonEmptyLines(string(links)) {
+	for _, line := range check.NonEmptyLines(string(links)) {
 		assert.NotContains(t, line, " "+c.lan, "no LAN bridge or veth left")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -368,7 +369,7 @@ func TestCorruptCheckpointRefused(t *testing.T) {
 	ckB := a.checkpoint(u, id, "--stop")
 	first := run.wait(t, 30*time.Second)
 	require.Equal(t, 75, first.Code, "stderr: %s", first.Stderr)
-	atB := len(outputLines(first.Stdout))
+	atB := len(check.Lines(first.Stdout))
 	require.Equal(t, api.StateStopped, a.status(u, id).State)
 	pod := id + "-main"
 
@@ -392,7 +393,7 @@ func TestCorruptCheckpointRefused(t *testing.T) {
 	assert.Contains(t, r.Stderr, "skipping checkpoint", "the user is told that a checkpoint was skipped")
 	assert.Contains(t, r.Stderr, ckB)
 	assert.Contains(t, r.Stderr, rel)
-	s := counterFrom(t, outputLines(r.Stdout), last)
+	s := counterFrom(t, check.Lines(r.Stdout), last)
 	assert.GreaterOrEqual(t, s-1, before, "restored from %s, taken after line %d was printed", ckA, before)
 	assert.LessOrEqual(t, s-1, after, "restored from %s, taken before line %d was printed", ckA, after+1)
 	assert.Less(t, s-1, atB, "not restored from %s (taken at line %d)", ckB, atB)
@@ -425,7 +426,7 @@ func TestCheckpointOfFinishedJob(t *testing.T) {
 	dir := testenv.TempDirFor(t, u)
 	r := a.cruz(u, dir, "run", "--plain", "--name", "short", "--", testenv.Bin(t, "counter"), "3", "10")
 	require.Equal(t, 0, r.Code, "stderr: %s", r.Stderr)
-	require.Equal(t, []string{"line 1", "line 2", "line 3"}, outputLines(r.Stdout))
+	require.Equal(t, []string{"line 1", "line 2", "line 3"}, check.Lines(r.Stdout))
 	id := a.status(u, "short").ID
 	require.Equal(t, api.StateExited, a.status(u, id).State)
 	for _, args := range [][]string{{"checkpoint", id}, {"checkpoint", "--stop", id}} {

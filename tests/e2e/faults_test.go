@@ -17,6 +17,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -101,7 +102,7 @@ func TestClusterCheckpointFails(t *testing.T) {
 	assert.Equal(t, good, j.LastCheckpoint, "the previous checkpoint stays the latest")
 	out := run.wait(t, 2*time.Minute)
 	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), outputLines(out.Stdout), "the job finished right")
+	require.Equal(t, check.AllreduceOutput(np, iters), check.Lines(out.Stdout), "the job finished right")
 
 	requireRestoresRest(t, n1, u, dir, "faulty", good, np, iters)
 	c.requireClean(t, st)
@@ -113,8 +114,8 @@ func requireRestoresRest(t *testing.T, a *agent, u testenv.User, dir, job, ckpt 
 	t.Helper()
 	again := a.cruz(u, dir, "restart", "--checkpoint", ckpt, job)
 	require.Equal(t, 0, again.Code, "restart from %s: %s", ckpt, again.Stderr)
-	want := expectedAllreduce(np, iters)
-	got := outputLines(again.Stdout)
+	want := check.AllreduceOutput(np, iters)
+	got := check.Lines(again.Stdout)
 	require.NotEmpty(t, got)
 	require.LessOrEqual(t, len(got), len(want))
 	assert.Equal(t, want[len(want)-len(got):], got, "the run restored from %s prints the rest of the job", ckpt)
@@ -345,7 +346,7 @@ func TestClusterAgentKilledMidDump(t *testing.T) {
 	require.Equal(t, 0, rr.Code, "cruz cluster restart node2: %s", rr.Stderr)
 	out := run.wait(t, 3*time.Minute)
 	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), outputLines(out.Stdout), "the job finished right")
+	require.Equal(t, check.AllreduceOutput(np, iters), check.Lines(out.Stdout), "the job finished right")
 	logs, err := os.ReadFile(node2.Log)
 	require.NoError(t, err)
 	assert.Equal(t, onNode2, strings.Count(string(logs), "took back a pod"), "the new agent took back node2's pods")

@@ -8,26 +8,11 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// expectedAllreduce is what mpi_allreduce prints for np ranks and iters
-// iterations, computed independently of MPI (see tests/apps/mpi_allreduce.c).
-func expectedAllreduce(np, iters int) []string {
-	lines := []string{fmt.Sprintf("start ranks %d", np)}
-	var acc int64
-	for i := 1; i <= iters; i++ {
-		var sum int64
-		for r := 0; r < np; r++ {
-			sum += int64(r+1) * int64(i) * int64(i) % 1000003
-		}
-		acc += sum
-		lines = append(lines, fmt.Sprintf("iter %d sum %d acc %d", i, sum, acc))
-	}
-	return append(lines, fmt.Sprintf("result %d ranks %d iters %d", acc, np, iters))
-}
 
 // startAllreduce starts mpi_allreduce (np ranks, iters iterations of
 // 100 ms) as u, with the extra cruz run flags, and waits until it has done
@@ -41,10 +26,6 @@ func (a *agent) startAllreduce(u testenv.User, dir, name string, np, iters int, 
 	return run
 }
 
-func outputLines(s string) []string {
-	return strings.Split(strings.TrimRight(s, "\n"), "\n")
-}
-
 // TestMPICheckpointStopRestart: a 4-rank MPICH job in 4 rank pods (plus the
 // mpiexec pod), run as an unprivileged user, is checkpointed 3 times while it
 // runs, then stopped by a checkpoint and restarted; its output, line by line,
@@ -55,7 +36,7 @@ func TestMPICheckpointStopRestart(t *testing.T) {
 	dir := testenv.TempDirFor(t, u)
 	const np, iters = 4, 50
 	app := testenv.Bin(t, "mpi_allreduce")
-	want := expectedAllreduce(np, iters)
+	want := check.AllreduceOutput(np, iters)
 
 	run := a.startCruz(u, dir, "run", "--name", "ar", "--np", fmt.Sprint(np), "--", app, fmt.Sprint(iters), "100")
 	run.waitOutput(t, "iter 3 ", 60*time.Second)
@@ -89,7 +70,7 @@ func TestMPICheckpointStopRestart(t *testing.T) {
 
 	second := a.cruz(u, dir, "restart", "ar")
 	require.Equal(t, 0, second.Code, "restart: %s", second.Stderr)
-	got := append(outputLines(first.Stdout), outputLines(second.Stdout)...)
+	got := append(check.Lines(first.Stdout), check.Lines(second.Stdout)...)
 	require.Equal(t, want, got, "the output of the run and its restart, joined, is the uninterrupted run's")
 	assert.Equal(t, []string{"ckpt-0001", "ckpt-0002", "ckpt-0003"}, ids)
 	assert.Equal(t, api.StateExited, a.status(u, "ar").State)
@@ -114,6 +95,6 @@ func TestSingletonMPIJob(t *testing.T) {
 	require.Equal(t, 75, first.Code, "stderr:\n%s", first.Stderr)
 	second := a.cruz(u, dir, "restart", "one")
 	require.Equal(t, 0, second.Code, "restart: %s", second.Stderr)
-	require.Equal(t, expectedAllreduce(1, iters), append(outputLines(first.Stdout), outputLines(second.Stdout)...))
+	require.Equal(t, check.AllreduceOutput(1, iters), append(check.Lines(first.Stdout), check.Lines(second.Stdout)...))
 	a.requireNoLeaks()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -186,8 +187,8 @@ func TestClusterMultiNodeJob(t *testing.T) {
 
 		last := n1.cruz(u, dir, "restart", "--nodes", "node2,node1,node4", "wide")
 		require.Equal(t, 0, last.Code, "last restart: %s", last.Stderr)
-		got := append(append(outputLines(r1.Stdout), outputLines(r2.Stdout)...), outputLines(last.Stdout)...)
-		require.Equal(t, expectedAllreduce(np, iters), got, "three runs on different nodes print what one run prints")
+		got := append(append(check.Lines(r1.Stdout), check.Lines(r2.Stdout)...), check.Lines(last.Stdout)...)
+		require.Equal(t, check.AllreduceOutput(np, iters), got, "three runs on different nodes print what one run prints")
 	})
 	c.requireClean(t, st)
 }

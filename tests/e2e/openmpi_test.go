@@ -12,6 +12,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,8 +62,8 @@ func TestOpenMPICheckpointStopRestart(t *testing.T) {
 
 	second := a.cruz(u, dir, "restart", "oar")
 	require.Equal(t, 0, second.Code, "restart: %s", second.Stderr)
-	got := append(outputLines(first.Stdout), outputLines(second.Stdout)...)
-	require.Equal(t, expectedAllreduce(np, iters), got, "the output of the run and its restart, joined, is the uninterrupted run's")
+	got := append(check.Lines(first.Stdout), check.Lines(second.Stdout)...)
+	require.Equal(t, check.AllreduceOutput(np, iters), got, "the output of the run and its restart, joined, is the uninterrupted run's")
 	assert.Equal(t, api.StateExited, a.status(u, "oar").State)
 	a.requireNoLeaks()
 }
@@ -174,7 +175,7 @@ func TestMPI4PyCheckpointRestart(t *testing.T) {
 	require.Equal(t, 75, first.Code, "stderr:\n%s", first.Stderr)
 	second := a.cruz(u, dir, "restart", "py")
 	require.Equal(t, 0, second.Code, "restart: %s", second.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), append(outputLines(first.Stdout), outputLines(second.Stdout)...))
+	require.Equal(t, check.AllreduceOutput(np, iters), append(check.Lines(first.Stdout), check.Lines(second.Stdout)...))
 	a.requireNoLeaks()
 }
 
@@ -256,7 +257,7 @@ func TestOpenMPIRecoveryNodeFailure(t *testing.T) {
 	}
 	out := run.wait(t, 3*time.Minute)
 	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), allreduceLines(t, outputLines(out.Stdout)))
+	require.Equal(t, check.AllreduceOutput(np, iters), allreduceLines(t, check.Lines(out.Stdout)))
 	st = c.status()
 	var alive []cluster.Node
 	for _, n := range st.Nodes {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -56,27 +57,6 @@ func awaitJobState(a *agent, u testenv.User, ref string, timeout time.Duration, 
 	}
 }
 
-// counterLines is what `counter n DELAY` prints.
-func counterLines(from, to int) []string {
-	var out []string
-	for i := from; i <= to; i++ {
-		out = append(out, fmt.Sprintf("line %d", i))
-	}
-	return out
-}
-
-// nonEmptyLines splits output into lines, dropping empty ones (an empty
-// output gives no line at all).
-func nonEmptyLines(s string) []string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // duplicateLines returns the lines that occur more than once.
 func duplicateLines(lines []string) []string {
 	seen := map[string]int{}
@@ -100,7 +80,7 @@ func TestPlainJobOutputAndExit(t *testing.T) {
 
 	r := a.cruz(u, dir, "run", "--plain", "--name", "count", "--", testenv.Bin(t, "counter"), "5", "50")
 	require.Equal(t, 0, r.Code, "counter: stderr:\n%s", r.Stderr)
-	assert.Equal(t, counterLines(1, 5), outputLines(r.Stdout))
+	assert.Equal(t, check.CounterLines(1, 5), check.Lines(r.Stdout))
 	j := a.status(u, "count")
 	assert.Equal(t, api.StateExited, j.State)
 	require.NotNil(t, j.ExitCode)
@@ -138,7 +118,7 @@ func TestPlainJobRunsAsUser(t *testing.T) {
 
 	r := a.cruz(u, dir, "run", "--plain", "--name", "who", "--", "sh", "-c", "id -u; id -g; id -G; hostname; pwd")
 	require.Equal(t, 0, r.Code, "stderr:\n%s", r.Stderr)
-	lines := outputLines(r.Stdout)
+	lines := check.Lines(r.Stdout)
 	require.Len(t, lines, 5, "output:\n%s", r.Stdout)
 	assert.Equal(t, strconv.FormatUint(uint64(u.UID), 10), lines[0], "uid")
 	assert.Equal(t, strconv.FormatUint(uint64(u.GID), 10), lines[1], "gid")
@@ -234,7 +214,7 @@ func TestCheckpointPlainStopRestartTwiceOutput(t *testing.T) {
 	// Wait for the restored job to print something of its own, then stop
 	// it again.
 	deadline := time.Now().Add(30 * time.Second)
-	for len(nonEmptyLines(second.stdout.String())) < 3 {
+	for len(check.NonEmptyLines(second.stdout.String())) < 3 {
 		require.True(t, time.Now().Before(deadline), "the restored job printed no 3 lines within 30s; stdout:\n%s\nstderr:\n%s",
 			second.stdout.String(), second.stderr.String())
 		select {
@@ -257,12 +237,12 @@ func TestCheckpointPlainStopRestartTwiceOutput(t *testing.T) {
 	outs := []string{first.Stdout, secondRes.Stdout, third.Stdout}
 	var all []string
 	for i, o := range outs {
-		lines := nonEmptyLines(o)
+		lines := check.NonEmptyLines(o)
 		assert.NotEmpty(t, lines, "run %d printed nothing", i+1)
 		assert.True(t, strings.HasSuffix(o, "\n"), "run %d ends in the middle of a line: %q", i+1, o)
 		all = append(all, lines...)
 	}
-	require.Equal(t, counterLines(1, n), all, "run, restart and second restart together print each line once, in order:\n%q", outs)
+	require.Equal(t, check.CounterLines(1, n), all, "run, restart and second restart together print each line once, in order:\n%q", outs)
 	j := a.status(u, "cnt")
 	assert.Equal(t, api.StateExited, j.State)
 	require.NotNil(t, j.ExitCode)

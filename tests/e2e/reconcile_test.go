@@ -12,13 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	cruzpod "github.com/cruz-hpc/cruz/internal/pod"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -41,31 +42,12 @@ func netnsOf(t *testing.T, jobs ...api.Job) map[string]uint64 {
 	return out
 }
 
-// inNetns lists every process of the node (of any user) in the network
-// namespace with inode ino. A pod's netns lives as long as a process holds
-// it, as the agent keeps no bind mount of it.
-func inNetns(ino uint64) []int {
-	var pids []int
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Stat(filepath.Join("/proc", p.Name(), "ns", "net"), &st) == nil && st.Ino == ino {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
 // requireNetnsGone checks that no process is left in any of the pods'
 // network namespaces, so that they are gone with their veths.
 func requireNetnsGone(t *testing.T, netns map[string]uint64) {
 	t.Helper()
 	for pod, ino := range netns {
-		assert.Empty(t, inNetns(ino), "processes left in the network namespace of pod %s", pod)
+		assert.Empty(t, cruzpod.ProcessesInNetns(ino), "processes left in the network namespace of pod %s", pod)
 	}
 }
 
@@ -148,7 +130,7 @@ func TestAgentCrashReconcile(t *testing.T) {
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	const np, iters = 2, 60
-	want := expectedAllreduce(np, iters)
+	want := check.AllreduceOutput(np, iters)
 
 	run := a.startCruz(u, dir, "run", "--restart", "never", "--name", "ar", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), "100")
 	run.waitOutput(t, "iter 3 ", 60*time.Second)
@@ -174,7 +156,7 @@ func TestAgentCrashReconcile(t *testing.T) {
 	// its veth on the bridge.
 	sleeperPID := sj.Pods[0].PID
 	require.True(t, cluster.Alive(sleeperPID), "the sleeper pod (pid %d) outlives the agent", sleeperPID)
-	require.NotEmpty(t, inNetns(netns[sj.Pods[0].Name]), "the sleeper's netns outlives the agent")
+	require.NotEmpty(t, cruzpod.ProcessesInNetns(netns[sj.Pods[0].Name]), "the sleeper's netns outlives the agent")
 	out, err := exec.Command("ip", "-o", "link", "show", "master", a.bridge).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.NotEmpty(t, strings.TrimSpace(string(out)), "the sleeper's veth outlives the agent")
@@ -185,7 +167,7 @@ func TestAgentCrashReconcile(t *testing.T) {
 		assert.Regexp(t, lostStream, r.Stderr, "cruz %v", c.cmd.Args[1:])
 		assert.Contains(t, r.Stderr, "cruz status", "it says how to find out about the job")
 	}
-	first := outputLines(run.stdout.String())
+	first := check.Lines(run.stdout.String())
 	require.Equal(t, want[:len(first)], first, "the first run's output is the start of the job's")
 
 	a.start()
@@ -203,7 +185,7 @@ func TestAgentCrashReconcile(t *testing.T) {
 
 	r := a.cruz(u, dir, "restart", j.ID)
 	require.Equal(t, 0, r.Code, "restart from %s: stderr:\n%s", ck, r.Stderr)
-	at := requireSuffixOf(t, want, outputLines(r.Stdout), "the restart")
+	at := requireSuffixOf(t, want, check.Lines(r.Stdout), "the restart")
 	assert.Less(t, at, len(first), "the restart re-runs what the job printed between %s and the crash", ck)
 	assert.Equal(t, api.StateExited, a.status(u, j.ID).State)
 
@@ -245,7 +227,7 @@ func TestAgentShutdownEndsJobs(t *testing.T) {
 		assert.Contains(t, r.Stderr, "the cruz agent on this node stopped", "cruz %v", c.cmd.Args[1:])
 		assert.Regexp(t, `with: cruz restart [0-9a-f]+\n`, r.Stderr, "cruz %v says how to restart the job", c.cmd.Args[1:])
 	}
-	first := outputLines(run.stdout.String())
+	first := check.Lines(run.stdout.String())
 	require.Less(t, len(first), last, "the job did not end by itself before the agent stopped")
 
 	a.start()
@@ -256,7 +238,7 @@ func TestAgentShutdownEndsJobs(t *testing.T) {
 	}
 	r := a.cruz(u, dir, "restart", id)
 	require.Equal(t, 0, r.Code, "restart from %s: stderr:\n%s", ck, r.Stderr)
-	s := counterFrom(t, outputLines(r.Stdout), last)
+	s := counterFrom(t, check.Lines(r.Stdout), last)
 	assert.LessOrEqual(t, s-1, atCk, "restarted from %s", ck)
 	assert.Equal(t, api.StateExited, a.status(u, id).State)
 
@@ -292,14 +274,14 @@ func TestNoLeaksAfterManyJobs(t *testing.T) {
 		case 0: // runs to its end
 			r := a.cruz(u, dir, "run", "--plain", "--name", name, "--", counter, "3", "5")
 			require.Equal(t, 0, r.Code, "%s: %s", name, r.Stderr)
-			require.Equal(t, wantCounterLines(1, 3), outputLines(r.Stdout))
+			require.Equal(t, check.CounterLines(1, 3), check.Lines(r.Stdout))
 		case 1: // checkpointed while it runs
 			run := a.startCruz(u, dir, "run", "--plain", "--name", name, "--", counter, "40", "25")
 			run.waitOutput(t, "line 3\n", 30*time.Second)
 			a.checkpoint(u, name)
 			r := run.wait(t, 30*time.Second)
 			require.Equal(t, 0, r.Code, "%s: %s", name, r.Stderr)
-			require.Equal(t, wantCounterLines(1, 40), outputLines(r.Stdout))
+			require.Equal(t, check.CounterLines(1, 40), check.Lines(r.Stdout))
 		case 2: // stopped by a checkpoint and restarted
 			run := a.startCruz(u, dir, "run", "--plain", "--name", name, "--", counter, "40", "25")
 			run.waitOutput(t, "line 3\n", 30*time.Second)
@@ -308,7 +290,7 @@ func TestNoLeaksAfterManyJobs(t *testing.T) {
 			require.Equal(t, 75, r1.Code, "%s: %s", name, r1.Stderr)
 			r2 := a.cruz(u, dir, "restart", name)
 			require.Equal(t, 0, r2.Code, "%s: %s", name, r2.Stderr)
-			require.Equal(t, wantCounterLines(1, 40), append(outputLines(r1.Stdout), outputLines(r2.Stdout)...))
+			require.Equal(t, check.CounterLines(1, 40), append(check.Lines(r1.Stdout), check.Lines(r2.Stdout)...))
 		}
 		ids = append(ids, a.status(u, name).ID)
 		requireNoCRIUWork(t, a)
@@ -317,7 +299,7 @@ func TestNoLeaksAfterManyJobs(t *testing.T) {
 	app := testenv.Bin(t, "mpi_allreduce")
 	for i, mode := range []string{"end", "checkpoint", "stop"} {
 		name := fmt.Sprintf("mpi%d", i)
-		want := expectedAllreduce(2, 30)
+		want := check.AllreduceOutput(2, 30)
 		run := a.startCruz(u, dir, "run", "--name", name, "--np", "2", "--", app, "30", "60")
 		var got []string
 		switch mode {
@@ -330,12 +312,12 @@ func TestNoLeaksAfterManyJobs(t *testing.T) {
 			a.checkpoint(u, name, "--stop")
 			r := run.wait(t, 60*time.Second)
 			require.Equal(t, 75, r.Code, "%s: %s", name, r.Stderr)
-			got = outputLines(r.Stdout)
+			got = check.Lines(r.Stdout)
 			run = a.startCruz(u, dir, "restart", name)
 		}
 		r := run.wait(t, 60*time.Second)
 		require.Equal(t, 0, r.Code, "%s: %s", name, r.Stderr)
-		require.Equal(t, want, append(got, outputLines(r.Stdout)...), "%s", name)
+		require.Equal(t, want, append(got, check.Lines(r.Stdout)...), "%s", name)
 		ids = append(ids, a.status(u, name).ID)
 		requireNoCRIUWork(t, a)
 	}
@@ -375,13 +357,4 @@ func TestNoLeaksAfterManyJobs(t *testing.T) {
 				"leftover %s/%s in the store", e.Name(), c.Name())
 		}
 	}
-}
-
-// wantCounterLines is what counter prints from line from to line to.
-func wantCounterLines(from, to int) []string {
-	var out []string
-	for i := from; i <= to; i++ {
-		out = append(out, fmt.Sprintf("line %d", i))
-	}
-	return out
 }

@@ -16,34 +16,18 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
-// withoutAbortBanner drops the lines MPICH's mpiexec prints on stdout when
-// a rank dies ("BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" and
-// the lines around it): the failed run printed them before anyone knew it
-// had failed, so they stay in the output; every line of the program itself
-// must still be there exactly once.
-func withoutAbortBanner(t *testing.T, lines []string) []string {
+// programOutput is the output's lines without MPICH's abort banners (see
+// check.ProgramOutput), logging how many there were.
+func programOutput(t *testing.T, lines []string) []string {
 	t.Helper()
-	var out []string
-	banners := 0
-	for _, l := range lines {
-		switch {
-		case l == "" || strings.HasPrefix(l, "="):
-			if strings.Contains(l, "BAD TERMINATION") {
-				banners++
-			}
-		case strings.HasPrefix(l, "YOUR APPLICATION TERMINATED WITH THE EXIT STRING"),
-			l == "This typically refers to a problem with your application.",
-			l == "Please see the FAQ page for debugging suggestions":
-		default:
-			out = append(out, l)
-		}
-	}
+	out, banners := check.ProgramOutput(lines)
 	t.Logf("%d MPICH abort banners in the output", banners)
 	return out
 }
@@ -127,7 +111,7 @@ func TestRecoveryRankKilled(t *testing.T) {
 
 	r := run.wait(t, 3*time.Minute)
 	require.Equal(t, 0, r.Code, "stderr:\n%s", r.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), withoutAbortBanner(t, outputLines(r.Stdout)), "the output of one uninterrupted run")
+	require.Equal(t, check.AllreduceOutput(np, iters), programOutput(t, check.Lines(r.Stdout)), "the output of one uninterrupted run")
 	evs := n1.events(u, "k9")
 	t.Logf("events: %v", kinds(evs))
 	require.Equal(t, 1, countKind(evs, "failure"), "one failure")
@@ -177,7 +161,7 @@ func TestRecoveryNodeFailure(t *testing.T) {
 	}
 	out := run.wait(t, 3*time.Minute)
 	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), withoutAbortBanner(t, outputLines(out.Stdout)))
+	require.Equal(t, check.AllreduceOutput(np, iters), programOutput(t, check.Lines(out.Stdout)))
 	st = c.status()
 	var alive []cluster.Node
 	for _, n := range st.Nodes {
@@ -219,7 +203,7 @@ func TestRecoveryCorruptCheckpoint(t *testing.T) {
 
 	out := run.wait(t, 3*time.Minute)
 	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), withoutAbortBanner(t, outputLines(out.Stdout)))
+	require.Equal(t, check.AllreduceOutput(np, iters), programOutput(t, check.Lines(out.Stdout)))
 	assert.Contains(t, out.Stderr, "skipping checkpoint", "the restart says it skipped the damaged checkpoint")
 	assert.Contains(t, out.Stderr, newest)
 	evs = n1.events(u, "bad")
@@ -307,8 +291,8 @@ func TestRecoveryCoordinatorKilled(t *testing.T) {
 	}
 	rest := n1.cruz(u, dir, "attach", "orphan")
 	require.Equal(t, 0, rest.Code, "cruz attach: %s", rest.Stderr)
-	got := append(outputLines(first.Stdout), outputLines(rest.Stdout)...)
-	require.Equal(t, expectedAllreduce(np, iters), got, "the first client's output and the rolled-back run's are one run's")
+	got := append(check.Lines(first.Stdout), check.Lines(rest.Stdout)...)
+	require.Equal(t, check.AllreduceOutput(np, iters), got, "the first client's output and the rolled-back run's are one run's")
 	c.requireClean(t, c.status())
 }
 
@@ -347,7 +331,7 @@ func TestStoreFullDuringCheckpoint(t *testing.T) {
 
 	out := run.wait(t, 3*time.Minute)
 	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), outputLines(out.Stdout))
+	require.Equal(t, check.AllreduceOutput(np, iters), check.Lines(out.Stdout))
 	job := n1.status(u, "full")
 	entries, err := os.ReadDir(filepath.Join(c.store, job.ID))
 	require.NoError(t, err)

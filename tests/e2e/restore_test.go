@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -34,7 +35,7 @@ func TestRestoreCheckpointTwice(t *testing.T) {
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	const np, iters, sleepMS = 2, 30, 100
-	want := expectedAllreduce(np, iters)
+	want := check.AllreduceOutput(np, iters)
 	wantText := strings.Join(want, "\n") + "\n"
 
 	run := a.startCruz(u, dir, "run", "--name", "ar2", "--np", fmt.Sprint(np), "--",
@@ -47,7 +48,7 @@ func TestRestoreCheckpointTwice(t *testing.T) {
 	require.NotContains(t, run.stdout.String(), "result", "the job ended before its checkpoint was taken")
 	orig := run.wait(t, 60*time.Second)
 	require.Equal(t, 0, orig.Code, "the checkpointed job finishes; stderr:\n%s", orig.Stderr)
-	require.Equal(t, want, outputLines(orig.Stdout), "a leave-running checkpoint does not change the job's output")
+	require.Equal(t, want, check.Lines(orig.Stdout), "a leave-running checkpoint does not change the job's output")
 	j := a.status(u, "ar2")
 	assert.Equal(t, api.StateExited, j.State)
 	assert.Equal(t, ckA, j.LastCheckpoint)
@@ -64,7 +65,7 @@ func TestRestoreCheckpointTwice(t *testing.T) {
 			"restart %d prints the end of the job's output, from where the checkpoint caught it; got:\n%s", i, r.Stdout)
 		assert.LessOrEqual(t, len(r.Stdout), len(wantText)-before,
 			"restart %d prints again what the job had printed before its checkpoint; got:\n%s", i, r.Stdout)
-		lines := outputLines(r.Stdout)
+		lines := check.Lines(r.Stdout)
 		t.Logf("restart %d from %s: %d lines, from %q (the run had printed %d bytes before the checkpoint)", i, ckA, len(lines), lines[0], before)
 		assert.Equal(t, want[len(want)-1], lines[len(lines)-1], "restart %d ends with the result", i)
 		assert.NotContains(t, r.Stdout, "start ranks", "restart %d resumes, it does not start over", i)
@@ -93,7 +94,7 @@ func TestRestartLatestAfterStop(t *testing.T) {
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
 	const np, iters, sleepMS = 2, 30, 100
-	want := expectedAllreduce(np, iters)
+	want := check.AllreduceOutput(np, iters)
 
 	run := a.startCruz(u, dir, "run", "--name", "arl", "--np", fmt.Sprint(np), "--",
 		testenv.Bin(t, "mpi_allreduce"), fmt.Sprint(iters), fmt.Sprint(sleepMS))
@@ -151,7 +152,7 @@ func TestRestartLatestAfterStop(t *testing.T) {
 
 	second := a.cruz(u, dir, "restart", "arl")
 	require.Equal(t, 0, second.Code, "restart: %s", second.Stderr)
-	got := append(outputLines(first.Stdout), outputLines(second.Stdout)...)
+	got := append(check.Lines(first.Stdout), check.Lines(second.Stdout)...)
 	// From the earlier checkpoint the restart would print lines that the
 	// run printed already: only the latest one gives exactly this.
 	require.Equal(t, want, got, "restarting from the latest checkpoint (the stop) continues exactly where the run stopped")
@@ -188,8 +189,8 @@ func TestRestoreWithIPNetnsDirectory(t *testing.T) {
 	require.Equal(t, 75, first.Code, "stderr:\n%s", first.Stderr)
 	second := a.cruz(u, dir, "restart", "nsdir")
 	require.Equal(t, 0, second.Code, "restart with /run/netns mounted: %s", second.Stderr)
-	got := append(outputLines(first.Stdout), outputLines(second.Stdout)...)
-	require.Equal(t, expectedAllreduce(np, iters), got)
+	got := append(check.Lines(first.Stdout), check.Lines(second.Stdout)...)
+	require.Equal(t, check.AllreduceOutput(np, iters), got)
 	a.requireNoLeaks()
 }
 

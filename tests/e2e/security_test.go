@@ -19,6 +19,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/store"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -105,7 +106,7 @@ func TestOtherUserCannotActOnJob(t *testing.T) {
 	// cruzt1's job ran on untouched, to its normal end.
 	res := run.wait(t, time.Minute)
 	require.Equal(t, 0, res.Code, "stderr: %s", res.Stderr)
-	assert.Equal(t, wantCounterLines(1, last), outputLines(res.Stdout))
+	assert.Equal(t, check.CounterLines(1, last), check.Lines(res.Stdout))
 	assert.Equal(t, "cruz: job "+id+" started\n", res.Stderr, "cruz run says only which job started")
 	j = a.status(u1, id)
 	assert.Equal(t, api.StateExited, j.State)
@@ -214,7 +215,7 @@ ps -e -o pid=,user=,comm=
 	pod := j.Pods[0]
 	out := r.Stdout
 	field := func(key string) string {
-		for _, l := range outputLines(out) {
+		for _, l := range check.Lines(out) {
 			if v, ok := strings.CutPrefix(l, key+"="); ok {
 				return v
 			}
@@ -242,7 +243,7 @@ ps -e -o pid=,user=,comm=
 	assert.Contains(t, pids, 1)
 	assert.LessOrEqual(t, len(pids), 6, "the pod sees only its own few processes, not the node's: %v", pids)
 	var ps []string
-	for _, l := range outputLines(out) {
+	for _, l := range check.Lines(out) {
 		f := strings.Fields(l)
 		if len(f) == 3 {
 			if _, err := strconv.Atoi(f[0]); err == nil {

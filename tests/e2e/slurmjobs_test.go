@@ -14,6 +14,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -252,7 +253,7 @@ func TestSlurmCruzJob(t *testing.T) {
 	sj := e.waitJob(t, id, 3*time.Minute)
 	assert.Equal(t, "COMPLETED", sj.State)
 	assert.Equal(t, "0:0", sj.Exit)
-	assert.Equal(t, expectedAllreduce(np, iters), outputLines(e.out(t, id)), "the job's output file, line by line")
+	assert.Equal(t, check.AllreduceOutput(np, iters), check.Lines(e.out(t, id)), "the job's output file, line by line")
 	assert.Contains(t, e.errOut(t, id), "batch: srun exited 0")
 
 	e.cruzJSON(t, e.n1, &j, "status", "--json", id)
@@ -352,7 +353,7 @@ func TestSlurmRequeue(t *testing.T) {
 	assert.Equal(t, "COMPLETED", sj.State)
 	assert.Equal(t, 1, sj.Restarts, "Slurm requeued it once")
 	assert.Contains(t, e.errOut(t, id), "batch: restarts=1")
-	assert.Equal(t, expectedAllreduce(np, iters), outputLines(e.out(t, id)), "the output file, line by line")
+	assert.Equal(t, check.AllreduceOutput(np, iters), check.Lines(e.out(t, id)), "the output file, line by line")
 
 	evs := e.n1.events(e.u, job)
 	assert.Equal(t, 1, countKind(evs, "started"), "started once: %v", kinds(evs))
@@ -381,7 +382,7 @@ func TestSlurmRequeue(t *testing.T) {
 			continue
 		}
 		if cancelled && f.Stream == "stdout" {
-			after = append(after, outputLines(string(f.Data))...)
+			after = append(after, check.Lines(string(f.Data))...)
 		}
 	}
 	require.True(t, cancelled, "the log has the cancelled run's end")
@@ -443,7 +444,7 @@ func TestSlurmRequeueElsewhere(t *testing.T) {
 	sj := e.waitJob(t, id, 3*time.Minute)
 	assert.Equal(t, "COMPLETED", sj.State)
 	assert.Equal(t, 1, sj.Restarts)
-	assert.Equal(t, expectedAllreduce(np, iters), outputLines(e.out(t, id)), "the output file, line by line")
+	assert.Equal(t, check.AllreduceOutput(np, iters), check.Lines(e.out(t, id)), "the output file, line by line")
 
 	n2 := e.c.node(t, e.st, "node2")
 	evs := n2.events(e.u, job)
@@ -476,7 +477,7 @@ func TestSlurmTimeLimit(t *testing.T) {
 	sj := e.waitJob(t, id, 6*time.Minute)
 	assert.Equal(t, "COMPLETED", sj.State, "stderr:\n%s", e.errOut(t, id))
 	assert.GreaterOrEqual(t, sj.Restarts, 1, "requeued at least once")
-	assert.Equal(t, expectedAllreduce(np, iters), outputLines(e.out(t, id)), "the output file, line by line")
+	assert.Equal(t, check.AllreduceOutput(np, iters), check.Lines(e.out(t, id)), "the output file, line by line")
 	// Slurm truncates the files at each requeue: the last run's is left.
 	assert.Contains(t, e.errOut(t, id), fmt.Sprintf("batch: restarts=%d", sj.Restarts))
 	evs := e.n1.events(e.u, "slurm-"+id+"-0")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -120,7 +121,7 @@ func TestSoak(t *testing.T) {
 	require.GreaterOrEqual(t, countKind(evs, "checkpoint"), want)
 	out := run.wait(t, 30*time.Minute)
 	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
-	require.Equal(t, expectedAllreduce(np, iters), withoutAbortBanner(t, outputLines(out.Stdout)))
+	require.Equal(t, check.AllreduceOutput(np, iters), programOutput(t, check.Lines(out.Stdout)))
 
 	st = c.status()
 	for _, n := range st.Nodes {

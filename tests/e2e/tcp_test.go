@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -113,7 +114,7 @@ func checkpointBothAtOnce(t *testing.T, a *agent, u testenv.User, p tcpPair) {
 
 // lastLine is the last non-empty line of s.
 func lastLine(s string) string {
-	l := nonEmptyLines(s)
+	l := check.NonEmptyLines(s)
 	if len(l) == 0 {
 		return ""
 	}
@@ -128,7 +129,7 @@ func tcpQueues(t *testing.T, pid int) (recvQ, sendQ int64, ok bool) {
 	if err != nil {
 		return 0, 0, false
 	}
-	for _, line := range nonEmptyLines(string(out)) {
+	for _, line := range check.NonEmptyLines(string(out)) {
 		f := strings.Fields(line)
 		if len(f) < 4 {
 			continue
@@ -243,12 +244,12 @@ func TestTCPInFlightCheckpoint(t *testing.T) {
 	t.Logf("client: run stdout %q stderr %q; restart status %d stdout %q stderr %q",
 		first.Stdout, first.Stderr, second.Code, second.Stdout, second.Stderr)
 
-	cliLines := append(nonEmptyLines(first.Stdout), nonEmptyLines(second.Stdout)...)
+	cliLines := append(check.NonEmptyLines(first.Stdout), check.NonEmptyLines(second.Stdout)...)
 	assert.Equal(t, []string{fmt.Sprintf("client ok %d bytes", tcpTotal)}, cliLines,
 		"the client's run and restart print one line, once")
 	assert.Empty(t, duplicateLines(cliLines))
 	assert.Equal(t, 0, srvRes.Code, "server; stderr:\n%s", srvRes.Stderr)
-	assert.Equal(t, recvLines(), nonEmptyLines(srvRes.Stdout), "the server received and checked every byte, once")
+	assert.Equal(t, recvLines(), check.NonEmptyLines(srvRes.Stdout), "the server received and checked every byte, once")
 
 	assert.Equal(t, api.StateExited, awaitJobState(a, u, "cli", 10*time.Second, api.StateExited).State)
 	assert.Equal(t, api.StateExited, awaitJobState(a, u, "srv", 10*time.Second, api.StateExited).State)
@@ -290,7 +291,7 @@ func TestTCPServerStopRestart(t *testing.T) {
 		tail(first.Stdout, 3), second.Code, second.Stdout, second.Stderr)
 	t.Logf("client: status %d stdout %q stderr %q", cliRes.Code, cliRes.Stdout, cliRes.Stderr)
 
-	srvLines := append(nonEmptyLines(first.Stdout), nonEmptyLines(second.Stdout)...)
+	srvLines := append(check.NonEmptyLines(first.Stdout), check.NonEmptyLines(second.Stdout)...)
 	assert.Empty(t, duplicateLines(srvLines), "no server line printed twice")
 	assert.Equal(t, recvLines(), srvLines, "the server's run and restart together checked every byte, once")
 	assert.True(t, strings.HasSuffix(first.Stdout, "\n") || first.Stdout == "", "the stopped run ends with a whole line")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/version"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -149,7 +150,7 @@ func TestTCPAPI(t *testing.T) {
 	s.Close()
 	require.NotNil(t, end.Exit, "stream ended with %+v", end)
 	assert.Equal(t, 0, end.Exit.Code)
-	assert.Equal(t, wantCounterLines(1, 20), outputLines(out))
+	assert.Equal(t, check.CounterLines(1, 20), check.Lines(out))
 
 	// A running job: checkpointed, stopped by a checkpoint, restarted.
 	s, err = c1.Run(ctx, api.RunRequest{Name: "long", Argv: []string{counter, "150", "30"}, Dir: dir, Plain: true})
