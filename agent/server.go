@@ -27,33 +27,43 @@ import (
 
 type callerKey struct{}
 
+// peerPIDKey holds the pid of a unix socket's peer (at connect time).
+type peerPIDKey struct{}
+
+// peerPID is the pid of the local process that sent the request; 0 for
+// requests from other agents.
+func peerPID(ctx context.Context) int {
+	pid, _ := ctx.Value(peerPIDKey{}).(int)
+	return pid
+}
+
 // peerCaller reads the peer credentials of a unix socket connection, and the
 // peer's supplementary groups from /proc (checked to belong to the same uid).
-func peerCaller(conn net.Conn) (caller, error) {
+func peerCaller(conn net.Conn) (caller, int, error) {
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
-		return caller{}, errors.New("not a unix socket connection")
+		return caller{}, 0, errors.New("not a unix socket connection")
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return caller{}, err
+		return caller{}, 0, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return caller{}, err
+		return caller{}, 0, err
 	}
 	if cerr != nil {
-		return caller{}, cerr
+		return caller{}, 0, cerr
 	}
 	c := caller{UID: cred.Uid, GID: cred.Gid, User: strconv.Itoa(int(cred.Uid))}
 	if u, err := user.LookupId(strconv.Itoa(int(cred.Uid))); err == nil {
 		c.User = u.Username
 	}
 	c.Groups = peerGroups(int(cred.Pid), cred.Uid)
-	return c, nil
+	return c, int(cred.Pid), nil
 }
 
 func peerGroups(pid int, uid uint32) []uint32 {
@@ -106,12 +116,12 @@ func (a *Agent) Serve(ctx context.Context) error {
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
-			c, err := peerCaller(conn)
+			c, pid, err := peerCaller(conn)
 			if err != nil {
 				a.log.Warn("refusing a connection without peer credentials", "err", err)
 				return ctx
 			}
-			return context.WithValue(ctx, callerKey{}, c)
+			return context.WithValue(context.WithValue(ctx, callerKey{}, c), peerPIDKey{}, pid)
 		},
 	}
 	tcpSrv, tcpLn, err := a.listenTCP()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/proc"
 	"github.com/cruz-hpc/cruz/internal/joblog"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
@@ -371,12 +372,37 @@ func (a *Agent) handleRunSlurm(w http.ResponseWriter, r *http.Request, c caller)
 	if err := decode(r, &req); err != nil {
 		return err
 	}
+	if err := a.checkSlurmTask(peerPID(r.Context()), c, req); err != nil {
+		return err
+	}
 	j, from, replayTo, err := a.RunSlurm(r.Context(), c, req)
 	if j == nil {
 		return err
 	}
 	a.streamWith(w, r, j, replayTo, from)
 	return nil
+}
+
+// checkSlurmTask makes sure that the process asking to run a Slurm step's
+// job (the step's first task, pid) runs in that very step, as Slurm's
+// slurmstepd above it says: the step's id in the request comes from the
+// task's environment, which its user may set to anything, and the id gives
+// the step's cruz job, its store directory and its checkpoints.
+func (a *Agent) checkSlurmTask(pid int, c caller, req api.RunRequest) error {
+	if req.Slurm == nil {
+		return nil // RunSlurm says what is wrong
+	}
+	want := fmt.Sprintf("%d.%d", req.Slurm.JobID, req.Slurm.StepID)
+	got, err := proc.SlurmStepOf(pid)
+	if err == nil && got == want {
+		return nil
+	}
+	why := fmt.Sprintf("it runs in Slurm step %s", got)
+	if err != nil {
+		why = err.Error()
+	}
+	a.log.Warn("refused a Slurm step's run: the caller is not a task of that step", "step", want, "uid", c.UID, "pid", pid, "why", why)
+	return api.Errorf(api.ErrForbidden, "refused to run Slurm step %s for uid %d: the calling process (pid %d) is not a task of that step (%s); srun --cruz starts a step's job, SLURM_JOB_ID and SLURM_STEP_ID set by hand are not trusted", want, c.UID, pid, why)
 }
 
 func (a *Agent) handleSlurmEnd(w http.ResponseWriter, r *http.Request, c caller) error {

@@ -256,3 +256,33 @@ ps -e -o pid=,user=,comm=
 	assert.NotEmpty(t, ps, "ps ran in the pod")
 	a.requireNoLeaks()
 }
+
+// TestForgedSlurmStepRefused: a user outside Slurm who sets the variables
+// of a Slurm task by hand (those of step 777001.0, which is not theirs) is
+// refused by the agent, which reads the step from the slurmstepd above the
+// calling process instead; no job, pod or store directory of that step
+// appears. (Before, this ran /bin/sleep as cruz job slurm-777001-0, taking
+// that step's id and store directory.)
+func TestForgedSlurmStepRefused(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	u := testenv.LookupUser(t, "cruzt1")
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	cmd := testenv.RunAs(u, testenv.Bin(t, "cruz"), "5")
+	cmd.Dir = testenv.TempDirFor(t, u)
+	cmd.Env = append(cmd.Env, "CRUZ_SOCKET="+a.socket, "CRUZ_TASK_ARGV0=/bin/sleep",
+		"SLURM_JOB_ID=777001", "SLURM_STEP_ID=0", "SLURM_PROCID=0", "SLURM_STEP_NUM_TASKS=1",
+		"SLURM_STEP_NODELIST="+host, "SLURM_STEP_TASKS_PER_NODE=1")
+	r := runCommand(t, cmd, time.Minute)
+	require.NotEqual(t, 0, r.Code, "a forged Slurm step must be refused; stdout %q", r.Stdout)
+	assert.Contains(t, r.Stderr, "refused to run Slurm step 777001.0 for uid 1001")
+	assert.Contains(t, r.Stderr, "is not a task of that step (not a task of a Slurm step)")
+	assert.Contains(t, a.log(), "refused a Slurm step's run", "the agent logs the refusal")
+
+	l := a.cruzAsRoot("status", "--json")
+	require.Equal(t, 0, l.Code, "%s", l.Stderr)
+	assert.NotContains(t, l.Stdout, "slurm-777001", "no job of the forged step")
+	_, err = os.Stat(filepath.Join(a.store, "slurm-777001-0"))
+	assert.True(t, os.IsNotExist(err), "no store directory of the forged step: %v", err)
+	a.requireNoLeaks()
+}
