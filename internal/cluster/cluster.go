@@ -101,7 +101,7 @@ type Options struct {
 	// Slurm also starts a Slurm cluster over the nodes (see SlurmState).
 	Slurm bool
 	// SpankPlugin is the Cruz SPANK plugin Slurm loads (default:
-	// cruz_spank.so next to cruzd). If it is missing Slurm runs without.
+	// cruz_spank.so next to cruzd). Up refuses --slurm without it.
 	SpankPlugin string
 	Log         io.Writer
 }
@@ -372,6 +372,9 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 		return nil, fmt.Errorf("cruzd binary %s not found or not executable: install cruzd next to cruz (make build), or set CRUZ_BIN to its directory", cruzd)
 	}
 	if o.Slurm {
+		if o.SpankPlugin, err = spankPlugin(o.SpankPlugin, cruzd); err != nil {
+			return nil, err
+		}
 		if err := checkSlurm(sub, o.LAN); err != nil {
 			return nil, err
 		}
@@ -994,10 +997,27 @@ func isSlurmctld(pid int, conf string) bool {
 	return false
 }
 
+// spankPlugin finds Cruz's SPANK plugin for a Slurm cluster (plugin, or
+// cruz_spank.so next to cruzd): a Slurm cluster without it would run srun
+// and sbatch without --cruz, which is not what --slurm is for.
+func spankPlugin(plugin, cruzd string) (string, error) {
+	if plugin == "" {
+		plugin = filepath.Join(filepath.Dir(cruzd), SpankPlugin)
+	}
+	fi, err := os.Stat(plugin)
+	if err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("--slurm: no Cruz SPANK plugin at %s, so srun and sbatch would have no --cruz: build it next to cruzd with `make build` (it needs Slurm's headers: apt-get install -y libslurm-dev)", plugin)
+	}
+	if strings.ContainsAny(plugin, " \t\n") {
+		return "", fmt.Errorf("--slurm: the SPANK plugin's path %q has whitespace, which plugstack.conf cannot hold: move it", plugin)
+	}
+	return plugin, nil
+}
+
 // startSlurm starts the Slurm cluster over the nodes, whose agents answer:
 // slurmctld at the LAN's controller address, node K's slurmd in the network
 // namespace of its holder (which lives as long as the node) at the node's
-// own address, and Cruz's SPANK plugin if it is there. Then it mounts each
+// own address, and Cruz's SPANK plugin. Then it mounts each
 // node's run directory on NodeDir in that node's slurmd's mount namespace,
 // so that the plugin's socket (NodeDir/cruzd.sock) is every node's own
 // agent. On error the caller's Down removes it all.
@@ -1007,26 +1027,16 @@ func startSlurm(ctx context.Context, o Options, st *State, sub netip.Prefix, cru
 	if err := os.Mkdir(ss.NodeDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("create %s: %w", ss.NodeDir, err)
 	}
-	plugin := o.SpankPlugin
-	if plugin == "" {
-		plugin = filepath.Join(filepath.Dir(cruzd), SpankPlugin)
-	}
+	plugin := o.SpankPlugin // checked by Up
 	conf := "# plugstack.conf of the Slurm cluster over the virtual nodes, written by\n" +
 		"# cruz cluster up --slurm. On each node, " + ss.NodeDir + " is that node's run\n" +
 		"# directory (a mount in its slurmd's namespace), so the socket is its own agent's.\n"
-	if fi, err := os.Stat(plugin); err == nil && fi.Mode().IsRegular() {
-		if strings.ContainsAny(plugin, " \t\n") {
-			return nil, fmt.Errorf("the SPANK plugin's path %q has whitespace, which plugstack.conf cannot hold", plugin)
-		}
-		ss.Plugin = plugin
-		// required: Slurm ignores a failure of an optional plugin, which
-		// would let a --cruz task on a node without an agent run
-		// unprotected. cruz= is the command the plugin runs tasks with.
-		conf += fmt.Sprintf("required %s socket=%s cruz=%s\n", plugin, filepath.Join(ss.NodeDir, "cruzd.sock"),
-			filepath.Join(filepath.Dir(cruzd), "cruz"))
-	} else {
-		fmt.Fprintf(o.Log, "note: no Cruz SPANK plugin at %s (make build makes it where libslurm-dev is installed): Slurm runs without it, so srun and sbatch have no --cruz\n", plugin)
-	}
+	ss.Plugin = plugin
+	// required: Slurm ignores a failure of an optional plugin, which
+	// would let a --cruz task on a node without an agent run
+	// unprotected. cruz= is the command the plugin runs tasks with.
+	conf += fmt.Sprintf("required %s socket=%s cruz=%s\n", plugin, filepath.Join(ss.NodeDir, "cruzd.sock"),
+		filepath.Join(filepath.Dir(cruzd), "cruz"))
 	if err := os.WriteFile(ss.Plugstack, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("write %s: %w", ss.Plugstack, err)
 	}

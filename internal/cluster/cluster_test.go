@@ -223,3 +223,22 @@ func TestCheckSlurmctldPort(t *testing.T) {
 	assert.Contains(t, err.Error(), "only one Slurm cluster made by cruz")
 	assert.NoError(t, checkSlurmctldPort(port))
 }
+
+// TestSpankPlugin: --slurm needs the plugin (next to cruzd, or named), and
+// says how to get it.
+func TestSpankPlugin(t *testing.T) {
+	dir := t.TempDir()
+	cruzd := filepath.Join(dir, "cruzd")
+	_, err := spankPlugin("", cruzd)
+	require.EqualError(t, err, "--slurm: no Cruz SPANK plugin at "+filepath.Join(dir, SpankPlugin)+", so srun and sbatch would have no --cruz: build it next to cruzd with `make build` (it needs Slurm's headers: apt-get install -y libslurm-dev)")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, SpankPlugin), nil, 0o755))
+	p, err := spankPlugin("", cruzd)
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(dir, SpankPlugin), p)
+	_, err = spankPlugin(dir, cruzd)
+	require.ErrorContains(t, err, "no Cruz SPANK plugin at "+dir)
+	spaced := filepath.Join(dir, "a b.so")
+	require.NoError(t, os.WriteFile(spaced, nil, 0o755))
+	_, err = spankPlugin(spaced, cruzd)
+	require.ErrorContains(t, err, "has whitespace")
+}

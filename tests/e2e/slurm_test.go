@@ -182,42 +182,36 @@ func TestClusterSlurm(t *testing.T) {
 	assert.Equal(t, []string{"node1", "node2", "node3"}, sortedLines(r.Stdout))
 
 	// The Cruz SPANK plugin.
-	if ss.Plugin == "" {
-		_, err := os.Stat("/usr/include/slurm/spank.h")
-		require.Error(t, err, "Slurm runs without the SPANK plugin although make build could build it: run make build")
-		t.Logf("NOTE: no SPANK plugin (no libslurm-dev to build it): srun --cruz not tested")
-	} else {
-		assert.Equal(t, filepath.Join(os.Getenv("CRUZ_BIN"), cluster.SpankPlugin), ss.Plugin)
-		r = slurmCmd(t, conf, "srun", "--help")
-		require.Equal(t, 0, r.Code, "srun --help: %s", r.Stderr)
-		assert.Contains(t, r.Stdout, "--cruz ", "srun --help lists the plugin's options")
-		assert.Contains(t, r.Stdout, "--cruz-interval=")
+	assert.Equal(t, filepath.Join(os.Getenv("CRUZ_BIN"), cluster.SpankPlugin), ss.Plugin)
+	r = slurmCmd(t, conf, "srun", "--help")
+	require.Equal(t, 0, r.Code, "srun --help: %s", r.Stderr)
+	assert.Contains(t, r.Stdout, "--cruz ", "srun --help lists the plugin's options")
+	assert.Contains(t, r.Stdout, "--cruz-interval=")
 
-		// Each node's job steps see that node's own agent socket at the
-		// plugin's socket path; the root mount namespace sees nothing.
-		sock := filepath.Join(ss.NodeDir, "cruzd.sock")
-		assert.NoFileExists(t, sock)
-		var want []string
-		for k := 1; k <= 3; k++ {
-			var s syscall.Stat_t
-			require.NoError(t, syscall.Stat(filepath.Join(c.dir, fmt.Sprintf("node%d", k), "cruzd.sock"), &s))
-			want = append(want, fmt.Sprintf("node%d %d 1", k, s.Ino))
-		}
-		r = slurmCmd(t, conf, "srun", "-N3", "sh", "-c", `echo "$(hostname) $(stat -c %i `+sock+`) 1"`)
-		require.Equal(t, 0, r.Code, "srun: %s", r.Stderr)
-		assert.Equal(t, want, sortedLines(r.Stdout), "per node: hostname, inode of the plugin's socket")
-
-		// srun --cruz runs the tasks' program in pods (one per task, under
-		// mpiexec), which see the plugin's settings.
-		r = slurmCmd(t, conf, "srun", "--cruz", "-N3", "sh", "-c", `echo "$(hostname) $CRUZ_ENABLED"`)
-		require.Equal(t, 0, r.Code, "srun --cruz: %s", r.Stderr)
-		lines := sortedLines(r.Stdout)
-		require.Len(t, lines, 3, "srun --cruz -N3 printed:\n%s\n%s", r.Stdout, r.Stderr)
-		for k, line := range lines {
-			assert.Regexp(t, fmt.Sprintf(`^slurm-[0-9]+-0-r%d 1$`, k), line, "a task's pod: its hostname and CRUZ_ENABLED")
-		}
-		assert.NotContains(t, r.Stderr, "no cruz agent")
+	// Each node's job steps see that node's own agent socket at the
+	// plugin's socket path; the root mount namespace sees nothing.
+	sock := filepath.Join(ss.NodeDir, "cruzd.sock")
+	assert.NoFileExists(t, sock)
+	var want []string
+	for k := 1; k <= 3; k++ {
+		var s syscall.Stat_t
+		require.NoError(t, syscall.Stat(filepath.Join(c.dir, fmt.Sprintf("node%d", k), "cruzd.sock"), &s))
+		want = append(want, fmt.Sprintf("node%d %d 1", k, s.Ino))
 	}
+	r = slurmCmd(t, conf, "srun", "-N3", "sh", "-c", `echo "$(hostname) $(stat -c %i `+sock+`) 1"`)
+	require.Equal(t, 0, r.Code, "srun: %s", r.Stderr)
+	assert.Equal(t, want, sortedLines(r.Stdout), "per node: hostname, inode of the plugin's socket")
+
+	// srun --cruz runs the tasks' program in pods (one per task, under
+	// mpiexec), which see the plugin's settings.
+	r = slurmCmd(t, conf, "srun", "--cruz", "-N3", "sh", "-c", `echo "$(hostname) $CRUZ_ENABLED"`)
+	require.Equal(t, 0, r.Code, "srun --cruz: %s", r.Stderr)
+	lines := sortedLines(r.Stdout)
+	require.Len(t, lines, 3, "srun --cruz -N3 printed:\n%s\n%s", r.Stdout, r.Stderr)
+	for k, line := range lines {
+		assert.Regexp(t, fmt.Sprintf(`^slurm-[0-9]+-0-r%d 1$`, k), line, "a task's pod: its hostname and CRUZ_ENABLED")
+	}
+	assert.NotContains(t, r.Stderr, "no cruz agent")
 
 	// A batch job over every node.
 	jobDir := t.TempDir()
