@@ -132,11 +132,13 @@ UNIT_PKGS = $$($(GO) list ./... | grep -v '/tests/e2e$$')
 unit:
 	$(GO) test -short -count=1 $(UNIT_PKGS)
 
-# lint: go vet and staticcheck (its default checks: likely bugs SA, needless
+# lint: gofmt, go vet and staticcheck (its default checks: likely bugs SA, needless
 # complications S, unused code U1000 and quick fixes QF, without the naming and
 # comment-style checks ST). staticcheck is pinned as a tool in go.mod, so the
 # same version runs everywhere (go tool staticcheck).
 lint:
+	@f=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		[ -z "$$f" ] || { echo "lint: not gofmt'ed (run gofmt -w on them): $$f" >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -13,17 +14,22 @@ import (
 // them) wherever they move, so the coordinator hands them out from its pool
 // and keeps them while any run of the job may come back into them.
 
-// usedAddrs lists the pod addresses held by jobs that have pods or may be
-// restarted into them (stopped or lost jobs keep their addresses, which move
-// with their ranks).
 // cancelledAddrHold is how long a cancelled Slurm step's pod addresses stay
 // reserved for a requeue to resume it with.
 const cancelledAddrHold = 24 * time.Hour
 
+// usedAddrs lists the pod addresses held by jobs (but except) that have pods
+// or may be restarted into them (stopped or lost jobs keep their addresses,
+// which move with their ranks).
+//
+// The addresses in a job's latest checkpoint are held too, whether or not
+// this agent knows the job: the store is the cluster's, and a job removed
+// with `cruz rm` (its checkpoints kept), or coordinated by another node, can
+// be restarted on any node, with those addresses.
 func (a *Agent) usedAddrs(except string) map[netip.Addr]string {
+	used := a.checkpointAddrs(except)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	used := map[netip.Addr]string{}
 	for id, j := range a.jobs {
 		if id == except {
 			continue
@@ -84,3 +90,32 @@ func pickAddrs(subnet, pool netip.Prefix, used map[netip.Addr]string, n int) []n
 // allocMu serialises address allocation with the registration of the job
 // that takes the addresses.
 var allocMu sync.Mutex
+
+// checkpointAddrs maps the pod addresses of every job's latest checkpoint
+// in the store (but except's) to the job. A store that cannot be read
+// reserves nothing: the restore of such a job fails anyway.
+func (a *Agent) checkpointAddrs(except string) map[netip.Addr]string {
+	used := map[netip.Addr]string{}
+	jobs, err := a.store.Jobs()
+	if err != nil {
+		a.log.Warn("reading the store for the pod addresses its checkpoints hold", "err", err)
+		return used
+	}
+	for _, id := range jobs {
+		if id == except {
+			continue
+		}
+		ms, _, err := a.store.List(id)
+		if err != nil || len(ms) == 0 {
+			continue
+		}
+		var rec jobRecord
+		if json.Unmarshal(ms[len(ms)-1].Spec, &rec) != nil {
+			continue
+		}
+		for _, p := range rec.Pods {
+			used[p.Addr.Addr()] = id
+		}
+	}
+	return used
+}

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
-	"github.com/cruz-hpc/cruz/internal/proc"
 	"github.com/cruz-hpc/cruz/internal/joblog"
+	"github.com/cruz-hpc/cruz/internal/proc"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
 

@@ -275,3 +275,19 @@ func (s *Store) JobFile(job string, owner Owner, name string) (string, error) {
 	}
 	return filepath.Join(dir, name), nil
 }
+
+// Jobs lists the jobs that have a directory in the store (with or without
+// complete checkpoints), sorted; entries that are no job's are skipped.
+func (s *Store) Jobs() ([]string, error) {
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("list the jobs of store %s: %w", s.root, err)
+	}
+	var jobs []string
+	for _, e := range entries {
+		if e.IsDir() && ValidateJobID(e.Name()) == nil {
+			jobs = append(jobs, e.Name())
+		}
+	}
+	return jobs, nil
+}

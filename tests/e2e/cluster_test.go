@@ -328,6 +328,19 @@ func TestClusterRestartOnAnotherNode(t *testing.T) {
 	assert.Equal(t, 1, denied.Code)
 	assert.Contains(t, denied.Stderr, "your own jobs")
 
+	// cruz rm keeps the checkpoints and with them the job's addresses,
+	// reserved in the shared store: a new job on node1 gets other ones, and
+	// the removed job restarts on node2 with its own.
+	rm := n1.cruz(u, "", "rm", before.ID)
+	require.Equal(t, 0, rm.Code, "cruz rm: %s", rm.Stderr)
+	other2 := n1.startCruz(u, dir, "run", "--name", "other", "--np", fmt.Sprint(np), "--", testenv.Bin(t, "mpi_allreduce"), "100", "100")
+	other2.waitOutput(t, "iter 3 ", 60*time.Second)
+	for _, p := range n1.status(u, "other").Pods {
+		for _, q := range before.Pods {
+			require.NotEqual(t, q.IP, p.IP, "new pod %s got the address of %s, whose checkpoint holds it", p.Name, q.Name)
+		}
+	}
+
 	second := n2.cruz(u, dir, "restart", "--nodes", "node2", before.ID)
 	require.Equal(t, 0, second.Code, "restart on node2: %s", second.Stderr)
 	require.Equal(t, check.AllreduceOutput(np, iters), append(check.Lines(first.Stdout), check.Lines(second.Stdout)...))
@@ -338,4 +351,7 @@ func TestClusterRestartOnAnotherNode(t *testing.T) {
 		assert.Equal(t, before.Pods[i].MAC, p.MAC, "pod %s keeps its MAC", p.Name)
 		assert.Equal(t, "node2", p.Node)
 	}
+	third := other2.wait(t, time.Minute)
+	require.Equal(t, 0, third.Code, "stderr:\n%s", third.Stderr)
+	require.Equal(t, check.AllreduceOutput(np, 100), check.Lines(third.Stdout), "the job beside it ran undisturbed")
 }
