@@ -106,6 +106,9 @@ type supervisor struct {
 	// cancel ends the periodic checkpoint under way, if any: a recovery
 	// does not wait for it to time out on a node that is gone.
 	cancel context.CancelFunc
+	// stretched is the wait after a checkpoint that the overhead cap
+	// imposed when the job's events last said so; 0 when on the interval.
+	stretched time.Duration
 }
 
 func (a *Agent) supervisorOf(j *job) *supervisor {
@@ -234,7 +237,7 @@ func (a *Agent) periodicCheckpoint(j *job, sup *supervisor) {
 	j.mu.Lock()
 	sup.cancel = nil
 	if err != nil {
-		sup.sched.Failed(time.Now())
+		sup.sched.Failed(time.Now(), time.Since(t0))
 		failures := sup.sched.Failures()
 		next, _ := sup.sched.Next()
 		j.mu.Unlock()
@@ -242,12 +245,31 @@ func (a *Agent) periodicCheckpoint(j *job, sup *supervisor) {
 			failures, next.UTC().Format(time.TimeOnly), firstLine(err.Error()))})
 		return
 	}
-	held := time.Duration(m.Phases["block"]+m.Phases["dump"]+m.Phases["commit"]) * time.Millisecond
+	// The job is held from the block to the end of the resume, when its
+	// traffic flows again.
+	held := time.Duration(m.Phases["block"]+m.Phases["dump"]+m.Phases["commit"]+m.Phases["resume"]) * time.Millisecond
 	sup.sched.Succeeded(time.Now(), held)
 	interval := sup.sched.Interval()
+	wait, stretched := sup.sched.Stretch()
+	if !stretched {
+		wait = interval
+	}
+	var say string
+	switch {
+	case stretched && (sup.stretched == 0 || wait > sup.stretched*5/4 || wait < sup.stretched*3/4):
+		say = fmt.Sprintf("the next checkpoint waits %s, not the policy's %s: checkpoints held the job %s the last time, and policy.max_overhead keeps their holds within %g %% of its time",
+			wait.Round(100*time.Millisecond), interval, held.Round(time.Millisecond), sup.sched.Config().MaxOverhead*100)
+		sup.stretched = wait
+	case !stretched && sup.stretched != 0:
+		say = fmt.Sprintf("checkpoints are back to the policy's interval of %s (the last held the job %s)", interval, held.Round(time.Millisecond))
+		sup.stretched = 0
+	}
 	j.mu.Unlock()
 	a.event(j, api.Event{Kind: api.EventCheckpoint, Checkpoint: m.ID, Millis: time.Since(t0).Milliseconds(),
-		Message: fmt.Sprintf("periodic checkpoint %s: %s in %d ms (traffic held %d ms); next in %s", m.ID, humanSize(m.Bytes), time.Since(t0).Milliseconds(), held.Milliseconds(), interval.Round(time.Second))})
+		Message: fmt.Sprintf("periodic checkpoint %s: %s in %d ms (traffic held %d ms); next in %s", m.ID, humanSize(m.Bytes), time.Since(t0).Milliseconds(), held.Milliseconds(), wait.Round(100*time.Millisecond))})
+	if say != "" {
+		a.event(j, api.Event{Kind: api.EventStretched, Message: say})
+	}
 	a.prune(j)
 }
 

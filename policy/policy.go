@@ -29,11 +29,15 @@ const (
 // functions of this package do not re-check it, they only avoid crashing or
 // looping on values Validate would have refused.
 type Config struct {
-	Mode          Mode
-	Interval      time.Duration // ModeFixed: the period; ModeAuto: the interval used until a cost is measured
-	MTBF          time.Duration // ModeAuto: mean time between failures of the job's nodes (the cluster's failure rate, scaled by the job's node count by the caller)
-	MinInterval   time.Duration // ModeAuto clamps to [MinInterval, MaxInterval]
-	MaxInterval   time.Duration
+	Mode        Mode
+	Interval    time.Duration // ModeFixed: the period; ModeAuto: the interval used until a cost is measured
+	MTBF        time.Duration // ModeAuto: mean time between failures of the job's nodes (the cluster's failure rate, scaled by the job's node count by the caller)
+	MinInterval time.Duration // ModeAuto clamps to [MinInterval, MaxInterval]
+	MaxInterval time.Duration
+	// MaxOverhead caps the share of the job's time its checkpoints hold it
+	// (traffic dropped, processes frozen): the next checkpoint waits until
+	// the job has run long enough since the last one. In (0, 1]; 1: no cap.
+	MaxOverhead   float64
 	Keep          int           // retention: keep the last Keep complete checkpoints (>=1)
 	MaxBytes      int64         // optional storage cap per job (0 = none)
 	RetryBase     time.Duration // a failed checkpoint is retried after RetryBase, doubling, capped at RetryMax
@@ -54,6 +58,7 @@ func DefaultConfig() Config {
 		MTBF:          24 * time.Hour,
 		MinInterval:   30 * time.Second,
 		MaxInterval:   6 * time.Hour,
+		MaxOverhead:   0.10,
 		Keep:          3,
 		MaxBytes:      0,
 		RetryBase:     10 * time.Second,
@@ -101,6 +106,10 @@ func (c Config) Validate() error {
 	if auto && c.MinInterval > 0 && c.MaxInterval > 0 && c.MaxInterval < c.MinInterval {
 		bad("policy.max_interval", showDuration(c.MaxInterval),
 			fmt.Sprintf("a duration >= policy.min_interval (%s)", showDuration(c.MinInterval)), showDuration(d.MaxInterval))
+	}
+
+	if !(c.MaxOverhead > 0 && c.MaxOverhead <= 1) {
+		bad("policy.max_overhead", fmt.Sprint(c.MaxOverhead), "a fraction of the job's time above 0 and at most 1 (1: no cap)", fmt.Sprint(d.MaxOverhead))
 	}
 
 	if c.Keep < 1 {
@@ -224,6 +233,7 @@ type Scheduler struct {
 	lastFailure time.Time
 	failures    int
 	costs       []time.Duration // the last costWindow successful costs, oldest first
+	held        time.Duration   // what every checkpoint since start held the job, failed ones included
 }
 
 // NewScheduler starts the schedule of a job that started (or was restored) at
@@ -294,7 +304,43 @@ func (s *Scheduler) Next() (time.Time, bool) {
 	if !s.lastSuccess.IsZero() {
 		last = s.lastSuccess
 	}
-	return last.Add(interval), true
+	next := last.Add(interval)
+	if cap := s.overheadNext(); cap.After(next) {
+		next = cap
+	}
+	return next, true
+}
+
+// overheadNext is the earliest time the next checkpoint keeps the job's
+// overhead within MaxOverhead, judged twice: the last checkpoint's hold
+// against the run after it (held <= MaxOverhead * (held + run): a hold of
+// 1.5 s at 10 % wants 13.5 s of running), and all holds since the start
+// against the time since the start (which also covers a first checkpoint
+// that cost more than its interval). Zero without a cap or a hold.
+func (s *Scheduler) overheadNext() time.Time {
+	o := s.cfg.MaxOverhead
+	if o <= 0 || o >= 1 || len(s.costs) == 0 {
+		return time.Time{}
+	}
+	last := s.costs[len(s.costs)-1]
+	run := fromNanos(float64(last) * (1 - o) / o)
+	next := s.lastSuccess.Add(run)
+	if total := s.start.Add(fromNanos(float64(s.held) / o)); total.After(next) {
+		next = total
+	}
+	return next
+}
+
+// Stretch tells whether the overhead cap puts the next checkpoint later
+// than the policy's interval would, and the wait after the last checkpoint
+// it gives instead (the agent says so in the job's events).
+func (s *Scheduler) Stretch() (wait time.Duration, stretched bool) {
+	next, ok := s.Next()
+	if !ok || s.failures > 0 || s.lastSuccess.IsZero() {
+		return 0, false
+	}
+	wait = next.Sub(s.lastSuccess)
+	return wait, wait > s.Interval()
 }
 
 // Due reports whether a checkpoint should be taken at now.
@@ -307,6 +353,7 @@ func (s *Scheduler) Due(now time.Time) bool {
 // cost. It clears the failures: the next checkpoint is one interval later.
 func (s *Scheduler) Succeeded(at time.Time, cost time.Duration) {
 	s.lastSuccess = at
+	s.held += max(cost, 0)
 	s.failures = 0
 	s.lastFailure = time.Time{}
 	s.costs = append(s.costs, max(cost, 0))
@@ -315,9 +362,12 @@ func (s *Scheduler) Succeeded(at time.Time, cost time.Duration) {
 	}
 }
 
-// Failed records a checkpoint attempt that failed at `at`. Its cost is not
-// recorded: a failed dump says nothing reliable about the cost of a good one.
-func (s *Scheduler) Failed(at time.Time) {
+// Failed records a checkpoint attempt that failed at `at` after holding the
+// job for held. Its cost does not feed ModeAuto (a failed dump says nothing
+// reliable about the cost of a good one), but the hold counts against the
+// overhead cap.
+func (s *Scheduler) Failed(at time.Time, held time.Duration) {
+	s.held += max(held, 0)
 	s.lastFailure = at
 	s.failures++
 }

@@ -26,6 +26,7 @@ func TestDefaultConfig(t *testing.T) {
 		MTBF:          24 * time.Hour,
 		MinInterval:   30 * time.Second,
 		MaxInterval:   6 * time.Hour,
+		MaxOverhead:   0.10,
 		Keep:          3,
 		RetryBase:     10 * time.Second,
 		RetryMax:      5 * time.Minute,
@@ -176,7 +177,9 @@ func TestSchedulerAutoFollowsCosts(t *testing.T) {
 }
 
 func TestSchedulerAutoFollowsMTBF(t *testing.T) {
-	s := policy.NewScheduler(autoConfig(), t0)
+	c := autoConfig()
+	c.MaxOverhead = 1 // a 60 s cost would stretch the short intervals (TestSchedulerOverheadCap)
+	s := policy.NewScheduler(c, t0)
 	s.Succeeded(t0, 60*time.Second)
 	tests := []struct {
 		name string
@@ -244,7 +247,7 @@ func TestSchedulerNext(t *testing.T) {
 				if e.ok {
 					s.Succeeded(t0.Add(e.after), e.cost)
 				} else {
-					s.Failed(t0.Add(e.after))
+					s.Failed(t0.Add(e.after), 0)
 				}
 			}
 			next, ok := s.Next()
@@ -260,7 +263,7 @@ func TestSchedulerBackoffDoesNotOverflow(t *testing.T) {
 	c.RetryMax = time.Duration(1<<63 - 1)
 	s := policy.NewScheduler(c, t0)
 	for i := 0; i < 200; i++ {
-		s.Failed(t0)
+		s.Failed(t0, 0)
 	}
 	next, ok := s.Next()
 	require.True(t, ok)
@@ -287,7 +290,7 @@ func TestSchedulerDue(t *testing.T) {
 
 	t.Run("a pending retry is due before the period", func(t *testing.T) {
 		s := policy.NewScheduler(policy.DefaultConfig(), t0)
-		s.Failed(t0.Add(time.Minute))
+		s.Failed(t0.Add(time.Minute), 0)
 		assert.False(t, s.Due(t0.Add(time.Minute+9*time.Second)))
 		assert.True(t, s.Due(t0.Add(time.Minute+10*time.Second)))
 	})
@@ -303,7 +306,7 @@ func TestSchedulerOff(t *testing.T) {
 	}{
 		{"fresh", func() {}},
 		{"after a success", func() { s.Succeeded(t0.Add(time.Minute), time.Second) }},
-		{"after a failure", func() { s.Failed(t0.Add(2 * time.Minute)) }},
+		{"after a failure", func() { s.Failed(t0.Add(2 * time.Minute), 0) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,7 +332,7 @@ func TestSchedulerZeroIntervalIsNotContinuous(t *testing.T) {
 func TestSchedulerSetConfig(t *testing.T) {
 	s := policy.NewScheduler(policy.DefaultConfig(), t0)
 	s.Succeeded(t0.Add(10*time.Minute), 12*time.Second)
-	s.Failed(t0.Add(20 * time.Minute))
+	s.Failed(t0.Add(20 * time.Minute), 0)
 
 	tests := []struct {
 		name     string
@@ -583,6 +586,7 @@ func TestValidate(t *testing.T) {
 			`policy.mtbf: "0s" is not a duration greater than zero (example: "24h")`,
 			`policy.min_interval: "0s" is not a duration greater than zero (example: "30s")`,
 			`policy.max_interval: "0s" is not a duration greater than zero (example: "6h")`,
+			"policy.max_overhead: 0 is not a fraction of the job's time above 0 and at most 1 (1: no cap) (example: 0.1)",
 			"policy.keep: 0 is not an integer >= 1 (example: 3)",
 			`policy.retry_base: "0s" is not a duration greater than zero (example: "10s")`,
 			`policy.retry_max: "0s" is not a duration greater than zero (example: "5m")`,
@@ -602,4 +606,65 @@ func TestValidate(t *testing.T) {
 			assert.Equal(t, tt.want, strings.Split(err.Error(), "\n"))
 		})
 	}
+}
+
+// TestSchedulerOverheadCap: whatever the interval, the holds stay within
+// MaxOverhead of the job's time: the run after a checkpoint is at least
+// hold*(1-o)/o, and all holds since the start at most o of the time since.
+func TestSchedulerOverheadCap(t *testing.T) {
+	fixed := func(interval time.Duration, o float64) policy.Config {
+		c := policy.DefaultConfig()
+		c.Interval, c.MaxOverhead = interval, o
+		return c
+	}
+	type ck struct{ at, held time.Duration } // successes, since t0
+	for _, tt := range []struct {
+		name      string
+		cfg       policy.Config
+		cks       []ck
+		wantNext  time.Duration // since t0
+		stretched bool
+	}{
+		{"fast checkpoints keep the interval", fixed(10*time.Second, 0.1), []ck{{10 * time.Second, 100 * time.Millisecond}}, 20 * time.Second, false},
+		// 1 s + 9 x 1.5 s = 14.5 s, but 1.5 s held in all wants 15 s.
+		{"a slow one stretches it", fixed(time.Second, 0.1), []ck{{time.Second, 1500 * time.Millisecond}}, 15 * time.Second, true},
+		{"the last hold is followed by 9x its run", fixed(time.Second, 0.1),
+			[]ck{{20 * time.Second, 100 * time.Millisecond}, {40 * time.Second, 2 * time.Second}}, 40*time.Second + 18*time.Second, true},
+		{"no cap at 1", fixed(time.Second, 1), []ck{{time.Second, 5 * time.Second}}, 2 * time.Second, false},
+		{"a quarter", fixed(time.Second, 0.25), []ck{{10 * time.Second, 2 * time.Second}}, 10*time.Second + 6*time.Second, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := policy.NewScheduler(tt.cfg, t0)
+			for _, c := range tt.cks {
+				s.Succeeded(t0.Add(c.at), c.held)
+			}
+			next, ok := s.Next()
+			require.True(t, ok)
+			assert.Equal(t, tt.wantNext, next.Sub(t0))
+			wait, stretched := s.Stretch()
+			assert.Equal(t, tt.stretched, stretched)
+			assert.Equal(t, tt.wantNext-tt.cks[len(tt.cks)-1].at, wait)
+		})
+	}
+
+	// A job checkpointed as soon as it may, by a policy asking for every
+	// second, with holds that grow: whenever a checkpoint starts, the holds
+	// so far are within 10 % of the job's time.
+	s := policy.NewScheduler(fixed(time.Second, 0.1), t0)
+	held := time.Duration(0)
+	for i := 0; i < 50; i++ {
+		next, _ := s.Next()
+		require.LessOrEqual(t, held.Seconds()/next.Sub(t0).Seconds(), 0.1+1e-9, "at checkpoint %d", i+1)
+		h := time.Duration(200+100*i) * time.Millisecond
+		held += h
+		s.Succeeded(next.Add(h), h)
+	}
+
+	// Failed checkpoints hold the job too.
+	s = policy.NewScheduler(fixed(time.Second, 0.1), t0)
+	s.Succeeded(t0.Add(time.Second), 100*time.Millisecond)
+	s.Failed(t0.Add(3*time.Second), 5*time.Second)
+	s.Succeeded(t0.Add(4*time.Second), 100*time.Millisecond)
+	next, _ := s.Next()
+	assert.Equal(t, 52*time.Second, next.Sub(t0), "5.2 s held in all wants 52 s of the job's time")
 }

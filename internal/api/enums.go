@@ -54,6 +54,7 @@ const (
 	EventCheckpoint        EventKind = "checkpoint"
 	EventCheckpointFailed  EventKind = "checkpoint_failed"
 	EventCheckpointSkipped EventKind = "checkpoint_skipped"
+	EventStretched         EventKind = "stretched"
 	EventPruned            EventKind = "pruned"
 	EventMigrated          EventKind = "migrated"
 	EventFailure           EventKind = "failure"
@@ -77,6 +78,7 @@ var EventKinds = []struct {
 	{EventCheckpoint, "a checkpoint was committed: its size and how long traffic was held"},
 	{EventCheckpointFailed, "a checkpoint failed and was abandoned; the job ran on (and when it is tried again)"},
 	{EventCheckpointSkipped, "a checkpoint failed verification and a restore skipped it"},
+	{EventStretched, "the checkpoints are spaced out more than the policy's interval (or back to it), so that their holds stay within policy.max_overhead of the job's time"},
 	{EventPruned, "old checkpoints were deleted by the retention policy"},
 	{EventMigrated, "a pod moved to another node: its downtime"},
 	{EventFailure, "a failure was detected: what failed, and where"},

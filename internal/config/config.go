@@ -189,6 +189,10 @@ type PolicyConfig struct {
 	MTBF        Duration `toml:"mtbf"` // mean time between failures of one node
 	MinInterval Duration `toml:"min_interval"`
 	MaxInterval Duration `toml:"max_interval"`
+	// MaxOverhead caps the share of a job's time its checkpoints may hold
+	// it: the next checkpoint waits, whatever the interval, until the job
+	// has run long enough (see policy.Config.MaxOverhead).
+	MaxOverhead float64  `toml:"max_overhead"`
 	Keep        int      `toml:"keep"`      // complete checkpoints kept per job
 	MaxBytes    int64    `toml:"max_bytes"` // storage cap per job, 0 = none
 	RetryBase   Duration `toml:"retry_base"`
@@ -211,7 +215,8 @@ func (c Config) PolicyValues() policy.Config {
 	p := c.Policy
 	return policy.Config{
 		Mode: policy.Mode(p.Mode), Interval: p.Interval.Duration, MTBF: p.MTBF.Duration,
-		MinInterval: p.MinInterval.Duration, MaxInterval: p.MaxInterval.Duration, Keep: p.Keep, MaxBytes: p.MaxBytes,
+		MinInterval: p.MinInterval.Duration, MaxInterval: p.MaxInterval.Duration, MaxOverhead: p.MaxOverhead,
+		Keep: p.Keep, MaxBytes: p.MaxBytes,
 		RetryBase: p.RetryBase.Duration, RetryMax: p.RetryMax.Duration,
 		RestartBudget: p.RestartBudget, RestartWindow: p.RestartWindow.Duration,
 		RestartBase: p.RestartBase.Duration, RestartMax: p.RestartMax.Duration,
@@ -292,7 +297,7 @@ func Default() Config {
 		Output:  OutputConfig{MaxLogBytes: 64 << 20},
 		Policy: PolicyConfig{
 			Mode: "fixed", Interval: Duration{10 * time.Minute}, MTBF: Duration{24 * time.Hour},
-			MinInterval: Duration{30 * time.Second}, MaxInterval: Duration{6 * time.Hour}, Keep: 3,
+			MinInterval: Duration{30 * time.Second}, MaxInterval: Duration{6 * time.Hour}, MaxOverhead: 0.10, Keep: 3,
 			RetryBase: Duration{10 * time.Second}, RetryMax: Duration{5 * time.Minute},
 			Restart: "auto", RestartBudget: 3, RestartWindow: Duration{time.Hour},
 			RestartBase: Duration{2 * time.Second}, RestartMax: Duration{2 * time.Minute},
