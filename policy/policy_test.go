@@ -306,7 +306,7 @@ func TestSchedulerOff(t *testing.T) {
 	}{
 		{"fresh", func() {}},
 		{"after a success", func() { s.Succeeded(t0.Add(time.Minute), time.Second) }},
-		{"after a failure", func() { s.Failed(t0.Add(2 * time.Minute), 0) }},
+		{"after a failure", func() { s.Failed(t0.Add(2*time.Minute), 0) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -332,7 +332,7 @@ func TestSchedulerZeroIntervalIsNotContinuous(t *testing.T) {
 func TestSchedulerSetConfig(t *testing.T) {
 	s := policy.NewScheduler(policy.DefaultConfig(), t0)
 	s.Succeeded(t0.Add(10*time.Minute), 12*time.Second)
-	s.Failed(t0.Add(20 * time.Minute), 0)
+	s.Failed(t0.Add(20*time.Minute), 0)
 
 	tests := []struct {
 		name     string
