@@ -27,8 +27,8 @@ func SlurmStepOf(pid int) (string, error) {
 		if st.uid == 0 && st.euid == 0 && isSlurmstepd(pid) {
 			args := Cmdline(pid)
 			if len(args) > 0 {
-				if s, ok := strings.CutPrefix(args[0], "slurmstepd: ["); ok && strings.HasSuffix(s, "]") {
-					return strings.TrimSuffix(s, "]"), nil
+				if step, ok := stepOfTitle(args[0]); ok {
+					return step, nil
 				}
 			}
 			return "", fmt.Errorf("slurmstepd %d does not name its step (title %q)", pid, strings.Join(args, " "))
@@ -40,7 +40,25 @@ func SlurmStepOf(pid int) (string, error) {
 
 func isSlurmstepd(pid int) bool {
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	return err == nil && filepath.Base(strings.TrimSuffix(exe, " (deleted)")) == "slurmstepd"
+	return err == nil && isSlurmstepdExe(exe)
+}
+
+// isSlurmstepdExe: slurmstepd, or a packaged name of it (Debian's
+// slurm-wlm installs /usr/sbin/slurmstepd-wlm, slurmstepd being a link to
+// it), also after the file was replaced by an upgrade.
+func isSlurmstepdExe(exe string) bool {
+	b := filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+	return b == "slurmstepd" || strings.HasPrefix(b, "slurmstepd-")
+}
+
+// stepOfTitle reads "JOB.STEP" from slurmstepd's title, "slurmstepd: [1.0]"
+// (padded after the bracket, as titles overwrite the arguments' space).
+func stepOfTitle(title string) (string, bool) {
+	s, ok := strings.CutPrefix(strings.TrimRight(title, " \x00"), "slurmstepd: [")
+	if !ok || !strings.HasSuffix(s, "]") {
+		return "", false
+	}
+	return strings.TrimSuffix(s, "]"), true
 }
 
 type status struct{ ppid, uid, euid int }
