@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/stretchr/testify/require"
 )
 
@@ -43,4 +44,16 @@ func TestRemovedJobsCheckpointKeepsItsAddresses(t *testing.T) {
 
 	require.NoError(t, a.store.DeleteJob("job1"))
 	require.Empty(t, a.usedAddrs(""), "without checkpoints the addresses are free")
+}
+
+// TestSlurmOnlyRefusesCruzRun: with agent.slurm_only a user's cruz run is
+// refused, saying what to use instead, and nothing is made.
+func TestSlurmOnlyRefusesCruzRun(t *testing.T) {
+	a, _ := newTestAgent(t, "n1")
+	a.cfg.Agent.SlurmOnly = true
+	user := caller{UID: 1001, GID: 1001, User: "cruzt1"}
+	_, err := a.Run(context.Background(), user, api.RunRequest{NP: 1, Argv: []string{"/bin/true"}, Dir: "/", Plain: true})
+	require.ErrorIs(t, err, api.ErrForbidden)
+	require.EqualError(t, err, "this cluster runs jobs only under Slurm (agent.slurm_only on node n1): run it with srun --cruz or sbatch, not cruz run")
+	require.Empty(t, a.jobList(), "no job made")
 }

@@ -95,6 +95,9 @@ type AgentConfig struct {
 	// Listen, if set ("IP:PORT"), is where the agent also serves its API
 	// over TCP, to requests signed with the cluster key. Empty: no TCP API.
 	Listen string `toml:"listen"`
+	// SlurmOnly refuses users' jobs that are no Slurm step (cruz run), so
+	// that on Slurm nodes every pod runs inside an allocation.
+	SlurmOnly bool `toml:"slurm_only"`
 }
 
 // NetworkConfig describes the bridge the pods are attached to and the
