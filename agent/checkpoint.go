@@ -55,6 +55,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 		return nil, fmt.Errorf("start checkpoint: %w", err)
 	}
 	groups := j.byNode()
+	resumed := false // traffic flows again (before the commit, unless stop)
 	log := a.log.With("job", j.id(), "checkpoint", pend.ID(), "stop", stop)
 	log.Info("checkpoint started", "pods", len(specs), "nodes", len(groups))
 	defer func() {
@@ -67,6 +68,10 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			// A recovery cancelled it: it removes the run's pods itself,
 			// and must not wait here for a node that is gone.
 			log.Warn("checkpoint cancelled", "err", err)
+			return
+		}
+		if resumed {
+			log.Warn("checkpoint failed after the job resumed; it runs on, its previous checkpoint the latest", "err", err)
 			return
 		}
 		// Undo on every node: stopped pods go on, traffic flows again. A
@@ -121,7 +126,21 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			IP: sp.Addr.Addr().String(), MAC: sp.MAC().String(),
 			Hostname: sp.Hostname, Node: nodeOr(sp.Node, a.node), DumpMillis: d.DumpMS, Extra: d.Pipes}
 	}
-	// 3. Commit: the checkpoint becomes visible, complete, or not at all.
+	// 3. Resume at once, unless the job stops here: the images hold the
+	// consistent cut, so the job need not wait for them to be hashed,
+	// synced and signed. A commit that fails then leaves the job running
+	// and the previous checkpoint the latest.
+	if !stop {
+		if _, err := a.onNodes(context.Background(), j, api.OpResume, func(_ string, pods []string) api.NodeRequest {
+			return api.NodeRequest{Job: j.id(), Pods: pods}
+		}); err != nil {
+			log.Error("resuming the job after its dump", "err", err)
+		}
+		resumed = true
+		phases["resume"] = time.Since(t2).Milliseconds()
+		phases["held"] = phases["block"] + phases["dump"] + phases["resume"]
+	}
+	// 4. Commit: the checkpoint becomes visible, complete, or not at all.
 	spec, err := j.spec()
 	if err != nil {
 		return nil, err
@@ -134,25 +153,16 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	t3 := time.Now() // Commit recorded its own time as phase "commit"
 	j.mu.Lock()
 	j.rec.LastCheckpoint = m.ID
 	j.mu.Unlock()
-	// 4. Resume, or end the job's run here.
+	// 5. End the job's run here, or save its state.
 	if stop {
 		a.teardown(j, api.Frame{Stopped: &api.StoppedInfo{Checkpoint: m.ID}})
 		a.setState(j, api.StateStopped, "stopped at checkpoint "+m.ID)
-	} else {
-		if _, err := a.onNodes(context.Background(), j, api.OpResume, func(_ string, pods []string) api.NodeRequest {
-			return api.NodeRequest{Job: j.id(), Pods: pods}
-		}); err != nil {
-			log.Error("resuming the job after its checkpoint", "err", err)
-		}
-		if err := a.persist(j); err != nil {
-			log.Error("saving job state", "err", err)
-		}
+	} else if err := a.persist(j); err != nil {
+		log.Error("saving job state", "err", err)
 	}
-	m.Phases["resume"] = time.Since(t3).Milliseconds()
 	a.metrics.CheckpointCommitted(j.id(), checkpointMetrics(m.Bytes, m.Phases, time.Since(t0)))
 	log.Info("checkpoint committed", "bytes", m.Bytes, "phases_ms", m.Phases, "total_ms", time.Since(t0).Milliseconds())
 	return m, nil

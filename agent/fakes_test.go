@@ -68,6 +68,9 @@ type fakeNode struct {
 	pods    map[string]bool // pod name -> held here
 	exited  chan struct{}   // closed: every wait answers (exit 0)
 	dumpDir map[string]string
+	// onResume, if set, runs when the node is asked to resume its pods
+	// (e.g. to spoil a checkpoint between its dump and its commit).
+	onResume func()
 }
 
 func newFakeCluster(st *store.Store, names ...string) *fakeCluster {
@@ -151,8 +154,11 @@ func (n *fakeNode) Do(ctx context.Context, op api.NodeOp, req api.NodeRequest) (
 	}
 	sort.Strings(pods)
 	c.calls = append(c.calls, fakeCall{Node: n.name, Op: op, Pods: pods, Continue: req.Continue})
-	down, fail, hang := n.down, n.fail[op], n.hang[op]
+	down, fail, hang, onResume := n.down, n.fail[op], n.hang[op], n.onResume
 	c.mu.Unlock()
+	if op == api.OpResume && onResume != nil {
+		onResume()
+	}
 	switch {
 	case down:
 		return api.NodeResponse{}, fmt.Errorf("node %s: %w", n.name, errFakeDown)

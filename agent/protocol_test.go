@@ -9,6 +9,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -98,6 +99,38 @@ func TestCheckpointFailedDumpOnOneNodeResumesEveryNodeAndKeepsThePreviousCheckpo
 	assert.Equal(t, api.StateRunning, j.state(), "the job runs on")
 	assert.Equal(t, []string{"job1-mpiexec", "job1-r0"}, fc.node("n1").held())
 	assert.Equal(t, []string{"job1-r1", "job1-r2"}, fc.node("n2").held())
+}
+
+// TestCheckpointResumesBeforeTheCommit: traffic flows again as soon as
+// every pod is dumped (the job is not held while the images are hashed,
+// synced and signed); a commit that fails after that leaves the job running,
+// the previous checkpoint the latest, nothing behind, and resumes nobody
+// twice.
+func TestCheckpointResumesBeforeTheCommit(t *testing.T) {
+	a, fc := newTestAgent(t, "n1", "n2")
+	j := addJob(t, a, fc, "job1", twoNodes)
+	m, err := a.checkpointLocked(context.Background(), j, false)
+	require.NoError(t, err)
+	assert.Contains(t, m.Phases, "held", "how long the job was held")
+	assert.Equal(t, m.Phases["block"]+m.Phases["dump"]+m.Phases["resume"], m.Phases["held"], "held: block, dump and resume, not the commit")
+
+	// The store loses a pod's images between the dump and the commit.
+	fc.set(func() {
+		fc.node("n2").onResume = func() {
+			fc.mu.Lock()
+			dir := fc.node("n2").dumpDir["job1-r1"]
+			fc.mu.Unlock()
+			require.NoError(t, os.RemoveAll(dir))
+		}
+	})
+	before := len(fc.callsOf(api.OpResume))
+	_, err = a.checkpointLocked(context.Background(), j, false)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "commit checkpoint")
+	assert.Equal(t, "ckpt-0001", latest(t, a, "job1"), "the previous checkpoint stays the latest")
+	assert.Empty(t, leftovers(t, a, "job1"), "nothing of the failed checkpoint is left")
+	assert.Len(t, fc.callsOf(api.OpResume), before+2, "each node resumed once, before the commit")
+	assert.Equal(t, api.StateRunning, j.state(), "the job runs on")
 }
 
 func TestCheckpointNodeThatDoesNotAnswerTimesOut(t *testing.T) {

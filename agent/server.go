@@ -412,9 +412,14 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request, c calle
 func (a *Agent) checkpointInfo(m *store.Manifest) api.Checkpoint {
 	ck := api.Checkpoint{ID: m.ID, Job: m.Job, Created: m.Created, Stopped: m.Stopped, Bytes: m.Bytes,
 		Phases: m.Phases, Dir: filepath.Join(a.store.Root(), m.Job, m.ID)}
-	// The time to a durable checkpoint: traffic held, pods dumped, committed.
+	// The time to a durable checkpoint: traffic held, pods dumped, traffic
+	// released, committed; and how long the job was held (older
+	// checkpoints resumed it after the commit).
 	if _, ok := ck.Phases["total"]; !ok && ck.Phases != nil {
-		ck.Phases["total"] = ck.Phases["block"] + ck.Phases["dump"] + ck.Phases["commit"]
+		ck.Phases["total"] = ck.Phases["block"] + ck.Phases["dump"] + ck.Phases["resume"] + ck.Phases["commit"]
+	}
+	if _, ok := ck.Phases["held"]; !ok && ck.Phases != nil && !m.Stopped {
+		ck.Phases["held"] = ck.Phases["block"] + ck.Phases["dump"] + ck.Phases["commit"]
 	}
 	for _, p := range m.Pods {
 		ck.Pods = append(ck.Pods, api.CheckpointPod{Name: p.Name, Bytes: p.Bytes, DumpMS: p.DumpMillis})

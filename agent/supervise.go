@@ -245,9 +245,9 @@ func (a *Agent) periodicCheckpoint(j *job, sup *supervisor) {
 			failures, next.UTC().Format(time.TimeOnly), firstLine(err.Error()))})
 		return
 	}
-	// The job is held from the block to the end of the resume, when its
-	// traffic flows again.
-	held := time.Duration(m.Phases["block"]+m.Phases["dump"]+m.Phases["commit"]+m.Phases["resume"]) * time.Millisecond
+	// The job is held from the block until its traffic flows again, after
+	// the dumps (the commit follows while it runs).
+	held := time.Duration(m.Phases["held"]) * time.Millisecond
 	sup.sched.Succeeded(time.Now(), held)
 	interval := sup.sched.Interval()
 	wait, stretched := sup.sched.Stretch()

@@ -323,10 +323,10 @@ func (c *cli) checkpointsCommand() *cobra.Command {
 				return printJSON(c.stdout, l)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CHECKPOINT\tCREATED\tSIZE\tSTOPPED\tBLOCK\tDUMP\tCOMMIT\tTOTAL")
+			fmt.Fprintln(tw, "CHECKPOINT\tCREATED\tSIZE\tSTOPPED\tBLOCK\tDUMP\tHELD\tCOMMIT\tTOTAL")
 			for _, ck := range l.Checkpoints {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%dms\t%dms\t%dms\t%dms\n", ck.ID, ck.Created.Local().Format(time.DateTime),
-					humanBytes(ck.Bytes), ck.Stopped, ck.Phases["block"], ck.Phases["dump"], ck.Phases["commit"], ck.Phases["total"])
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%dms\t%dms\t%dms\t%dms\t%dms\n", ck.ID, ck.Created.Local().Format(time.DateTime),
+					humanBytes(ck.Bytes), ck.Stopped, ck.Phases["block"], ck.Phases["dump"], ck.Phases["held"], ck.Phases["commit"], ck.Phases["total"])
 			}
 			tw.Flush()
 			for _, p := range l.Problems {

@@ -53,8 +53,14 @@ type Checkpoint struct {
 	Total time.Duration
 }
 
-// Held is how long the job's traffic was held: block, dump and commit.
+// Held is how long the job's traffic was held: until it flowed again after
+// the dumps (phase "held": block, dump and resume; the commit follows while
+// the job runs), or, for a checkpoint that stopped the job, block, dump and
+// commit.
 func (c Checkpoint) Held() time.Duration {
+	if h, ok := c.Phases["held"]; ok {
+		return h
+	}
 	return c.Phases["block"] + c.Phases["dump"] + c.Phases["commit"]
 }
 
@@ -167,7 +173,7 @@ func New(o Options) *Metrics {
 		ckptBytes: f.histogram("cruz_checkpoint_bytes",
 			"Size of committed checkpoints in the store.", bytesBuckets),
 		held: f.histogram("cruz_checkpoint_traffic_held_seconds",
-			"How long committed checkpoints held the job's traffic (block, dump and commit).", secondsBuckets),
+			"How long committed checkpoints held the job's traffic (block, dump and resume; with --stop, block, dump and commit).", secondsBuckets),
 		restores: f.counterVec("cruz_restores_total",
 			"Restores of jobs from a checkpoint: kind restart (cruz restart, a Slurm requeue) or rollback (automatic recovery), by result.", "kind", "result"),
 		restoreTime: f.histogramVec("cruz_restore_duration_seconds",

@@ -129,7 +129,7 @@ func summary(a []string) ([]string, error) {
 			taken = append(taken, x)
 		}
 	}
-	fmt.Printf("checkpoints  %d periodic, the next %s after one ends; the job's traffic held while all pods are dumped at once; t: when %s failed\n",
+	fmt.Printf("checkpoints  %d periodic, the next %s (or more: policy.max_overhead) after one ends; the job's traffic held while all pods are dumped at once; t: when %s failed\n",
 		len(taken), e("INTERVAL"), e("FAIL_NODE"))
 	costs := regexp.MustCompile(`: (.*?); next`)
 	for _, x := range taken {
@@ -163,8 +163,8 @@ func summary(a []string) ([]string, error) {
 			ranks = mib(lo) + " to " + mib(hi)
 		}
 		ph := c.Phases
-		fmt.Printf("  %-10s %-9s %s (mpiexec %s, ranks %s); held %4d ms (block %d + dump %d + commit %d)%s\n",
-			c.ID, at(x), mib(c.Bytes), mib(mpx), ranks, ph["total"], ph["block"], ph["dump"], ph["commit"], mark)
+		fmt.Printf("  %-10s %-9s %s (mpiexec %s, ranks %s); held %4d ms (block %d + dump %d + resume %d), then commit %d ms%s\n",
+			c.ID, at(x), mib(c.Bytes), mib(mpx), ranks, ph["held"], ph["block"], ph["dump"], ph["resume"], ph["commit"], mark)
 	}
 	for _, x := range evs {
 		if x.Kind == api.EventCheckpointFailed || x.Kind == api.EventCheckpointSkipped || x.Kind == api.EventPruned {
