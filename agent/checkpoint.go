@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
@@ -18,12 +19,15 @@ import (
 // the checkpoint atomically, then unblock (or, with stop, remove the pods).
 // Any failure abandons the checkpoint, leaves the previous one as the latest
 // and lets the job run on.
-func (a *Agent) Checkpoint(ctx context.Context, c caller, ref string, stop bool) (*store.Manifest, error) {
+//
+// wait > 0 waits up to that long for an operation under way on the job
+// (a periodic checkpoint, most likely) instead of failing at once.
+func (a *Agent) Checkpoint(ctx context.Context, c caller, ref string, stop bool, wait time.Duration) (*store.Manifest, error) {
 	j, err := a.lookup(c, ref)
 	if err != nil {
 		return nil, err
 	}
-	if !j.op.TryLock() {
+	if !lockWithin(&j.op, wait) {
 		return nil, api.Errorf(api.ErrConflict, "job %s is busy with another operation (a checkpoint, start or restart): try again when it is done", j.id())
 	}
 	defer j.op.Unlock()
@@ -179,3 +183,15 @@ func nodeOr(node, def string) string {
 // own timeout and a margin for the node to answer. A node that takes longer
 // fails the checkpoint.
 func (a *Agent) dumpDeadline() time.Duration { return a.cfg.CRIU.Timeout.Duration + a.dumpGrace }
+
+// lockWithin takes mu, waiting up to wait for it (not at all if wait <= 0).
+func lockWithin(mu *sync.Mutex, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for !mu.TryLock() {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}

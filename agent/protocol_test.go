@@ -252,3 +252,32 @@ func TestRecoveryGivesUpWithoutACheckpoint(t *testing.T) {
 	assert.Contains(t, j.rec.Message, "no complete checkpoint to roll back to")
 	assert.Empty(t, fc.callsOf(api.OpRestore))
 }
+
+// TestCheckpointWaitsForOneUnderWay: a checkpoint asked with a wait (the
+// time-limit warning's) that meets a periodic one under way waits for it and
+// then takes its own; without a wait it fails at once, saying why.
+func TestCheckpointWaitsForOneUnderWay(t *testing.T) {
+	a, fc := newTestAgent(t, "n1", "n2")
+	j := addJob(t, a, fc, "job1", twoNodes)
+	owner := caller{UID: j.rec.UID, GID: j.rec.GID, User: "tester"}
+	j.op.Lock() // a periodic checkpoint under way
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		close(released)
+		j.op.Unlock()
+	}()
+	_, err := a.Checkpoint(context.Background(), owner, "job1", false, 0)
+	require.ErrorIs(t, err, api.ErrConflict)
+	require.ErrorContains(t, err, "busy with another operation")
+
+	m, err := a.Checkpoint(context.Background(), owner, "job1", true, 10*time.Second)
+	require.NoError(t, err, "the time-limit checkpoint waits for the one under way")
+	select {
+	case <-released:
+	default:
+		t.Fatal("the checkpoint did not wait for the one under way")
+	}
+	assert.True(t, m.Stopped)
+	assert.Equal(t, api.StateStopped, j.state())
+}

@@ -401,7 +401,7 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request, c calle
 		return err
 	}
 	// The checkpoint must not be cut short because the client went away.
-	m, err := a.Checkpoint(context.WithoutCancel(r.Context()), c, r.PathValue("job"), req.Stop)
+	m, err := a.Checkpoint(context.WithoutCancel(r.Context()), c, r.PathValue("job"), req.Stop, time.Duration(req.WaitSeconds)*time.Second)
 	if err != nil {
 		return err
 	}

@@ -194,6 +194,11 @@ func (h *stepSignals) handle(id string, sig os.Signal) {
 	}
 }
 
+// timeLimitWait is how long the time-limit warning's checkpoint waits for
+// one under way (periodic checkpoints take seconds; the warning comes at
+// least that long before the limit, or nothing could be saved anyway).
+const timeLimitWait = 120
+
 // timeLimit checkpoints the job when Slurm warns of the time limit: with
 // --cruz-restart=auto it stops the job at that checkpoint and requeues the
 // Slurm job (once the stream ends: exitCode), else the job runs on.
@@ -215,7 +220,9 @@ func (h *stepSignals) timeLimit(ctx context.Context, id string, sig os.Signal) {
 		h.mu.Unlock()
 		defer close(done)
 	}
-	ck, err := h.c.Checkpoint(ctx, id, api.CheckpointRequest{Stop: stop})
+	// A periodic checkpoint may be under way: wait for it rather than
+	// lose the last chance to checkpoint before the limit.
+	ck, err := h.c.Checkpoint(ctx, id, api.CheckpointRequest{Stop: stop, WaitSeconds: timeLimitWait})
 	if err != nil {
 		fmt.Fprintf(h.stderr, "cruz: checkpoint of job %s at the time-limit warning failed: %v\n", id, err)
 		return

@@ -78,6 +78,10 @@ type SlurmEndResult struct {
 type CheckpointRequest struct {
 	// Stop ends the job with this checkpoint (for restart or migration).
 	Stop bool `json:"stop,omitempty"`
+	// WaitSeconds, if > 0, waits up to that long for an operation under
+	// way on the job (a periodic checkpoint) to end, instead of failing at
+	// once (the time-limit warning's checkpoint must not be lost to one).
+	WaitSeconds int `json:"wait_s,omitempty"`
 }
 
 // RestartRequest restores a job from a checkpoint ("" = latest good one).
