@@ -150,12 +150,16 @@ func (a *Agent) orPeers(h handlerFunc) handlerFunc {
 	}
 }
 
-// liveNodes returns the nodes whose agents answer within timeout.
-func (a *Agent) liveNodes(timeout time.Duration) map[string]bool {
+// liveNodes returns the nodes whose agents answer within timeout; skip (a
+// node known to be silent) is not asked, so nobody waits for it.
+func (a *Agent) liveNodes(timeout time.Duration, skip string) map[string]bool {
 	var mu sync.Mutex
 	live := map[string]bool{a.node: true}
 	var wg sync.WaitGroup
 	for _, n := range a.nodes()[1:] {
+		if n == skip {
+			continue
+		}
 		wg.Add(1)
 		go func(n string) {
 			defer wg.Done()

@@ -216,7 +216,7 @@ func TestRecoveryRollsBackOntoTheSpareWhenANodeFails(t *testing.T) {
 		fc.node("n2").down = true
 		fc.node("n2").pods = map[string]bool{}
 	})
-	a.recoverJob(j, j.gen, "node n2 has not answered for 5s", "n2")
+	a.recoverJob(j, j.gen, "node n2 has not answered for 5s", "n2", true)
 
 	assert.Equal(t, api.StateRunning, j.state(), "the job runs again")
 	assert.Equal(t, []string{"job1-mpiexec", "job1-r0"}, fc.node("n1").held(), "n1's pods are restored where they were")
@@ -247,7 +247,7 @@ func TestRecoveryGivesUpWithoutACheckpoint(t *testing.T) {
 	a, fc := newTestAgent(t, "n1", "n2")
 	j := addJob(t, a, fc, "job1", twoNodes)
 	fc.set(func() { fc.node("n2").down = true })
-	a.recoverJob(j, j.gen, "node n2 has not answered for 5s", "n2")
+	a.recoverJob(j, j.gen, "node n2 has not answered for 5s", "n2", true)
 	assert.Equal(t, api.StateFailed, j.state())
 	assert.Contains(t, j.rec.Message, "no complete checkpoint to roll back to")
 	assert.Empty(t, fc.callsOf(api.OpRestore))

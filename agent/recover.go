@@ -19,7 +19,7 @@ import (
 
 // recoverJob rolls a failed run back to the job's last complete checkpoint,
 // on its healthy nodes plus spares, if its policy and restart budget allow.
-func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
+func (a *Agent) recoverJob(j *job, gen int, reason, badNode string, silent bool) {
 	j.stopSupervisor()
 	j.op.Lock()
 	defer j.op.Unlock()
@@ -63,8 +63,13 @@ func (a *Agent) recoverJob(j *job, gen int, reason, badNode string) {
 		giveUp(why)
 		return
 	}
-	// What is left of the run goes, on the nodes that answer.
-	healthy := a.liveNodes(2 * time.Second)
+	// What is left of the run goes, on the nodes that answer. A node that
+	// has just been silent for the heartbeat timeout is not asked again.
+	skip := ""
+	if silent {
+		skip = badNode
+	}
+	healthy := a.liveNodes(2*time.Second, skip)
 	a.dropRun(j, healthy)
 	a.rollback(j, reason, healthy, delay, t0, giveUp)
 }
@@ -162,7 +167,7 @@ func (a *Agent) recoverLost(j *job) {
 		a.setState(j, api.StateFailed, reason+"; "+why)
 		a.event(j, api.Event{Kind: api.EventGaveUp, Message: why})
 	}
-	healthy := a.liveNodes(5 * time.Second)
+	healthy := a.liveNodes(5*time.Second, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	_, err := a.onNodesWhere(ctx, j, func(n string) bool { return healthy[n] }, api.OpDestroy, func(_ string, pods []string) api.NodeRequest {
 		return api.NodeRequest{Job: j.id(), Pods: pods}

@@ -303,7 +303,7 @@ func (a *Agent) watchMain(j *job, gen int) {
 		j.mu.Lock()
 		j.endCode = &code
 		j.mu.Unlock()
-		a.recoverJob(j, gen, fmt.Sprintf("the job's main process (%s on %s) ended with status %d", main.Name, main.Node, code), main.Node)
+		a.recoverJob(j, gen, fmt.Sprintf("the job's main process (%s on %s) ended with status %d", main.Name, main.Node, code), main.Node, false)
 		return
 	}
 	j.op.Lock()

@@ -160,8 +160,8 @@ func (a *Agent) watchNodes(j *job, gen int, hb time.Duration) {
 		if !j.current(gen) {
 			return
 		}
-		if reason, node := a.heartbeat(j, gen, hb, lastSeen, start, timeout); reason != "" {
-			a.recoverJob(j, gen, reason, node)
+		if reason, node, silent := a.heartbeat(j, gen, hb, lastSeen, start, timeout); reason != "" {
+			a.recoverJob(j, gen, reason, node, silent)
 			return
 		}
 	}
@@ -169,7 +169,7 @@ func (a *Agent) watchNodes(j *job, gen int, hb time.Duration) {
 
 // heartbeat asks every node of the job for its pods; it returns why the job
 // has failed ("" if it has not) and the node at fault.
-func (a *Agent) heartbeat(j *job, gen int, hb time.Duration, lastSeen map[string]time.Time, start time.Time, timeout time.Duration) (string, string) {
+func (a *Agent) heartbeat(j *job, gen int, hb time.Duration, lastSeen map[string]time.Time, start time.Time, timeout time.Duration) (reason, at string, silent bool) {
 	// A node gets one heartbeat period to answer, so that a silent one is
 	// noticed about heartbeat_timeout after its last answer.
 	ctx, cancel := context.WithTimeout(context.Background(), hb)
@@ -192,7 +192,6 @@ func (a *Agent) heartbeat(j *job, gen int, hb time.Duration, lastSeen map[string
 		}(node, pods)
 	}
 	now := time.Now()
-	var reason, at string
 	for range groups {
 		ans := <-answers
 		if ans.err == nil {
@@ -216,13 +215,13 @@ func (a *Agent) heartbeat(j *job, gen int, hb time.Duration, lastSeen map[string
 			seen = start
 		}
 		if now.Sub(seen) > timeout && reason == "" {
-			reason, at = fmt.Sprintf("node %s has not answered for %s: %v", ans.node, now.Sub(seen).Round(time.Second), firstLine(ans.err.Error())), ans.node
+			reason, at, silent = fmt.Sprintf("node %s has not answered for %s: %v", ans.node, now.Sub(seen).Round(time.Second), firstLine(ans.err.Error())), ans.node, true
 		}
 	}
 	if reason != "" && !j.current(gen) {
-		return "", ""
+		return "", "", false
 	}
-	return reason, at
+	return reason, at, silent
 }
 
 // periodicCheckpoint takes a checkpoint for the policy; caller holds j.op.

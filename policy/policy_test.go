@@ -417,7 +417,7 @@ func TestPrune(t *testing.T) {
 }
 
 func TestRestarts(t *testing.T) {
-	c := policy.DefaultConfig() // budget 3 per 1h, 2s doubling, capped at 2m
+	c := policy.DefaultConfig() // budget 3 per 1h; the first at once, then 2s doubling, capped at 2m
 	type step struct {
 		at        time.Duration // since t0
 		record    bool          // record a restart at `at` after checking
@@ -431,34 +431,35 @@ func TestRestarts(t *testing.T) {
 		steps []step
 	}{
 		{
-			name: "budget of 3 with doubling delays, then giving up",
+			name: "budget of 3, the first at once, then doubling delays, then giving up",
 			steps: []step{
-				{at: 0, record: true, wantOK: true, wantDelay: 2 * time.Second, wantCount: 0},
-				{at: 10 * time.Minute, record: true, wantOK: true, wantDelay: 4 * time.Second, wantCount: 1},
-				{at: 20 * time.Minute, record: true, wantOK: true, wantDelay: 8 * time.Second, wantCount: 2},
+				{at: 0, record: true, wantOK: true, wantDelay: 0, wantCount: 0},
+				{at: 10 * time.Minute, record: true, wantOK: true, wantDelay: 2 * time.Second, wantCount: 1},
+				{at: 20 * time.Minute, record: true, wantOK: true, wantDelay: 4 * time.Second, wantCount: 2},
 				{at: 30 * time.Minute, wantOK: false, wantCount: 3},
 			},
 		},
 		{
 			name: "the window slides: the oldest restart falls out after an hour",
 			steps: []step{
-				{at: 0, record: true, wantOK: true, wantDelay: 2 * time.Second},
-				{at: 10 * time.Minute, record: true, wantOK: true, wantDelay: 4 * time.Second, wantCount: 1},
-				{at: 20 * time.Minute, record: true, wantOK: true, wantDelay: 8 * time.Second, wantCount: 2},
+				{at: 0, record: true, wantOK: true, wantDelay: 0},
+				{at: 10 * time.Minute, record: true, wantOK: true, wantDelay: 2 * time.Second, wantCount: 1},
+				{at: 20 * time.Minute, record: true, wantOK: true, wantDelay: 4 * time.Second, wantCount: 2},
 				{at: time.Hour - time.Nanosecond, wantOK: false, wantCount: 3},
-				{at: time.Hour, record: true, wantOK: true, wantDelay: 8 * time.Second, wantCount: 2}, // exactly 1h old is out
+				{at: time.Hour, record: true, wantOK: true, wantDelay: 4 * time.Second, wantCount: 2}, // exactly 1h old is out
 				{at: time.Hour + 5*time.Minute, wantOK: false, wantCount: 3},
-				{at: 3 * time.Hour, wantOK: true, wantDelay: 2 * time.Second, wantCount: 0},
+				{at: 3 * time.Hour, wantOK: true, wantDelay: 0, wantCount: 0},
 			},
 		},
 		{
 			name: "the delay is capped at RestartMax",
 			cfg:  func(c *policy.Config) { c.RestartBudget = 10; c.RestartBase = 30 * time.Second },
 			steps: []step{
-				{at: 0, record: true, wantOK: true, wantDelay: 30 * time.Second},
-				{at: time.Minute, record: true, wantOK: true, wantDelay: time.Minute, wantCount: 1},
-				{at: 2 * time.Minute, record: true, wantOK: true, wantDelay: 2 * time.Minute, wantCount: 2},
+				{at: 0, record: true, wantOK: true, wantDelay: 0},
+				{at: time.Minute, record: true, wantOK: true, wantDelay: 30 * time.Second, wantCount: 1},
+				{at: 2 * time.Minute, record: true, wantOK: true, wantDelay: time.Minute, wantCount: 2},
 				{at: 3 * time.Minute, record: true, wantOK: true, wantDelay: 2 * time.Minute, wantCount: 3},
+				{at: 4 * time.Minute, record: true, wantOK: true, wantDelay: 2 * time.Minute, wantCount: 4},
 			},
 		},
 		{
@@ -471,8 +472,8 @@ func TestRestarts(t *testing.T) {
 		{
 			name: "a restart recorded in the future still counts",
 			steps: []step{
-				{at: 2 * time.Hour, record: true, wantOK: true, wantDelay: 2 * time.Second},
-				{at: 0, wantOK: true, wantDelay: 4 * time.Second, wantCount: 1},
+				{at: 2 * time.Hour, record: true, wantOK: true, wantDelay: 0},
+				{at: 0, wantOK: true, wantDelay: 2 * time.Second, wantCount: 1},
 			},
 		},
 	}

@@ -13,9 +13,9 @@ type Restarts struct {
 
 // Allow reports whether an automatic restart at now is within budget (fewer
 // than RestartBudget restarts in the RestartWindow before now) and the delay
-// to wait before it: RestartBase doubled for every restart in the window,
-// capped at RestartMax, so that a job crashing in a loop slows down before it
-// runs out of budget. When not allowed, reason is a sentence for the job's
+// to wait before it: none for the first restart in the window, then
+// RestartBase doubled for every further one, capped at RestartMax, so that a
+// job crashing in a loop slows down before it runs out of budget. When not allowed, reason is a sentence for the job's
 // event log.
 //
 // Allow also forgets restarts older than the window, which keeps the history
@@ -31,7 +31,11 @@ func (r *Restarts) Allow(c Config, now time.Time) (delay time.Duration, ok bool,
 		return 0, false, fmt.Sprintf("%d automatic %s in the last %s (policy.restart_budget = %d): giving up",
 			n, plural(n, "restart", "restarts"), c.RestartWindow, c.RestartBudget)
 	}
-	return backoff(c.RestartBase, c.RestartMax, n), true, ""
+	if n == 0 {
+		// The first failure in the window is not a loop: roll back at once.
+		return 0, true, ""
+	}
+	return backoff(c.RestartBase, c.RestartMax, n-1), true, ""
 }
 
 // Record notes an automatic restart made at `at`.
