@@ -11,6 +11,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -64,5 +65,5 @@ func TestSecondAgentRefused(t *testing.T) {
 	t.Logf("checkpointed the job after the refusal: %s", ck)
 	res := run.wait(t, time.Minute)
 	require.Equal(t, 0, res.Code, "the job ends normally; stderr:\n%s", res.Stderr)
-	assert.Equal(t, wantCounterLines(1, lines), outputLines(res.Stdout), "the job printed every line once")
+	assert.Equal(t, check.CounterLines(1, lines), check.Lines(res.Stdout), "the job printed every line once")
 }
