@@ -49,6 +49,10 @@ type Pod struct {
 	// statusUnknown: the pod was taken back from a previous agent, so
 	// PID 1 is not this agent's child and its exit status is unknown.
 	statusUnknown bool
+	// pidfd is PID 1's, through which every signal to it goes (see
+	// pidfd_linux.go); nil before PID 1 exists and once the pod is gone.
+	pidfd   *os.File
+	pidfdMu sync.Mutex
 }
 
 // ExitCode turns PID 1's wait status into a shell-style exit code.
@@ -140,6 +144,11 @@ func (h *Host) Start(ctx context.Context, spec Spec, sink Sink) (_ *Pod, err err
 		return nil, fmt.Errorf("start pod %s: %w", spec.Name, err)
 	}
 	p.PID, p.exited = cmd.Process.Pid, make(chan struct{})
+	// PID 1 is this agent's child, not reaped before the Wait below: its
+	// PID cannot have been reused yet.
+	if f, err := openPidfd(p.PID, 0); err == nil {
+		p.setPidfd(f)
+	}
 	go func() {
 		_ = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
@@ -192,6 +201,10 @@ func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string
 		return nil, fmt.Errorf("restore pod %s: %w", spec.Name, err)
 	}
 	p.PID, p.exited = pid, make(chan struct{})
+	// The restored PID 1 is this agent's child, reaped only below.
+	if f, err := openPidfd(pid, 0); err == nil {
+		p.setPidfd(f)
+	}
 	go func() {
 		var ws unix.WaitStatus
 		for {
@@ -272,9 +285,9 @@ func copyOutput(r io.Reader, stream string, sink Sink) {
 	}
 }
 
-// signal sends sig to the pod's PID 1.
+// Signal sends sig to the pod's PID 1 (through its pidfd).
 func (p *Pod) Signal(sig syscall.Signal) error {
-	if err := unix.Kill(p.PID, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := p.signal(sig); err != nil {
 		return fmt.Errorf("signal pod %s: %w", p.Spec.Name, err)
 	}
 	return nil
@@ -284,7 +297,7 @@ func (p *Pod) Signal(sig syscall.Signal) error {
 // that left it stopped.
 func (p *Pod) ResumeStopped() {
 	for _, pid := range ProcessesInNetns(p.ns.ino) {
-		_ = unix.Kill(pid, unix.SIGCONT)
+		signalInNetns(pid, p.ns.ino, unix.SIGCONT)
 	}
 }
 
@@ -298,7 +311,7 @@ func (p *Pod) ContinueStopped() {
 		}
 		s := string(b)
 		if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && s[i+2] == 'T' {
-			_ = unix.Kill(pid, unix.SIGCONT)
+			signalInNetns(pid, p.ns.ino, unix.SIGCONT)
 		}
 	}
 }
@@ -308,12 +321,13 @@ func (p *Pod) ContinueStopped() {
 // it the pod's filter table). Safe to call more than once.
 func (h *Host) Destroy(p *Pod) {
 	if p.PID > 0 {
-		_ = unix.Kill(p.PID, unix.SIGKILL)
+		_ = p.signal(unix.SIGKILL)
 		select {
 		case <-p.exited:
 		case <-time.After(10 * time.Second):
 		}
 	}
+	p.closePidfd()
 	// Processes that sit in the netns without being in the pod's pid
 	// namespace (a CRIU restore that failed half-way) go too.
 	if p.ns != nil {
@@ -327,7 +341,7 @@ func (h *Host) Destroy(p *Pod) {
 // KillNetns kills every process in the network namespace with inode ino.
 func KillNetns(ino uint64) {
 	for _, pid := range ProcessesInNetns(ino) {
-		_ = unix.Kill(pid, unix.SIGKILL)
+		signalInNetns(pid, ino, unix.SIGKILL)
 	}
 }
 
