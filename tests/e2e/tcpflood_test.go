@@ -21,6 +21,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -255,6 +256,6 @@ done
 		st.Nodes[0].Addr.String() + " closed", // its own node's agent
 		st.Nodes[1].Addr.String() + " closed", // another node's agent
 		h.addr.String() + " open",             // the same port elsewhere on the LAN
-	}, outputLines(r.Stdout))
+	}, check.Lines(r.Stdout))
 	c.requireClean(t, st)
 }
