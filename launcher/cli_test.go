@@ -43,6 +43,9 @@ func TestCLIUsageErrorsNeedNoAgent(t *testing.T) {
 		{[]string{"status", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"cluster", "fail"}, "usage: cruz cluster fail [--dir DIR] NODE"},
 		{[]string{"checkpoint", "a", "b"}, "too many arguments"},
+		{[]string{"checkpoint", "--wait", "1.5s", "j"}, "--wait 1.5s is not a whole number of seconds from 0 to 1h"},
+		{[]string{"checkpoint", "--wait", "-3s", "j"}, "--wait -3s is not a whole number of seconds"},
+		{[]string{"checkpoint", "--wait", "soon", "j"}, `invalid argument "soon" for "--wait"`},
 	} {
 		code, out, stderr := runCLI(t, tc.args...)
 		assert.Equal(t, ExitUsage, code, "cruz %v: stderr %s", tc.args, stderr)

@@ -223,15 +223,21 @@ func (c *cli) attachCommand() *cobra.Command {
 
 func (c *cli) checkpointCommand() *cobra.Command {
 	var stop, asJSON bool
-	cmd := command("checkpoint [--stop] [--json] JOB", "checkpoint a running job",
+	var wait time.Duration
+	cmd := command("checkpoint [--stop] [--wait DURATION] [--json] JOB", "checkpoint a running job",
 		`Take a coordinated checkpoint of every pod of a running job and print its
-id; with --stop the job ends there (cruz restart resumes it).`, [2]int{1, 1},
-		func(_ *cobra.Command, a []string) error {
+id; with --stop the job ends there (cruz restart resumes it). A job busy with
+another operation (a periodic checkpoint, a migration) refuses at once,
+unless --wait gives how long to wait for it.`, [2]int{1, 1},
+		func(cmd *cobra.Command, a []string) error {
+			if wait < 0 || wait > time.Hour || wait%time.Second != 0 {
+				return usagef(cmd, "--wait %s is not a whole number of seconds from 0 to 1h (e.g. --wait 30s)", wait)
+			}
 			ag, err := c.agent()
 			if err != nil {
 				return err
 			}
-			ck, err := ag.Checkpoint(c.ctx, a[0], api.CheckpointRequest{Stop: stop})
+			ck, err := ag.Checkpoint(c.ctx, a[0], api.CheckpointRequest{Stop: stop, WaitSeconds: int(wait / time.Second)})
 			if err != nil {
 				return err
 			}
@@ -242,6 +248,7 @@ id; with --stop the job ends there (cruz restart resumes it).`, [2]int{1, 1},
 			return nil
 		})
 	cmd.Flags().BoolVar(&stop, "stop", false, "stop the job with this checkpoint (cruz restart resumes it)")
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for an operation under way on the job (e.g. 30s)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checkpoint as JSON")
 	return cmd
 }

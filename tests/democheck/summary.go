@@ -2,14 +2,12 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
@@ -49,29 +47,6 @@ func events(a []string) ([]string, error) {
 		fmt.Fprintf(&b, "demo:   %+7.2f s  %-17s %s\n", e.Time.Sub(t0).Seconds(), e.Kind, cut(e.Message))
 	}
 	return nil, os.WriteFile(filepath.Join(filepath.Dir(a[0]), "events.new"), []byte(b.String()), 0o644)
-}
-
-// nextCheckpoint prints in how many seconds (rounded up) the job's last
-// periodic checkpoint said the next would come ("...; next in 13.5s").
-func nextCheckpoint(a []string) ([]string, error) {
-	var l api.EventList
-	if err := load(a[0], &l); err != nil {
-		return nil, err
-	}
-	for i := len(l.Events) - 1; i >= 0; i-- {
-		e := l.Events[i]
-		if e.Kind != api.EventCheckpoint {
-			continue
-		}
-		_, after, ok := strings.Cut(e.Message, "; next in ")
-		d, err := time.ParseDuration(after)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("checkpoint event %q does not end with \"; next in DURATION\"", e.Message)
-		}
-		fmt.Println(int(math.Ceil(d.Seconds())))
-		return nil, nil
-	}
-	return nil, fmt.Errorf("no checkpoint event in %s", a[0])
 }
 
 // summary prints the demo's closing table from the files it saved in
@@ -154,7 +129,7 @@ func summary(a []string) ([]string, error) {
 			taken = append(taken, x)
 		}
 	}
-	fmt.Printf("checkpoints  %d periodic, the next %s (or more: policy.max_overhead) after one ends; the job's traffic held while all pods are dumped at once; t: when %s failed\n",
+	fmt.Printf("checkpoints  %d (periodic, every %s or more as policy.max_overhead spaces them, and one asked for); the job's traffic held while all pods are dumped at once; t: when %s failed\n",
 		len(taken), e("INTERVAL"), e("FAIL_NODE"))
 	costs := regexp.MustCompile(`: (.*?); next`)
 	for _, x := range taken {
