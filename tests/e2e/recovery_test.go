@@ -302,15 +302,16 @@ func TestRecoveryCoordinatorKilled(t *testing.T) {
 	c.requireClean(t, c.status())
 }
 
-// TestStoreFullDuringCheckpoint: the checkpoint store (a 20 MiB tmpfs
-// here) fills up while the policy engine checkpoints a job every 2 s. The
-// checkpoint that does not fit fails (and is retried later, failing
-// again); the job runs on and finishes right; nothing half-written is left
-// in the store, and the last checkpoint that fitted is intact and restores.
+// TestStoreFullDuringCheckpoint: the checkpoint store (a 12 MiB tmpfs
+// here) fills up: the policy engine's first checkpoint of the job (7.7 MiB)
+// fits, the next one, asked for at once (the policy's own would come only
+// when policy.max_overhead allows), does not and fails, saying why; the
+// job runs on and finishes right; nothing half-written is left in the
+// store, and the checkpoint that fitted is intact and restores.
 func TestStoreFullDuringCheckpoint(t *testing.T) {
 	c := upClusterWith(t, 2, func(c *vcluster) {
 		require.NoError(t, os.MkdirAll(c.store, 0o755))
-		require.NoError(t, unix.Mount("tmpfs", c.store, "tmpfs", 0, "size=20m,mode=0711"))
+		require.NoError(t, unix.Mount("tmpfs", c.store, "tmpfs", 0, "size=12m,mode=0711"))
 		t.Cleanup(func() { _ = unix.Unmount(c.store, unix.MNT_DETACH) })
 	})
 	st := c.status()
@@ -320,7 +321,11 @@ func TestStoreFullDuringCheckpoint(t *testing.T) {
 	const np, iters = 2, 150
 
 	run := n1.startAllreduce(u, dir, "full", np, iters, "--interval", "2s", "--keep", "10")
-	evs := n1.awaitEvent(u, "full", "checkpoint_failed", 1, 2*time.Minute)
+	n1.awaitEvent(u, "full", "checkpoint", 1, time.Minute)
+	ck := n1.cruz(u, dir, "checkpoint", "--wait", "60s", "full")
+	assert.Equal(t, 1, ck.Code, "a checkpoint that does not fit fails: %s", ck.Stdout)
+	assert.Contains(t, strings.ToLower(ck.Stderr), "no space left on device", "cruz checkpoint says why")
+	evs := n1.awaitEvent(u, "full", "checkpoint_failed", 1, time.Minute)
 	for _, e := range evs {
 		if e.Kind == "checkpoint" || e.Kind == "checkpoint_failed" {
 			t.Logf("%s: %s", e.Kind, e.Message)
