@@ -104,7 +104,7 @@ func TestMetricsFollowTheProtocol(t *testing.T) {
 		fc.node("n2").pods = map[string]bool{}
 	})
 	j.rec.Spares = []string{"n3"}
-	a.recoverJob(j, j.gen, "node n2 has not answered for 5s", "n2")
+	a.recoverJob(j, j.gen, "node n2 has not answered for 5s", "n2", true)
 	require.Equal(t, api.StateRunning, j.state())
 	j.stopSupervisor()
 	j.mu.Lock()

@@ -47,7 +47,7 @@ func TestCheckpointCounters(t *testing.T) {
 	// The histograms, as Prometheus reads them: one sample per checkpoint
 	// and phase, with the sums of the seconds and bytes.
 	want := `
-# HELP cruz_checkpoint_traffic_held_seconds How long committed checkpoints held the job's traffic (block, dump and commit).
+# HELP cruz_checkpoint_traffic_held_seconds How long committed checkpoints held the job's traffic (block, dump and resume; with --stop, block, dump and commit).
 # TYPE cruz_checkpoint_traffic_held_seconds histogram
 `
 	got := scrape(t, m)
