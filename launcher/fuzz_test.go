@@ -49,7 +49,7 @@ func TestHostlistBounds(t *testing.T) {
 		t.Fatalf("n[0-65535]: %d hosts, %v", len(hosts), err)
 	}
 	for list, want := range map[string]string{
-		"n[0-65535]m[0-1]":                      "expands to more than 65536 hosts",
+		"n[0-65535]m[0-1]":                       "expands to more than 65536 hosts",
 		"a[0-40000],b[0-40000]":                  "expands to more than 65536 hosts",
 		"n[" + strings.Repeat("0", 300) + "1-9]": "are longer than 255 bytes",
 		strings.Repeat("h", 256):                 "is longer than 255 bytes",
