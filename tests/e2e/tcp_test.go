@@ -24,7 +24,7 @@ import (
 // catches bytes in flight. Uninterrupted it takes about 4 s.
 const (
 	tcpPort      = 7311
-	tcpTotal     = 32 << 20
+	tcpTotal     = 64 << 20 // more than the client writes before its stop-checkpoint, however short the holds
 	tcpChunk     = 64 << 10
 	tcpSendDelay = 2  // ms between the client's writes
 	tcpReadDelay = 30 // ms between the server's reads (of up to 256 KiB)
