@@ -8,6 +8,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/joblog"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -27,7 +28,7 @@ func TestOutputLogBound(t *testing.T) {
 	r := a.cruz(u, dir, "run", "--plain", "--name", "chatty", "--", "/bin/sh", "-c",
 		"i=0; while [ $i -lt 2000 ]; do printf '%01000d\\n' $i; i=$((i+1)); done; echo last; exit 7")
 	assert.Equal(t, 7, r.Code, "the job's status is passed on; stderr:\n%s", r.Stderr)
-	lines := outputLines(r.Stdout)
+	lines := check.Lines(r.Stdout)
 	require.NotEmpty(t, lines)
 	assert.Less(t, len(r.Stdout), limit, "the client got no more than the log holds")
 	assert.Greater(t, len(lines), 20, "output up to the bound is shown")

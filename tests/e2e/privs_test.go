@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -185,8 +186,8 @@ exec "$2" 100000 20`
 	assert.Contains(t, r.Stderr, "Cruz does not checkpoint a process with privileges or another identity")
 
 	// The job runs on, and the earlier checkpoint is still the latest.
-	n := len(nonEmptyLines(run.stdout.String()))
-	require.Eventually(t, func() bool { return len(nonEmptyLines(run.stdout.String())) > n+5 }, 10*time.Second, 20*time.Millisecond,
+	n := len(check.NonEmptyLines(run.stdout.String()))
+	require.Eventually(t, func() bool { return len(check.NonEmptyLines(run.stdout.String())) > n+5 }, 10*time.Second, 20*time.Millisecond,
 		"the job goes on printing after the refused checkpoint")
 	j = a.status(u, "caps")
 	assert.Equal(t, api.StateRunning, j.State)
