@@ -153,20 +153,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 			return nil, err
 		}
 	}
-	if cfg.Agent.Listen != "" {
-		// Before the TCP API listens: pods never get a moment to reach it.
-		listen, err := netip.ParseAddrPort(cfg.Agent.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("agent.listen %q: %w", cfg.Agent.Listen, err)
-		}
-		var peers []netip.AddrPort
-		for _, p := range cfg.PeerList() {
-			peers = append(peers, p.Addr)
-		}
-		if err := pod.GuardAgentPort(ctx, listen, peers); err != nil {
-			return nil, err
-		}
-	}
 	name, _ := os.Hostname()
 	host := &pod.Host{Bridge: cfg.Network.Bridge, MTU: cfg.Network.MTU, CRIU: runner, Self: self, Log: log}
 	a := newAgent(cfg, log, st, key, name, host)

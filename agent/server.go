@@ -20,6 +20,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/joblog"
+	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"github.com/cruz-hpc/cruz/internal/version"
 	"golang.org/x/sys/unix"
@@ -134,10 +135,13 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ln.Close()
 		if tcpLn != nil {
 			tcpLn.Close()
+			_ = pod.UnguardAgentPort(context.Background())
 		}
 		return err
 	}
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 		// End the jobs first, so that every attached client gets the
@@ -156,6 +160,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 		}
 		_ = srv.Shutdown(sctx)
 		wg.Wait()
+		if tcpSrv != nil {
+			if err := pod.UnguardAgentPort(context.Background()); err != nil {
+				a.log.Warn("removing the pods' guard of the TCP API's port", "err", err)
+			}
+		}
 	}()
 	if tcpSrv != nil {
 		a.log.Info("listening", "tcp", tcpLn.Addr().String())
@@ -182,6 +191,10 @@ func (a *Agent) Serve(ctx context.Context) error {
 	err = srv.Serve(ln)
 	_ = os.Remove(sock)
 	if errors.Is(err, http.ErrServerClosed) {
+		// Serve returns as soon as the shutdown begins: wait for it to
+		// end (streams drained, the port's guard removed) before cruzd
+		// exits.
+		<-stopped
 		return nil
 	}
 	return err

@@ -15,10 +15,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/pod"
 )
 
 const (
@@ -229,16 +231,30 @@ func newTCPServer(h http.Handler, lim tcpLimits) *http.Server {
 	}
 }
 
-// listenTCP opens the TCP API's listener, if agent.listen is set, and
-// returns its server (nil without one). The listener closes at once any
-// connection over the cap from one address.
+// listenTCP guards the port from pods (pod.GuardAgentPort) and opens the
+// TCP API's listener, if agent.listen is set, and returns its server (nil
+// without one). The listener closes at once any connection over the cap
+// from one address.
 func (a *Agent) listenTCP() (*http.Server, net.Listener, error) {
 	addr := a.cfg.Agent.Listen
 	if addr == "" {
 		return nil, nil, nil
 	}
+	// Before the TCP API listens: pods never get a moment to reach it.
+	listen, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent.listen %q: %w", addr, err)
+	}
+	var peers []netip.AddrPort
+	for _, p := range a.cfg.PeerList() {
+		peers = append(peers, p.Addr)
+	}
+	if err := pod.GuardAgentPort(context.Background(), listen, peers); err != nil {
+		return nil, nil, err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		_ = pod.UnguardAgentPort(context.Background())
 		return nil, nil, fmt.Errorf("listen on %s (agent.listen): %w", addr, err)
 	}
 	lim := defaultTCPLimits

@@ -21,6 +21,9 @@ import (
 // (hook input: frames for the node itself) or to any peer agent's address
 // and port (hook forward: frames the bridge passes on to the LAN). Pods
 // still talk to each other on any port, the agents to each other as before.
+// The agent installs it before its TCP API listens and removes it when it
+// stops (with its jobs' pods); after a crash it stays until the next start
+// replaces it.
 const guardTable = "cruz_agent_guard"
 
 // guardScript is the nft script that installs the guard, replacing any
@@ -48,10 +51,26 @@ func guardScript(listen netip.AddrPort, peers []netip.AddrPort) string {
 // and from the peers' agents. It replaces any earlier guard, so an agent
 // restarted with another configuration gets its own.
 func GuardAgentPort(ctx context.Context, listen netip.AddrPort, peers []netip.AddrPort) error {
+	if err := nft(ctx, guardScript(listen, peers)); err != nil {
+		return fmt.Errorf("keep pods from the agents' TCP port (nftables table bridge %s): %w", guardTable, err)
+	}
+	return nil
+}
+
+// UnguardAgentPort removes the guard (none is fine): the agent stopped, and
+// with it every pod of its jobs.
+func UnguardAgentPort(ctx context.Context) error {
+	if err := nft(ctx, fmt.Sprintf("add table bridge %s\ndelete table bridge %s\n", guardTable, guardTable)); err != nil {
+		return fmt.Errorf("remove nftables table bridge %s: %w", guardTable, err)
+	}
+	return nil
+}
+
+func nft(ctx context.Context, script string) error {
 	cmd := exec.CommandContext(ctx, nftPath, "-f", "-")
-	cmd.Stdin = strings.NewReader(guardScript(listen, peers))
+	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("keep pods from the agents' TCP port (nftables table bridge %s): %w: %s", guardTable, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

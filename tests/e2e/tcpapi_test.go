@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -213,4 +214,15 @@ func TestTCPAPI(t *testing.T) {
 	}
 	assert.Equal(t, 4, strings.Count(log, "refused a TCP API request"), "one warning per refused request")
 	a.requireNoLeaks()
+
+	// (h) The nftables table that keeps pods from the port is there while
+	// the agent runs, and gone once it stops.
+	_, port, _ := net.SplitHostPort(addr)
+	out2, err := exec.Command("nft", "list", "table", "bridge", "cruz_agent_guard").CombinedOutput()
+	require.NoError(t, err, "%s", out2)
+	assert.Contains(t, string(out2), `iifname "cz*" tcp dport `+port+" drop")
+	a.stop()
+	out2, err = exec.Command("nft", "list", "tables").CombinedOutput()
+	require.NoError(t, err, "%s", out2)
+	assert.NotContains(t, string(out2), "cruz_agent_guard", "the agent removed its guard when it stopped")
 }
