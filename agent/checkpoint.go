@@ -94,11 +94,15 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			return nil, err
 		}
 	}
-	// 1. Hold every pod's traffic, on every node.
-	if _, err := a.onNodes(ctx, j, api.OpBlock, func(_ string, pods []string) api.NodeRequest {
-		return api.NodeRequest{Job: j.id(), Pods: pods}
-	}); err != nil {
-		return nil, fmt.Errorf("block traffic: %w", err)
+	// 1. Hold every pod's traffic, on every node: first what the pods send,
+	// then, once what was in flight has arrived, what reaches them (see
+	// api.NodeRequest.OutputOnly).
+	for _, outputOnly := range []bool{true, false} {
+		if _, err := a.onNodes(ctx, j, api.OpBlock, func(_ string, pods []string) api.NodeRequest {
+			return api.NodeRequest{Job: j.id(), Pods: pods, OutputOnly: outputOnly}
+		}); err != nil {
+			return nil, fmt.Errorf("block traffic: %w", err)
+		}
 	}
 	t1 := time.Now()
 	phases["block"] = t1.Sub(t0).Milliseconds()
@@ -135,10 +139,14 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	// synced and signed. A commit that fails then leaves the job running
 	// and the previous checkpoint the latest.
 	if !stop {
-		if _, err := a.onNodes(context.Background(), j, api.OpResume, func(_ string, pods []string) api.NodeRequest {
-			return api.NodeRequest{Job: j.id(), Pods: pods}
-		}); err != nil {
-			log.Error("resuming the job after its dump", "err", err)
+		// What reaches the pods first, everywhere; then what they send
+		// (see api.NodeRequest.InputOnly).
+		for _, inputOnly := range []bool{true, false} {
+			if _, err := a.onNodes(context.Background(), j, api.OpResume, func(_ string, pods []string) api.NodeRequest {
+				return api.NodeRequest{Job: j.id(), Pods: pods, InputOnly: inputOnly}
+			}); err != nil {
+				log.Error("resuming the job after its dump", "err", err)
+			}
 		}
 		resumed = true
 		phases["resume"] = time.Since(t2).Milliseconds()

@@ -35,6 +35,10 @@ type fakeCall struct {
 	Op       api.NodeOp
 	Pods     []string
 	Continue bool
+	// OutputOnly: a block of what the pods send only.
+	OutputOnly bool
+	// InputOnly: a resume of what reaches the pods only.
+	InputOnly bool
 }
 
 func (c fakeCall) String() string {
@@ -44,6 +48,12 @@ func (c fakeCall) String() string {
 	}
 	if c.Continue {
 		s += " +cont"
+	}
+	if c.OutputOnly {
+		s += " +output"
+	}
+	if c.InputOnly {
+		s += " +input"
 	}
 	return s
 }
@@ -153,7 +163,7 @@ func (n *fakeNode) Do(ctx context.Context, op api.NodeOp, req api.NodeRequest) (
 		pods = append(pods, req.Spec.Name)
 	}
 	sort.Strings(pods)
-	c.calls = append(c.calls, fakeCall{Node: n.name, Op: op, Pods: pods, Continue: req.Continue})
+	c.calls = append(c.calls, fakeCall{Node: n.name, Op: op, Pods: pods, Continue: req.Continue, OutputOnly: req.OutputOnly, InputOnly: req.InputOnly})
 	down, fail, hang, onResume := n.down, n.fail[op], n.hang[op], n.onResume
 	c.mu.Unlock()
 	if op == api.OpResume && onResume != nil {

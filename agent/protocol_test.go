@@ -44,14 +44,26 @@ func TestCheckpointBlocksEveryNodeBeforeAnyDumpAndResumesAfterCommit(t *testing.
 	}
 
 	calls := fc.log()
+	// Every node holds what its pods send before any holds what reaches
+	// them: segments in flight arrive instead of waiting for a timer.
+	lastOutput := max(indexOf(calls, "n1 block job1-mpiexec,job1-r0 +output"), indexOf(calls, "n2 block job1-r1,job1-r2 +output"))
+	firstInput := min(indexOf(calls, "n1 block job1-mpiexec,job1-r0"), indexOf(calls, "n2 block job1-r1,job1-r2"))
+	require.GreaterOrEqual(t, lastOutput, 0, "both nodes held their pods' output: %v", calls)
+	assert.Less(t, lastOutput, firstInput, "no node holds its pods' input before every node holds their output: %v", calls)
 	lastBlock := max(indexOf(calls, "n1 block job1-mpiexec,job1-r0"), indexOf(calls, "n2 block job1-r1,job1-r2"))
 	firstDump := min(indexOf(calls, "n1 dump job1-mpiexec,job1-r0"), indexOf(calls, "n2 dump job1-r1,job1-r2"))
 	require.GreaterOrEqual(t, lastBlock, 0, "both nodes blocked: %v", calls)
 	require.GreaterOrEqual(t, firstDump, 0, "both nodes dumped: %v", calls)
 	assert.Less(t, lastBlock, firstDump, "no pod is dumped before every node holds its traffic: %v", calls)
 	for _, n := range []string{"n1", "n2"} {
-		assert.Equal(t, []api.NodeOp{api.OpBlock, api.OpDump, api.OpResume}, fc.opsOn(n), "node %s", n)
+		assert.Equal(t, []api.NodeOp{api.OpBlock, api.OpBlock, api.OpDump, api.OpResume, api.OpResume}, fc.opsOn(n), "node %s", n)
 	}
+	// Every node lets its pods' input through before any lets their
+	// output go: a pod released early does not send into a held peer.
+	lastInput := max(indexOf(calls, "n1 resume job1-mpiexec,job1-r0 +input"), indexOf(calls, "n2 resume job1-r1,job1-r2 +input"))
+	firstOutput := min(indexOf(calls, "n1 resume job1-mpiexec,job1-r0"), indexOf(calls, "n2 resume job1-r1,job1-r2"))
+	require.GreaterOrEqual(t, lastInput, 0, "both nodes released their pods' input: %v", calls)
+	assert.Less(t, lastInput, firstOutput, "no node releases its pods' output before every node released their input: %v", calls)
 	for _, c := range fc.callsOf(api.OpResume) {
 		assert.False(t, c.Continue, "a dump that kept the pods running is not followed by SIGCONT (it would break the next dump)")
 	}
@@ -68,7 +80,7 @@ func TestCheckpointStopEndsTheRunAfterTheCommit(t *testing.T) {
 	assert.True(t, m.Stopped)
 	assert.Equal(t, api.StateStopped, j.state())
 	for _, n := range []string{"n1", "n2"} {
-		assert.Equal(t, []api.NodeOp{api.OpBlock, api.OpDump, api.OpDestroy}, fc.opsOn(n), "node %s", n)
+		assert.Equal(t, []api.NodeOp{api.OpBlock, api.OpBlock, api.OpDump, api.OpDestroy}, fc.opsOn(n), "node %s", n)
 		assert.Empty(t, fc.node(n).held(), "node %s holds no pod of the stopped job", n)
 	}
 }
@@ -129,7 +141,7 @@ func TestCheckpointResumesBeforeTheCommit(t *testing.T) {
 	assert.ErrorContains(t, err, "commit checkpoint")
 	assert.Equal(t, "ckpt-0001", latest(t, a, "job1"), "the previous checkpoint stays the latest")
 	assert.Empty(t, leftovers(t, a, "job1"), "nothing of the failed checkpoint is left")
-	assert.Len(t, fc.callsOf(api.OpResume), before+2, "each node resumed once, before the commit")
+	assert.Len(t, fc.callsOf(api.OpResume), before+4, "each node resumed once (its input, then its output), before the commit")
 	assert.Equal(t, api.StateRunning, j.state(), "the job runs on")
 }
 

@@ -64,6 +64,20 @@ type NodeRequest struct {
 	// dump that failed or left them stopped, not after one that kept them
 	// running (a signal during the next dump would make it fail).
 	Continue bool `json:"continue,omitempty"`
+	// OutputOnly (block) holds only what the pods send. A checkpoint holds
+	// every pod's output first and only then its input: the segments in
+	// flight between two pods when their traffic is held then arrive,
+	// instead of being dropped at the receiver, where only the sender's
+	// backed-off retransmission timer (up to a second, see internal/pod)
+	// would bring them after the release. What a pod sent into the held
+	// output stays unsent in its socket and is pushed on release.
+	OutputOnly bool `json:"output_only,omitempty"`
+	// InputOnly (resume) lets only what reaches the pods through. A
+	// checkpoint's resume opens every pod's input first and only then its
+	// output (pushing what its sockets hold): a pod released early would
+	// otherwise send into a peer still held, and wait for a retransmission
+	// timer (200 ms or more) before its message got through.
+	InputOnly bool `json:"input_only,omitempty"`
 	// Restore lists the pods to restore, each with its spec and stdio keys.
 	Restore []RestorePod `json:"restore,omitempty"`
 	Signal  int          `json:"signal,omitempty"`

@@ -32,7 +32,12 @@ type PodHost interface {
 	Dump(ctx context.Context, p *pod.Pod, o pod.DumpOptions) (time.Duration, error)
 	Destroy(p *pod.Pod)
 	Block(ctx context.Context, p *pod.Pod) error
+	// BlockOutput holds only what the pod sends (see api.NodeRequest).
+	BlockOutput(ctx context.Context, p *pod.Pod) error
 	Unblock(ctx context.Context, p *pod.Pod) error
+	// UnblockInput lets only what reaches the pod through (see
+	// api.NodeRequest.InputOnly).
+	UnblockInput(ctx context.Context, p *pod.Pod) error
 	// Release lets a restored pod's traffic flow, announces its address on
 	// the LAN and pushes the data its TCP sockets hold.
 	Release(ctx context.Context, p *pod.Pod) error

@@ -43,12 +43,18 @@ func (n *Node) Do(ctx context.Context, c api.Identity, op api.NodeOp, req api.No
 	h := n.cfg.Host
 	switch op {
 	case api.OpBlock:
+		if req.OutputOnly {
+			return api.NodeResponse{}, parallel(pods, func(p *pod.Pod) error { return h.BlockOutput(ctx, p) })
+		}
 		return api.NodeResponse{}, parallel(pods, func(p *pod.Pod) error { return h.Block(ctx, p) })
 	case api.OpDump:
 		s.op.Lock()
 		defer s.op.Unlock()
 		return n.dump(ctx, s, pods, req)
 	case api.OpResume:
+		if req.InputOnly {
+			return api.NodeResponse{}, parallel(pods, func(p *pod.Pod) error { return h.UnblockInput(ctx, p) })
+		}
 		s.op.Lock()
 		defer s.op.Unlock()
 		if req.Continue {

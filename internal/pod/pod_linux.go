@@ -100,6 +100,11 @@ func (h *Host) setupNet(ctx context.Context, spec Spec, blocked bool) (ns *podNe
 			return nil, err
 		}
 	}
+	if err := BoundRetransmits(ns.path()); err != nil {
+		rtoWarn.Do(func() {
+			h.warn("cannot bound the pods' TCP retransmission backoff (net.ipv4.tcp_rto_max_ms needs Linux 6.15): traffic may take up to 2 minutes to resume after a checkpoint's hold", "err", err)
+		})
+	}
 	if err := attachPod(podLink{Pod: spec.Name, NsPath: ns.path(), Bridge: h.Bridge, Addr: spec.Addr, MTU: h.MTU}); err != nil {
 		return nil, err
 	}
@@ -459,6 +464,9 @@ func privateDev() error {
 // mount stays after the last name is gone: in a pod it is a shared bind
 // mount of a subdirectory that CRIU cannot restore ("Failed to copy sharing
 // from ... /run/netns"), so pods do without it.
+// rtoWarn says once per agent that the kernel cannot bound the backoff.
+var rtoWarn sync.Once
+
 var nsDirs = map[string]bool{"/run/netns": true, "/var/run/netns": true}
 
 // nsfsMounts lists the namespace bind mounts (other agents' pod netns,
@@ -574,8 +582,22 @@ func (h *Host) Dump(ctx context.Context, p *Pod, o DumpOptions) (time.Duration, 
 // Block holds the pod's traffic (the Cruz filter).
 func (h *Host) Block(ctx context.Context, p *Pod) error { return Block(ctx, p.nsPath) }
 
-// Unblock lets the pod's traffic flow again.
-func (h *Host) Unblock(ctx context.Context, p *Pod) error { return Unblock(ctx, p.nsPath) }
+// UnblockInput lets what reaches the pod through; Unblock then the rest.
+func (h *Host) UnblockInput(ctx context.Context, p *Pod) error { return UnblockInput(ctx, p.nsPath) }
+
+// BlockOutput holds what the pod sends; Block then holds the rest.
+func (h *Host) BlockOutput(ctx context.Context, p *Pod) error { return BlockOutput(ctx, p.nsPath) }
+
+// Unblock lets the pod's traffic flow again and pushes what its TCP sockets
+// tried to send while it was held, so the job goes on at once instead of
+// when the kernel's backed-off timers fire.
+func (h *Host) Unblock(ctx context.Context, p *Pod) error {
+	if err := Unblock(ctx, p.nsPath); err != nil {
+		return err
+	}
+	PushPendingTCP(p.ns.ino)
+	return nil
+}
 
 // Release lets a restored (or migrated) pod's traffic flow, tells the LAN
 // where its address now lives, and pushes the data its TCP sockets hold.

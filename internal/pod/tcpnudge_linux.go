@@ -9,13 +9,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// maxRTO bounds the retransmission timeout of every TCP socket in a pod
+// (net.ipv4.tcp_rto_max_ms, per netns since Linux 6.15; 1000 ms is the
+// smallest value the kernel takes). While a checkpoint holds the pod's
+// traffic, the retransmissions of segments lost at the hold's start back off
+// exponentially, up to 120 s by default: after a hold of a few seconds the
+// next try could come a minute after the release. Bounded, it comes within a
+// second, and the socket's own data is pushed at once (PushPendingTCP).
+const maxRTO = "1000"
+
+// BoundRetransmits sets the pod netns's TCP retransmission backoff bound. A
+// kernel without the setting (before 6.15) is told apart, so the caller can
+// say so once and go on.
+func BoundRetransmits(nsPath string) error {
+	return withNetns(nsPath, func() error {
+		// /proc/sys/net shows the netns of the thread that opens it.
+		return os.WriteFile("/proc/sys/net/ipv4/tcp_rto_max_ms", []byte(maxRTO), 0)
+	})
+}
+
 // PushPendingTCP makes every TCP socket of the processes in the network
 // namespace ino send the data it holds but has not yet sent.
 //
-// CRIU writes a restored socket's not-yet-sent data after it takes the socket
-// out of repair mode, while the Cruz filter still holds the pod's traffic:
-// that first transmission is dropped, and the kernel tries again only when a
-// retransmission timer fires, with no RTT estimate yet (seconds, seen: ~3 s).
+// Segments a pod sent while its traffic was held were dropped in its own
+// netns on the way out, so the kernel keeps them as not yet sent and tries
+// again only when one of its timers fires (backed off during the hold).
+// Likewise, CRIU writes a restored socket's not-yet-sent data after it takes
+// the socket out of repair mode, while the Cruz filter still holds the pod's
+// traffic: that first transmission is dropped, and the kernel tries again
+// only when a retransmission timer fires, with no RTT estimate yet (seconds,
+// seen: ~3 s).
 // Turning TCP_NODELAY on pushes the pending frames at once; the option is put
 // back as it was, so the application sees no change.
 func PushPendingTCP(ino uint64) (pushed int) {

@@ -18,6 +18,11 @@
  * where s = sum over ranks r of ((r+1) * i * i) mod 1000003 and acc is the
  * running total of s. After each iteration every rank sleeps SLEEP_MS, so the
  * job runs long enough to be checkpointed in the middle.
+ *
+ * With the environment variable MPI_ALLREDUCE_STAMPS set, rank 0 also prints
+ * "stamp <i> <unix time in ns>" on stderr when iteration i's allreduce has
+ * completed: tests measure from it when the job's traffic flowed again after
+ * a checkpoint. stdout stays the same.
  */
 #include <mpi.h>
 #include <errno.h>
@@ -111,11 +116,17 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 
+	int stamps = rank == 0 && getenv("MPI_ALLREDUCE_STAMPS") != NULL;
 	int64_t acc = 0; /* running total; identical on every rank */
 	for (uint64_t i = 1; i <= iters; i++) {
 		int64_t mine = value(rank, i), sum = 0;
 		MPI_Allreduce(&mine, &sum, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
 		acc += sum;
+		if (stamps) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			fprintf(stderr, "stamp %" PRIu64 " %lld\n", i, (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+		}
 		if (rank == 0) {
 			printf("iter %" PRIu64 " sum %" PRId64 " acc %" PRId64 "\n", i, sum, acc);
 			fflush(stdout);

@@ -204,8 +204,15 @@ type cruzCmd struct {
 
 func (a *agent) startCruz(u testenv.User, dir string, args ...string) *cruzCmd {
 	a.t.Helper()
+	return a.startCruzEnv(u, dir, nil, args...)
+}
+
+// startCruzEnv is startCruz with more environment variables for cruz (which
+// cruz run passes on to the job).
+func (a *agent) startCruzEnv(u testenv.User, dir string, env []string, args ...string) *cruzCmd {
+	a.t.Helper()
 	cmd := testenv.RunAs(u, testenv.Bin(a.t, "cruz"), args...)
-	cmd.Env = append(cmd.Env, "CRUZ_SOCKET="+a.socket)
+	cmd.Env = append(append(cmd.Env, "CRUZ_SOCKET="+a.socket), env...)
 	if dir != "" {
 		cmd.Dir = dir
 	}
