@@ -201,6 +201,13 @@ func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRe
 		// not shown twice, as after a rollback. So the step's output reads
 		// as one run's.
 		replayTo = start
+		if appended, stdout := a.outputAppended(j, start, req.Slurm.OutputFileBytes); appended {
+			// Slurm appended to the output file, which holds the
+			// earlier output already.
+			replayTo = 0
+			a.log.Info("Slurm kept the requeued job's output file: the step's earlier output is not replayed", "job", j.id(),
+				"file_bytes", *req.Slurm.OutputFileBytes, "earlier_stdout_bytes", stdout)
+		}
 		d, err := joblog.DedupSince(j.out.Path(), m.OutputOffset)
 		if err != nil {
 			a.log.Warn("reading the output the cancelled run printed after the checkpoint: the resumed run's repetition of it is shown", "job", j.id(), "err", err)
@@ -221,6 +228,32 @@ func (a *Agent) resumeSlurm(ctx context.Context, c caller, j *job, req api.RunRe
 		return nil, 0, 0, fmt.Errorf("resume Slurm step %d.%d from its last checkpoint: %w", req.Slurm.JobID, req.Slurm.StepID, err)
 	}
 	return rj, from, replayTo, nil
+}
+
+// outputAppended tells whether a requeued step's output file, fileBytes
+// long when the step started, holds the step's earlier output already: at
+// least as many bytes as the stdout in its log before offset to (which it
+// returns). Slurm truncates the file at a requeue unless the job appends
+// (--open-mode=append, JobFileAppend=1), and does not tell the job which;
+// truncated, the file holds only what the batch script printed before
+// this srun. Unknown size: not appended (the replay is what Slurm's
+// default needs).
+func (a *Agent) outputAppended(j *job, to int64, fileBytes *int64) (bool, int64) {
+	if fileBytes == nil {
+		return false, 0
+	}
+	var stdout int64
+	err := joblog.EachOutputFrame(j.out.Path(), to, func(f api.Frame) error {
+		if f.Stream == "stdout" {
+			stdout += int64(len(f.Data))
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Warn("reading a requeued step's earlier output", "job", j.id(), "err", err)
+		return false, 0
+	}
+	return stdout > 0 && *fileBytes >= stdout, stdout
 }
 
 // checkStore refuses a store other than the agent's own: checkpoints hold

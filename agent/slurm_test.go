@@ -70,3 +70,39 @@ func TestSlurmJobIDs(t *testing.T) {
 	delete(a.jobs, "slurm-7-1")
 	assert.Equal(t, "slurm-7-2", find(1001, "7"), "none runs: the newest")
 }
+
+// TestOutputAppended: a requeued step's output file holds its earlier
+// output already (Slurm appended) when it is at least as long as the
+// step's earlier stdout; truncated, or of unknown size, the output is
+// replayed.
+func TestOutputAppended(t *testing.T) {
+	a, fc := newTestAgent(t, "n1")
+	j := addJob(t, a, fc, "slurm-7-0", map[string]string{"mpiexec": "n1", "r0": "n1"})
+	j.out.Append(api.Frame{Stream: "stdout", Data: []byte("iter 1\n")})    // 7 bytes
+	j.out.Append(api.Frame{Stream: "stderr", Data: []byte("a warning\n")}) // not in the stdout file
+	j.out.Append(api.Frame{Stream: "stdout", Data: []byte("iter 2\n")})    // 14 bytes of stdout
+	j.out.Append(api.Frame{Error: "cancelled by Slurm"})
+	end := j.out.Offset()
+	size := func(n int64) *int64 { return &n }
+	for _, tc := range []struct {
+		name      string
+		fileBytes *int64
+		to        int64
+		want      bool
+	}{
+		{"unknown size", nil, end, false},
+		{"truncated, empty", size(0), end, false},
+		{"truncated, the batch script's first lines", size(13), end, false},
+		{"appended: exactly the earlier stdout", size(14), end, true},
+		{"appended: and the batch script's lines", size(300), end, true},
+		{"nothing earlier to replay", size(300), 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, stdout := a.outputAppended(j, tc.to, tc.fileBytes)
+			assert.Equal(t, tc.want, got)
+			if tc.fileBytes != nil && tc.to == end {
+				assert.Equal(t, int64(14), stdout)
+			}
+		})
+	}
+}

@@ -142,6 +142,9 @@ func SlurmTask(ctx context.Context, argv []string, stdout, stderr io.Writer) int
 	req := api.RunRequest{Name: name, NP: step.ntasks, Argv: argv, Env: env, Dir: dir, MPI: kind,
 		Interval: step.interval, Restart: step.restart, Store: step.store,
 		Slurm: &api.SlurmStep{JobID: step.jobID, StepID: step.stepID, Restarts: step.restarts, RankNodes: step.rankNodes}}
+	if step.restarts > 0 {
+		req.Slurm.OutputFileBytes = stdoutFileBytes(ctx, step.jobID)
+	}
 	// Signals are caught from now on: scancel or the time-limit warning may
 	// come while the job starts or resumes (a large restore takes a while),
 	// and are acted on once it runs, rather than kill this task (their

@@ -55,6 +55,11 @@ type SlurmStep struct {
 	Restarts int `json:"restarts"`
 	// RankNodes is the node of each rank (task), as Slurm placed them.
 	RankNodes []string `json:"rank_nodes"`
+	// OutputFileBytes is the size of the Slurm job's output file when a
+	// requeued step started (nil: unknown). If it holds at least the
+	// step's earlier stdout, Slurm appended to the file (--open-mode=append,
+	// JobFileAppend=1) and the earlier output is not replayed.
+	OutputFileBytes *int64 `json:"output_file_bytes,omitempty"`
 }
 
 // SlurmEndRequest asks the agent to end what runs for a Slurm job (scancel,

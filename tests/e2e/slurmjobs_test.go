@@ -331,13 +331,23 @@ func TestSlurmScancel(t *testing.T) {
 
 // TestSlurmRequeue: `scontrol requeue` of a running srun --cruz job: Slurm
 // starts the job again (SLURM_RESTART_COUNT=1) and its step resumes from
-// its last checkpoint instead of starting over: the restored run's own
-// output (in the coordinator's log) begins with an iteration past the
-// first, the job's event log has one start and one restart from that
-// checkpoint, and the output file (which Slurm truncated at the requeue)
-// is exactly one uninterrupted run's.
+// its last checkpoint instead of starting over, and the output file is
+// exactly one uninterrupted run's both ways Slurm treats it at a requeue
+// (one cluster for both jobs, one after the other): truncated (Slurm's
+// default: the step's earlier output is replayed into it; a 4-rank MPI job)
+// and appended to (--open-mode=append, as with JobFileAppend=1: the file
+// holds that output already, which is not replayed; a plain program).
 func TestSlurmRequeue(t *testing.T) {
 	e := slurmSetup(t, 3)
+	t.Run("truncate", e.requeueTruncated)
+	t.Run("append", e.requeueAppended)
+}
+
+// requeueTruncated: the restored run's own output (in the coordinator's
+// log) begins with an iteration past the first, the job's event log has
+// one start and one restart from that checkpoint, and the output file,
+// which Slurm truncated at the requeue, is exactly one uninterrupted run's.
+func (e *slurmEnv) requeueTruncated(t *testing.T) {
 	const np, iters = 4, 80
 	id := e.sbatch(t, "-N2", "-n4", e.allreduceScript(t, "job.sh", "--cruz-interval=1s", iters, 150))
 	e.waitOutput(t, id, "iter 25 ", 90*time.Second)
@@ -349,6 +359,10 @@ func TestSlurmRequeue(t *testing.T) {
 	require.Equal(t, 0, r.Code, "scontrol requeue: %s", r.Stderr)
 
 	logAfter := e.waitLogAfterRestart(t, job)
+	// What the agent made of the output file (replayed into it or not).
+	agentLog, _ := os.ReadFile(e.st.Nodes[0].Log)
+	kept := strings.Contains(string(agentLog), `msg="Slurm kept the requeued job's output file: the step's earlier output is not replayed" job=`+job)
+	assert.False(t, kept, "the agent replays the earlier output into a truncated file")
 	sj := e.waitJob(t, id, 3*time.Minute)
 	assert.Equal(t, "COMPLETED", sj.State)
 	assert.Equal(t, 1, sj.Restarts, "Slurm requeued it once")
@@ -394,6 +408,50 @@ func TestSlurmRequeue(t *testing.T) {
 	for _, l := range after {
 		assert.NotContains(t, l, "start ranks", "the restored run did not start over")
 	}
+	e.requireSlurmClean(t, id)
+}
+
+// requeueAppended: a job submitted with --open-mode=append, whose step
+// prints a line every 300 ms, is requeued after a checkpoint: Slurm keeps
+// its output file, the agent sees that the file holds the step's earlier
+// output and does not replay it, the restored run's repetition of what the
+// cancelled run printed after the checkpoint is filtered, and the file
+// reads as one run's: every line once, in order.
+func (e *slurmEnv) requeueAppended(t *testing.T) {
+	const lines = 60
+	id := e.sbatch(t, "-N1", "-n1", "--open-mode=append", e.script(t, "count.sh", fmt.Sprintf(`echo "batch: restarts=${SLURM_RESTART_COUNT:-0}" >&2
+srun --cruz-interval=2s %s %d 300
+`, testenv.Bin(t, "counter"), lines)))
+	job := "slurm-" + id + "-0"
+	e.waitOutput(t, id, "line 10\n", 90*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var list api.CheckpointList
+		e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
+		if len(list.Checkpoints) > 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no checkpoint of %s within 30 s", job)
+		time.Sleep(200 * time.Millisecond)
+	}
+	before := len(check.Lines(e.out(t, id)))
+	r := e.as(t, "scontrol", "requeue", id)
+	require.Equal(t, 0, r.Code, "scontrol requeue: %s", r.Stderr)
+
+	sj := e.waitJob(t, id, 2*time.Minute)
+	assert.Equal(t, "COMPLETED", sj.State)
+	assert.Equal(t, 1, sj.Restarts, "Slurm requeued it once")
+	errOut := e.errOut(t, id)
+	assert.Contains(t, errOut, "batch: restarts=0\n", "Slurm appended to the files: the first run's lines are there")
+	assert.Contains(t, errOut, "batch: restarts=1\n")
+	assert.Equal(t, check.CounterLines(1, lines), check.Lines(e.out(t, id)), "the output file (appended to), line by line")
+	agentLog, _ := os.ReadFile(e.st.Nodes[0].Log)
+	assert.Contains(t, string(agentLog), `msg="Slurm kept the requeued job's output file: the step's earlier output is not replayed" job=`+job,
+		"the agent saw that Slurm kept the file")
+	evs := e.n1.events(e.u, job)
+	assert.Equal(t, 1, countKind(evs, "started"), "started once: %v", kinds(evs))
+	assert.Equal(t, 1, countKind(evs, "restarted"), "restarted once: %v", kinds(evs))
+	t.Logf("the file had %d lines at the requeue; %d after", before, lines)
 	e.requireSlurmClean(t, id)
 }
 
