@@ -81,6 +81,8 @@ type fakeNode struct {
 	// onResume, if set, runs when the node is asked to resume its pods
 	// (e.g. to spoil a checkpoint between its dump and its commit).
 	onResume func()
+	// queue is what the node's agent answers to GET /v1/queue?local=1.
+	queue []api.QueueJob
 }
 
 func newFakeCluster(st *store.Store, names ...string) *fakeCluster {
@@ -265,7 +267,16 @@ func (n *fakeNode) Job(context.Context, string) (api.Job, error) {
 	return api.Job{}, api.Errorf(api.ErrNotFound, "no such job on fake node %s", n.name)
 }
 
-func (n *fakeNode) Call(context.Context, string, string, any, any) error {
+func (n *fakeNode) Call(_ context.Context, method, path string, _, out any) error {
+	n.c.mu.Lock()
+	defer n.c.mu.Unlock()
+	if n.down {
+		return errFakeDown
+	}
+	if method == "GET" && path == "/v1/queue?local=1" {
+		*out.(*api.Queue) = api.Queue{Jobs: n.queue}
+		return nil
+	}
 	return errors.New("fake nodes pass nothing on")
 }
 

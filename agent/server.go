@@ -214,6 +214,7 @@ func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/version", a.withCaller(a.handleVersion))
 	mux.HandleFunc("GET /v1/jobs", a.withCaller(a.handleJobs))
+	mux.HandleFunc("GET /v1/queue", a.withCaller(a.handleQueue))
 	mux.HandleFunc("POST /v1/jobs", a.withCaller(a.handleRun))
 	mux.HandleFunc("GET /v1/jobs/{job}", a.withCaller(a.orPeers(a.handleJob)))
 	mux.HandleFunc("DELETE /v1/jobs/{job}", a.withCaller(a.handleRemove))

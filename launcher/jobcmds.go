@@ -254,12 +254,53 @@ unless --wait gives how long to wait for it.`, [2]int{1, 1},
 }
 
 func (c *cli) statusCommand() *cobra.Command {
-	var asJSON bool
-	cmd := command("status [--json] [JOB]", "list your jobs, or show one", "List your jobs on this node's agent, or show one job with its pods.", [2]int{0, 1},
-		func(_ *cobra.Command, a []string) error {
+	var asJSON, all bool
+	var userName, stateList string
+	cmd := command("status [--json] [JOB] | status --all [-u USER] [-t STATE,...] [--json]", "list your jobs, or show one; --all: the whole cluster's",
+		`List your jobs on this node's agent, or show one job with its pods.
+
+With --all, list the jobs of every node of the cluster (every agent in
+cluster.peers is asked at once; a node that does not answer within 3 s is
+named on stderr), oldest first, like squeue: id, owner, state, nodes and age
+of every user's job; the name and command line of your own (and of others'
+if the admin allows it: status.show_commands). -u USER and -t STATE (one or
+more of starting, running, restoring, stopped, exited, failed, lost,
+cancelled, separated by commas) keep only those jobs, and imply --all.`, [2]int{0, 1},
+		func(cmd *cobra.Command, a []string) error {
+			var states []api.JobState
+			if userName != "" || stateList != "" {
+				all = true
+			}
+			if all && len(a) == 1 {
+				return usagef(cmd, "--all lists every job: give no JOB with --all, -u or -t")
+			}
+			if stateList != "" {
+				var err error
+				if states, err = parseStates(stateList); err != nil {
+					return usagef(cmd, "%v", err)
+				}
+			}
+			if userName != "" {
+				if err := checkUser(userName); err != nil {
+					return usagef(cmd, "%v", err)
+				}
+			}
 			ag, err := c.agent()
 			if err != nil {
 				return err
+			}
+			if all {
+				q, err := ag.Queue(c.ctx)
+				if err != nil {
+					return err
+				}
+				q.Jobs = filterQueue(q.Jobs, userName, states)
+				warnUnreachable(c.stderr, q)
+				if asJSON {
+					return printJSON(c.stdout, q)
+				}
+				printQueue(c.stdout, q.Jobs, time.Now())
+				return nil
 			}
 			var jobs []api.Job
 			if len(a) == 1 {
@@ -283,6 +324,9 @@ func (c *cli) statusCommand() *cobra.Command {
 			return nil
 		})
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "list the jobs of every node and user of the cluster")
+	cmd.Flags().StringVarP(&userName, "user", "u", "", "with --all: only USER's jobs")
+	cmd.Flags().StringVarP(&stateList, "state", "t", "", "with --all: only jobs in these states (comma-separated)")
 	return cmd
 }
 

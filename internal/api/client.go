@@ -264,3 +264,9 @@ func (c *Client) OpenStream(ctx context.Context, method, path string) (io.ReadCl
 
 // CloseIdle closes the client's idle connections.
 func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
+
+// Queue lists the jobs of every node of the cluster (cruz status --all).
+func (c *Client) Queue(ctx context.Context) (Queue, error) {
+	var q Queue
+	return q, c.do(ctx, http.MethodGet, "/v1/queue", nil, &q)
+}

@@ -273,3 +273,35 @@ type Version struct {
 	// "mpich (/usr/bin/mpiexec.hydra)".
 	MPIs []string `json:"mpis,omitempty"`
 }
+
+// QueueJob is one job as `cruz status --all` lists it (GET /v1/queue):
+// what every user may see of any job (like squeue), and its name and
+// command only for its owner, root, or everyone if the admin allows it
+// (status.show_commands in the agents' config).
+type QueueJob struct {
+	ID          string    `json:"id"`
+	User        string    `json:"user"`
+	UID         uint32    `json:"uid"`
+	State       JobState  `json:"state"`
+	Nodes       []string  `json:"nodes"`
+	Coordinator string    `json:"coordinator"`
+	Created     time.Time `json:"created"`
+	Updated     time.Time `json:"updated"`
+	// Name and Argv are empty for other users' jobs unless the admin
+	// allows them to be shown.
+	Name string   `json:"name,omitempty"`
+	Argv []string `json:"argv,omitempty"`
+}
+
+// Queue answers GET /v1/queue: the jobs of every node of the cluster that
+// answered, and the nodes that did not.
+type Queue struct {
+	Jobs        []QueueJob  `json:"jobs"`
+	Unreachable []NodeError `json:"unreachable,omitempty"`
+}
+
+// NodeError is a node that could not be asked, and why.
+type NodeError struct {
+	Node  string `json:"node"`
+	Error string `json:"error"`
+}

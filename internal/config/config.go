@@ -79,6 +79,7 @@ type Config struct {
 	Policy  PolicyConfig  `toml:"policy"`
 	Metrics MetricsConfig `toml:"metrics"`
 	Output  OutputConfig  `toml:"output"`
+	Status  StatusConfig  `toml:"status"`
 }
 
 // AgentConfig covers the daemon's own files. All paths are absolute because
@@ -165,6 +166,25 @@ type ClusterConfig struct {
 	// Peers are "NAME=IP:PORT": each node's name (its host name) and its
 	// agent's agent.listen. This node may be listed too; it is skipped.
 	Peers []string `toml:"peers"`
+}
+
+// ShowCommands says whose jobs' names and command lines a user sees in
+// cruz status --all.
+type ShowCommands string
+
+// ShowCommands values.
+const (
+	// ShowCommandsOwner: a job's name and command only to its owner and root.
+	ShowCommandsOwner ShowCommands = "owner"
+	// ShowCommandsEveryone: every job's name and command to every user.
+	ShowCommandsEveryone ShowCommands = "everyone"
+)
+
+// StatusConfig is what users see of each other's jobs.
+type StatusConfig struct {
+	// ShowCommands: "owner" (default) or "everyone". Other users always
+	// see a job's id, owner, state, nodes and times, never its output.
+	ShowCommands ShowCommands `toml:"show_commands"`
 }
 
 // ExampleMetricsListen is the address the docs and messages suggest for
@@ -297,6 +317,7 @@ func Default() Config {
 				"OMPI_MCA_btl=tcp,self", "OMPI_MCA_pml=ob1", "OMPI_MCA_osc=^ucx", "OMPI_MCA_orte_tmpdir_base=/dev/shm"},
 		},
 		Cluster: ClusterConfig{Peers: []string{}},
+		Status:  StatusConfig{ShowCommands: ShowCommandsOwner},
 		Output:  OutputConfig{MaxLogBytes: 64 << 20},
 		Policy: PolicyConfig{
 			Mode: "fixed", Interval: Duration{10 * time.Minute}, MTBF: Duration{24 * time.Hour},
@@ -456,6 +477,8 @@ var wants = map[string]string{
 	"metrics.listen":           `empty (no metrics), or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
 	"output":                   "a table",
 	"output.max_log_bytes":     "a byte count from 65536 (64 KiB) to 1099511627776 (1 TiB)",
+	"status":                   "a table",
+	"status.show_commands":     `"owner" (a job's name and command shown to its owner and root only) or "everyone"`,
 	"policy":                   "a table",
 	"policy.restart":           `"auto" or "never"`,
 	"policy.heartbeat":         `a duration greater than zero such as "1s"`,
@@ -538,6 +561,11 @@ func (c Config) validate() []error {
 	} else if l != "" && l == c.Agent.Listen {
 		errs = append(errs, fmt.Errorf("metrics.listen: %s is agent.listen too; serve the metrics on another port (example: %s)",
 			show(l), show(ExampleMetricsListen)))
+	}
+	switch c.Status.ShowCommands {
+	case ShowCommandsOwner, ShowCommandsEveryone:
+	default:
+		bad("status.show_commands", string(c.Status.ShowCommands))
 	}
 	seen := map[string]bool{}
 	for i, s := range c.Cluster.Peers {
@@ -622,6 +650,8 @@ func invalid(key, shown string) error {
 // examples are the keys whose default is no example of a good value.
 var examples = map[string]string{
 	"metrics.listen": show(ExampleMetricsListen),
+	// A typed string, which show would not quote.
+	"status.show_commands": show(string(ShowCommandsOwner)),
 }
 
 // example renders the default of key, found through the toml tags so that it

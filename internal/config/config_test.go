@@ -441,6 +441,14 @@ func TestParseClusterNodeKeys(t *testing.T) {
 	_, err = parse(t, "version = 1\n[metrics]\nlisen = \"127.0.0.1:9470\"\n")
 	requireErrorContains(t, err, "unknown key metrics.lisen (did you mean metrics.listen?)")
 
+	// status.show_commands: owner by default, or everyone.
+	assert.Equal(t, ShowCommandsOwner, d.Status.ShowCommands)
+	c, err = parse(t, "version = 1\n[status]\nshow_commands = \"everyone\"\n")
+	require.NoError(t, err)
+	assert.Equal(t, ShowCommandsEveryone, c.Status.ShowCommands)
+	_, err = parse(t, "version = 1\n[status]\nshow_commands = \"all\"\n")
+	requireErrorContains(t, err, `status.show_commands: "all" is not "owner" (a job's name and command shown to its owner and root only) or "everyone" (example: "owner")`)
+
 	// The pool may be the subnet itself.
 	_, err = parse(t, "version = 1\nnetwork.pool = \"10.203.0.0/16\"\n")
 	require.NoError(t, err)
