@@ -55,6 +55,13 @@ func openAsOwner(u criu.FileUse) error {
 	// FIFO or device from blocking the agent.
 	flags := u.Flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC) | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK
 	fd, err := unix.Open(u.Path, flags, 0)
+	if errors.Is(err, unix.ENXIO) {
+		// A FIFO opened for writing that has no reader now (or a device
+		// with nothing behind it): the kernel checks permission before it
+		// says so, so the owner may open it; CRIU makes the FIFO's other
+		// end itself.
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,12 @@ func TestOpenAsOwner(t *testing.T) {
 	private := filepath.Join(dir, "private")
 	require.NoError(t, os.Mkdir(private, 0o700))
 
+	ownFifo := filepath.Join(dir, "fifo")
+	require.NoError(t, unix.Mkfifo(ownFifo, 0o600))
+	require.NoError(t, os.Chown(ownFifo, uid, gid))
+	rootFifo := filepath.Join(dir, "rootfifo")
+	require.NoError(t, unix.Mkfifo(rootFifo, 0o600))
+
 	appendW := unix.O_WRONLY | unix.O_APPEND
 	for _, c := range []struct {
 		u    criu.FileUse
@@ -60,6 +66,10 @@ func TestOpenAsOwner(t *testing.T) {
 		{criu.FileUse{Path: secret, Exec: true, Why: "executable"}, unix.EACCES},
 		{criu.FileUse{Path: "/bin/sh", Exec: true, Why: "executable"}, nil},
 		{criu.FileUse{Path: filepath.Join(dir, "gone"), Flags: unix.O_RDONLY, Why: "open file"}, unix.ENOENT},
+		// A FIFO held open for writing, with no reader at restore time.
+		{criu.FileUse{Path: ownFifo, Flags: unix.O_WRONLY, Why: "open file"}, nil},
+		{criu.FileUse{Path: ownFifo, Flags: unix.O_RDONLY, Why: "open file"}, nil},
+		{criu.FileUse{Path: rootFifo, Flags: unix.O_WRONLY, Why: "open file"}, unix.EACCES},
 	} {
 		err := openAs(owner, c.u)
 		if c.want == nil {
