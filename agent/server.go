@@ -20,7 +20,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/joblog"
-	"github.com/cruz-hpc/cruz/internal/pod"
+	"github.com/cruz-hpc/cruz/internal/node"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"github.com/cruz-hpc/cruz/internal/version"
 	"golang.org/x/sys/unix"
@@ -135,7 +135,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ln.Close()
 		if tcpLn != nil {
 			tcpLn.Close()
-			_ = pod.UnguardAgentPort(context.Background())
+			_ = node.UnguardAgentPort(context.Background())
 		}
 		return err
 	}
@@ -161,7 +161,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		_ = srv.Shutdown(sctx)
 		wg.Wait()
 		if tcpSrv != nil {
-			if err := pod.UnguardAgentPort(context.Background()); err != nil {
+			if err := node.UnguardAgentPort(context.Background()); err != nil {
 				a.log.Warn("removing the pods' guard of the TCP API's port", "err", err)
 			}
 		}

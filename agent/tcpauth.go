@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
-	"github.com/cruz-hpc/cruz/internal/pod"
+	"github.com/cruz-hpc/cruz/internal/node"
 )
 
 const (
@@ -231,7 +231,7 @@ func newTCPServer(h http.Handler, lim tcpLimits) *http.Server {
 	}
 }
 
-// listenTCP guards the port from pods (pod.GuardAgentPort) and opens the
+// listenTCP guards the port from pods (node.GuardAgentPort) and opens the
 // TCP API's listener, if agent.listen is set, and returns its server (nil
 // without one). The listener closes at once any connection over the cap
 // from one address.
@@ -249,12 +249,12 @@ func (a *Agent) listenTCP() (*http.Server, net.Listener, error) {
 	for _, p := range a.cfg.PeerList() {
 		peers = append(peers, p.Addr)
 	}
-	if err := pod.GuardAgentPort(context.Background(), listen, peers); err != nil {
+	if err := node.GuardAgentPort(context.Background(), listen, peers); err != nil {
 		return nil, nil, err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		_ = pod.UnguardAgentPort(context.Background())
+		_ = node.UnguardAgentPort(context.Background())
 		return nil, nil, fmt.Errorf("listen on %s (agent.listen): %w", addr, err)
 	}
 	lim := defaultTCPLimits
