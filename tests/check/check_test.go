@@ -1,6 +1,7 @@
 package check
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -66,4 +67,11 @@ func TestSpreadAndRecovered(t *testing.T) {
 	require.Empty(t, Recovered(seen, after, api.Job{Restarts: 1}, "node2", "node3"))
 	require.Equal(t, []string{`j-r1 runs on "node3", expected node2 (it was on node2)`, "cruz status says restarts 0, expected 1"},
 		Recovered(seen, after, api.Job{}, "node1x", "node3"))
+}
+
+func TestStillRunning(t *testing.T) {
+	start, err := StartTime(os.Getpid())
+	require.NoError(t, err)
+	require.True(t, StillRunning(PodSeen{PID: os.Getpid(), Start: start}))
+	require.False(t, StillRunning(PodSeen{PID: os.Getpid(), Start: start + 1}), "another process with the same PID")
 }

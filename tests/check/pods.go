@@ -89,16 +89,29 @@ func procStatus(pid int) (status, error) {
 	return s, nil
 }
 
-// StartTime is field 22 of /proc/PID/stat: when the process started.
-func StartTime(pid int) (uint64, error) {
+// statFields are the fields of /proc/PID/stat after the command's name
+// (the state first).
+func statFields(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
 	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	if len(f) < 20 {
+		return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return f, nil
+}
+
+// StartTime is field 22 of /proc/PID/stat: when the process started.
+func StartTime(pid int) (uint64, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
 	}
 	return strconv.ParseUint(f[19], 10, 64)
 }
@@ -106,14 +119,8 @@ func StartTime(pid int) (uint64, error) {
 // StillRunning tells whether the process seen as p still runs (and is not
 // a zombie): the same PID with the same start time.
 func StillRunning(p PodSeen) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	start, err := StartTime(p.PID)
-	return err == nil && len(f) > 0 && f[0] != "Z" && start == p.Start
+	f, err := statFields(p.PID)
+	return err == nil && f[0] != "Z" && f[19] == strconv.FormatUint(p.Start, 10)
 }
 
 // RecordsMatchPods compares cruz's records of a running job with the pods

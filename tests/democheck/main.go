@@ -189,7 +189,8 @@ func get(a []string) ([]string, error) {
 
 func loadPods(file string) (map[string]check.PodSeen, error) {
 	var p map[string]check.PodSeen
-	return p, load(file, &p)
+	err := load(file, &p)
+	return p, err
 }
 
 func pods(a []string) ([]string, error) {
