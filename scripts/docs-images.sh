@@ -2,6 +2,7 @@
 # Regenerates the pictures of docs/architecture.md (needs graphviz's dot):
 #   docs/images/packages.svg   which package imports which (from go list)
 #   docs/images/flow.svg       the path of a request, from docs/images/flow.dot
+#   docs/images/network.svg, docs/images/checkpoint-sequence.svg (docs/cluster-install.md), from their .dot
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v dot >/dev/null || { echo "docs-images: needs graphviz (apt-get install graphviz)" >&2; exit 1; }
@@ -21,5 +22,7 @@ mod=github.com/cruz-hpc/cruz/
 	echo '}'
 } >docs/images/packages.dot
 dot -Tsvg docs/images/packages.dot -o docs/images/packages.svg
-dot -Tsvg docs/images/flow.dot -o docs/images/flow.svg
-echo "docs-images: wrote docs/images/packages.svg and docs/images/flow.svg"
+for f in flow network checkpoint-sequence; do
+	dot -Tsvg "docs/images/$f.dot" -o "docs/images/$f.svg"
+done
+echo "docs-images: wrote docs/images/packages.svg, flow.svg, network.svg and checkpoint-sequence.svg"
