@@ -48,6 +48,12 @@ func (a *Agent) Checkpoint(ctx context.Context, c caller, ref string, stop bool,
 }
 
 func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *store.Manifest, err error) {
+	// Refused before anything is held (and before t0: the block phase is
+	// the time traffic is held).
+	if err := a.roomFor(j); err != nil {
+		a.metrics.CheckpointFailed(j.id())
+		return nil, err
+	}
 	t0 := time.Now()
 	j.mu.Lock()
 	specs := append([]api.PodSpec(nil), j.rec.Pods...)
@@ -152,7 +158,12 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 		phases["resume"] = time.Since(t2).Milliseconds()
 		phases["held"] = phases["block"] + phases["dump"] + phases["resume"]
 	}
-	// 4. Commit: the checkpoint becomes visible, complete, or not at all.
+	// 4. Commit: the checkpoint becomes visible, complete, or not at all;
+	// not at all if its images took the owner past the quota (measured
+	// here, not while the job is held).
+	if err := a.roomAfterDump(j, pend); err != nil {
+		return nil, err
+	}
 	spec, err := j.spec()
 	if err != nil {
 		return nil, err

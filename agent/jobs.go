@@ -77,6 +77,9 @@ type job struct {
 	// gate reads hydra's proxy launch lines from mpiexec's stdout while
 	// the job starts.
 	gate *mpi.LaunchGate
+	// overQuota is what the job's last checkpoint attempt wrote when it
+	// was abandoned for the quota: the next one is judged by it (quota.go).
+	overQuota int64
 	// endCode is the status the main process ended with, for the recovery
 	// of that failure: if the job gives up, its status is that one.
 	endCode *int

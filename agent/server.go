@@ -229,6 +229,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/slurm/steps", a.withCaller(a.handleRunSlurm))
 	mux.HandleFunc("POST /v1/slurm/end", a.withCaller(a.handleSlurmEnd))
 	mux.HandleFunc("POST /v1/drain", a.withCaller(a.handleDrain))
+	mux.HandleFunc("GET /v1/store", a.withCaller(a.handleStore))
 	// Between agents only (see nodeops.go).
 	mux.HandleFunc("POST /v1/node/{op}", a.withCaller(a.handleNodeOp))
 	mux.HandleFunc("GET /v1/node/jobs/{job}/output", a.withCaller(a.handleNodeOutput))

@@ -305,3 +305,29 @@ type NodeError struct {
 	Node  string `json:"node"`
 	Error string `json:"error"`
 }
+
+// StoreUsage is what the checkpoint store holds (cruz df): the caller's
+// use (every user's for root), by job.
+type StoreUsage struct {
+	Dir string `json:"dir"`
+	// Used is every user's bytes together: 0 for others than root.
+	Used  int64       `json:"used,omitempty"`
+	Free  int64       `json:"free"`
+	Users []UserUsage `json:"users"`
+}
+
+// UserUsage is one user's share of the checkpoint store.
+type UserUsage struct {
+	User  string     `json:"user"`
+	UID   uint32     `json:"uid"`
+	Bytes int64      `json:"bytes"`
+	Quota int64      `json:"quota"` // 0: none
+	Jobs  []JobUsage `json:"jobs"`
+}
+
+// JobUsage is one job's bytes in the checkpoint store.
+type JobUsage struct {
+	Job         string `json:"job"`
+	Bytes       int64  `json:"bytes"`
+	Checkpoints int    `json:"checkpoints"`
+}

@@ -121,9 +121,16 @@ type NetworkConfig struct {
 	Address string `toml:"address"`
 }
 
-// StoreConfig locates checkpoint images.
+// StoreConfig locates checkpoint images and bounds what each user may keep
+// there (see quota.go).
 type StoreConfig struct {
 	Dir string `toml:"dir"`
+	// Quota is every user's share of the store in bytes (their jobs'
+	// checkpoints, complete or being written); 0: no quota.
+	Quota int64 `toml:"quota"`
+	// UserQuotas overrides Quota for some users: "USER=BYTES" entries,
+	// BYTES a number with an optional KiB, MiB, GiB or TiB (0: no quota).
+	UserQuotas []string `toml:"user_quotas"`
 }
 
 // CRIUConfig controls how criu is invoked for dumps and restores.
@@ -296,7 +303,8 @@ func Default() Config {
 			MTU:    1500,
 		},
 		Store: StoreConfig{
-			Dir: "/var/lib/cruz/checkpoints",
+			Dir:        "/var/lib/cruz/checkpoints",
+			UserQuotas: []string{},
 		},
 		CRIU: CRIUConfig{
 			Path:     "criu",
@@ -461,6 +469,7 @@ var wants = map[string]string{
 	"network.pool":             "empty, or an IPv4 CIDR inside network.subnet, without host bits set",
 	"store":                    "a table",
 	"store.dir":                "an absolute path",
+	"store.quota":              "a byte count, 0 (no quota) or more",
 	"criu":                     "a table",
 	"criu.path":                "a command name looked up in PATH or an absolute path",
 	"criu.timeout":             `a duration greater than zero such as "90s" or "2m"`,
@@ -604,6 +613,10 @@ func (c Config) validate() []error {
 	if !isAbsPath(c.Store.Dir) {
 		bad("store.dir", c.Store.Dir)
 	}
+	if c.Store.Quota < 0 {
+		bad("store.quota", c.Store.Quota)
+	}
+	errs = append(errs, c.quotaErrors()...)
 
 	if !isCommand(c.CRIU.Path) {
 		bad("criu.path", c.CRIU.Path)

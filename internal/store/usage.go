@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -14,7 +15,31 @@ import (
 // filesystem has free for root. Files that vanish during the walk (a
 // checkpoint deleted meanwhile) are skipped.
 func (s *Store) Usage() (used, free int64, err error) {
-	err = filepath.WalkDir(s.root, func(_ string, d fs.DirEntry, err error) error {
+	used, err = treeBytes(s.root)
+	if err != nil {
+		return 0, 0, fmt.Errorf("measure the checkpoint store %s: %w", s.root, err)
+	}
+	free, err = s.Free()
+	if err != nil {
+		return 0, 0, err
+	}
+	return used, free, nil
+}
+
+// Free is the bytes the store's filesystem has free for root.
+func (s *Store) Free() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.root, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", s.root, err)
+	}
+	return int64(st.Bfree) * st.Bsize, nil
+}
+
+// treeBytes adds up the sizes of the regular files under dir; files that
+// vanish during the walk are skipped, a dir that does not exist holds 0.
+func treeBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -31,15 +56,105 @@ func (s *Store) Usage() (used, free int64, err error) {
 		if err != nil {
 			return err
 		}
-		used += info.Size()
+		n += info.Size()
 		return nil
 	})
+	return n, err
+}
+
+// JobUsage is what one job's directory holds in the store.
+type JobUsage struct {
+	Job string
+	// UID owns the job (and is charged for its bytes).
+	UID uint32
+	// Bytes counts every file of the job: its checkpoints, complete,
+	// being written or being deleted, and its own files (JobFile).
+	Bytes int64
+	// Checkpoints is the number of its complete checkpoints.
+	Checkpoints int
+}
+
+// JobsUsage measures every job's directory of the store, sorted by job.
+// A job is charged to the user its directory's ACL names (set for the
+// job's owner by Begin), else to the owner its checkpoints' signed
+// manifests name, else to root.
+func (s *Store) JobsUsage() ([]JobUsage, error) {
+	jobs, err := s.Jobs()
 	if err != nil {
-		return 0, 0, fmt.Errorf("measure the checkpoint store %s: %w", s.root, err)
+		return nil, err
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(s.root, &st); err != nil {
-		return 0, 0, fmt.Errorf("statfs %s: %w", s.root, err)
+	out := make([]JobUsage, 0, len(jobs))
+	for _, job := range jobs {
+		u, err := s.jobUsage(job)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
 	}
-	return used, int64(st.Bfree) * st.Bsize, nil
+	return out, nil
+}
+
+// UserUsage is the bytes of the jobs of uid in the store.
+func (s *Store) UserUsage(uid uint32) (int64, error) {
+	all, err := s.JobsUsage()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, u := range all {
+		if u.UID == uid {
+			n += u.Bytes
+		}
+	}
+	return n, nil
+}
+
+func (s *Store) jobUsage(job string) (JobUsage, error) {
+	dir := s.jobDir(job)
+	u := JobUsage{Job: job}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return u, fmt.Errorf("measure job %s in the checkpoint store: %w", job, err)
+	}
+	for _, e := range entries {
+		if parseID(e.Name()) >= 0 {
+			u.Checkpoints++
+		}
+	}
+	if u.Bytes, err = treeBytes(dir); err != nil {
+		return u, fmt.Errorf("measure job %s in the checkpoint store: %w", job, err)
+	}
+	u.UID = s.jobOwner(job, dir, entries)
+	return u, nil
+}
+
+// jobOwner is the uid a job directory belongs to (see JobsUsage).
+func (s *Store) jobOwner(job, dir string, entries []fs.DirEntry) uint32 {
+	buf := make([]byte, 256)
+	if n, err := unix.Lgetxattr(dir, aclXattrAccess, buf); err == nil {
+		if es, err := decodeACL(buf[:n]); err == nil {
+			for _, e := range es {
+				if e.Tag == aclUser {
+					return e.ID
+				}
+			}
+		}
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		if parseID(entries[i].Name()) < 0 {
+			continue
+		}
+		if m, err := s.readManifest(job, entries[i].Name(), filepath.Join(dir, entries[i].Name())); err == nil {
+			return m.Owner.UID
+		}
+	}
+	return 0
+}
+
+// Bytes is what the checkpoint has written so far.
+func (p *Pending) Bytes() (int64, error) {
+	return treeBytes(p.tmp)
 }

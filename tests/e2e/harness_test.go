@@ -46,10 +46,11 @@ type agent struct {
 
 // agentOptions change the agent's config.
 type agentOptions struct {
-	criuPath string   // criu.path; default: the system's CRIU
-	extra    string   // TOML appended to the config
-	listen   string   // agent.listen: the TCP API's address; default none
-	env      []string // added to cruzd's environment (e.g. NOTIFY_SOCKET)
+	criuPath  string   // criu.path; default: the system's CRIU
+	extra     string   // TOML appended to the config
+	storeTOML string   // keys put in the config's [store] table
+	listen    string   // agent.listen: the TCP API's address; default none
+	env       []string // added to cruzd's environment (e.g. NOTIFY_SOCKET)
 }
 
 // startAgent starts a private cruzd and stops it (and removes every trace)
@@ -85,10 +86,11 @@ bridge = %q
 subnet = %q
 [store]
 dir = %q
+%s
 [criu]
 path = %q
 timeout = "2m"
-%s`, a.socket, a.runDir, filepath.Join(dir, "key", "cluster.key"), opt.listen, a.bridge, a.subnet, a.store, opt.criuPath, opt.extra)
+%s`, a.socket, a.runDir, filepath.Join(dir, "key", "cluster.key"), opt.listen, a.bridge, a.subnet, a.store, opt.storeTOML, opt.criuPath, opt.extra)
 	require.NoError(t, os.WriteFile(a.config, []byte(cfg), 0o644))
 	t.Cleanup(a.cleanup)
 	a.start()
