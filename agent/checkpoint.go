@@ -58,6 +58,8 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	j.mu.Lock()
 	specs := append([]api.PodSpec(nil), j.rec.Pods...)
 	j.mu.Unlock()
+	prog := newProgress(ctx, "checkpoint", j.id(), len(specs))
+	prog.phase("block")
 	phases := map[string]int64{}
 	outAtBlock := j.out.Offset()
 	pend, err := a.store.Begin(j.id(), store.Owner{UID: j.rec.UID, GID: j.rec.GID})
@@ -116,9 +118,12 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	// within the CRIU timeout (and a margin) fails the checkpoint.
 	dctx, cancel := context.WithTimeout(ctx, a.dumpDeadline())
 	defer cancel()
-	dumps, err := a.onNodes(dctx, j, api.OpDump, func(_ string, pods []string) api.NodeRequest {
+	prog.phase("dump")
+	stopPoll := prog.pollBytes(pend.Bytes)
+	dumps, err := a.onNodes(prog.watchNodes(dctx), j, api.OpDump, func(_ string, pods []string) api.NodeRequest {
 		return api.NodeRequest{Job: j.id(), Pods: pods, Images: pend.ID(), Stop: stop}
 	})
+	stopPoll()
 	if err != nil {
 		return nil, fmt.Errorf("dump: %w", err)
 	}
@@ -145,6 +150,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	// synced and signed. A commit that fails then leaves the job running
 	// and the previous checkpoint the latest.
 	if !stop {
+		prog.phase("resume")
 		// What reaches the pods first, everywhere; then what they send
 		// (see api.NodeRequest.InputOnly).
 		for _, inputOnly := range []bool{true, false} {
@@ -164,6 +170,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	if err := a.roomAfterDump(j, pend); err != nil {
 		return nil, err
 	}
+	prog.phase("commit")
 	spec, err := j.spec()
 	if err != nil {
 		return nil, err
@@ -179,6 +186,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	j.mu.Lock()
 	j.rec.LastCheckpoint = m.ID
 	j.mu.Unlock()
+	prog.update(func(p *api.Progress) { p.Phase, p.Bytes = "done", m.Bytes })
 	// 5. End the job's run here, or save its state.
 	if stop {
 		a.teardown(j, api.Frame{Stopped: &api.StoppedInfo{Checkpoint: m.ID}})

@@ -51,6 +51,9 @@ func (a *Agent) onNodesWhere(ctx context.Context, j *job, keep func(string) bool
 			if err == nil {
 				resp, err = nc.Do(ctx, op, mk(node, pods))
 			}
+			if err == nil {
+				podsDone(ctx, len(pods)) // for a watched operation's progress
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

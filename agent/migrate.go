@@ -109,12 +109,18 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 			a.metrics.Migrated(j.id(), metrics.Failed, 0)
 		}
 	}()
+	prog := newProgress(ctx, "migrate", j.id(), 1)
+	prog.pod(name)
+	prog.phase("block")
 	if _, err := source.Do(ctx, api.OpBlock, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		return api.Migration{}, fmt.Errorf("block the pod's traffic: %w", err)
 	}
 	dctx, cancel := context.WithTimeout(ctx, a.dumpDeadline())
 	defer cancel()
+	prog.phase("dump")
+	stopPoll := prog.pollBytes(xfer.Bytes)
 	dump, err := source.Do(dctx, api.OpDump, api.NodeRequest{Job: j.id(), Pods: pods, Images: xfer.ID(), Stop: true})
+	stopPoll()
 	if err != nil {
 		return api.Migration{}, fmt.Errorf("dump: %w", err)
 	}
@@ -124,6 +130,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	t1 := time.Now()
 	moved := spec
 	moved.Node = to
+	prog.update(func(p *api.Progress) { p.Phase, p.PodsDone, p.Bytes = "restore", 0, dirBytes(dir) })
 	if _, err := target.Do(dctx, api.OpRestore, api.NodeRequest{Job: j.id(), Coordinator: a.node, Images: xfer.ID(),
 		Restore: []api.RestorePod{{Spec: moved, Pipes: dump.Dumps[0].Pipes}}}); err != nil {
 		return api.Migration{}, fmt.Errorf("restore on node %s: %w", to, err)
@@ -148,6 +155,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 		a.unfollow(j, from, resp.OutputEnd)
 	}
 	a.follow(j, to)
+	prog.phase("release")
 	if _, err := target.Do(context.Background(), api.OpRelease, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		log.Error("releasing the migrated pod", "err", err)
 	}
@@ -157,6 +165,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	}
 	m := api.Migration{Job: j.id(), Pod: name, From: from, To: to, DowntimeMS: t3.Sub(t0).Milliseconds(),
 		DumpMS: t1.Sub(t0).Milliseconds(), RestoreMS: t2.Sub(t1).Milliseconds(), Bytes: dirBytes(dir)}
+	prog.phase("done")
 	a.metrics.Migrated(j.id(), metrics.OK, t3.Sub(t0))
 	log.Info("migration done", "downtime_ms", m.DowntimeMS, "dump_ms", m.DumpMS, "restore_ms", m.RestoreMS, "bytes", m.Bytes)
 	a.event(j, api.Event{Kind: api.EventMigrated, Node: to, Millis: m.DowntimeMS,
@@ -248,6 +257,13 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request, c caller) 
 	if err := decode(r, &req); err != nil {
 		return err
 	}
+	if req.Progress {
+		a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
+			m, err := a.Migrate(ctx, c, r.PathValue("job"), req)
+			return api.Frame{Migration: &m}, err
+		})
+		return nil
+	}
 	m, err := a.Migrate(context.WithoutCancel(r.Context()), c, r.PathValue("job"), req)
 	if err != nil {
 		return err
@@ -261,11 +277,22 @@ func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request, c caller) er
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	res, err := a.Drain(context.WithoutCancel(r.Context()), c, req)
-	if err != nil {
-		if len(res.Errors) > 0 {
-			return api.Errorf(api.ErrConflict, "node %s is not drained: %d pods moved, but: %s", req.Node, len(res.Migrations), strings.Join(res.Errors, "; "))
+	drain := func(ctx context.Context) (api.DrainResult, error) {
+		res, err := a.Drain(ctx, c, req)
+		if err != nil && len(res.Errors) > 0 {
+			return res, api.Errorf(api.ErrConflict, "node %s is not drained: %d pods moved, but: %s", req.Node, len(res.Migrations), strings.Join(res.Errors, "; "))
 		}
+		return res, err
+	}
+	if req.Progress {
+		a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
+			res, err := drain(ctx)
+			return api.Frame{Drain: &res}, err
+		})
+		return nil
+	}
+	res, err := drain(context.WithoutCancel(r.Context()))
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res)

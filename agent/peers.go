@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"slices"
 	"sync"
 	"time"
@@ -118,6 +119,19 @@ func (a *Agent) orPeers(h handlerFunc) handlerFunc {
 		if len(body) > 0 {
 			in = json.RawMessage(body)
 		}
+		// A request for a progress stream is passed on without it (the
+		// answer is read whole), and the result sent as the stream's one
+		// frame, named by the operation (the path's last segment).
+		progress := false
+		if len(body) > 0 {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(body, &m) == nil && string(m["progress"]) == "true" {
+				delete(m, "progress")
+				if b, err := json.Marshal(m); err == nil {
+					in, progress = json.RawMessage(b), true
+				}
+			}
+		}
 		for _, node := range nodes {
 			nc, cerr := a.conn(node, c)
 			if cerr != nil {
@@ -129,6 +143,11 @@ func (a *Agent) orPeers(h handlerFunc) handlerFunc {
 			ferr := nc.Call(context.WithoutCancel(r.Context()), r.Method, r.URL.EscapedPath(), in, &out)
 			var ae *api.Error
 			switch {
+			case ferr == nil && progress:
+				w.Header().Set("Content-Type", "application/x-ndjson")
+				w.WriteHeader(http.StatusOK)
+				_, _ = fmt.Fprintf(w, "{%q:%s}\n", path.Base(r.URL.Path), out)
+				return nil
 			case ferr == nil:
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusOK)

@@ -415,6 +415,22 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request, c calle
 	if err := decode(r, &req); err != nil {
 		return err
 	}
+	if req.Progress {
+		// A job this agent does not know is refused before the stream
+		// starts, so that orPeers asks the other agents.
+		if _, err := a.lookup(c, r.PathValue("job")); err != nil {
+			return err
+		}
+		a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
+			m, err := a.Checkpoint(ctx, c, r.PathValue("job"), req.Stop, time.Duration(req.WaitSeconds)*time.Second)
+			if err != nil {
+				return api.Frame{}, err
+			}
+			ck := a.checkpointInfo(m)
+			return api.Frame{Checkpoint: &ck}, nil
+		})
+		return nil
+	}
 	// The checkpoint must not be cut short because the client went away.
 	m, err := a.Checkpoint(context.WithoutCancel(r.Context()), c, r.PathValue("job"), req.Stop, time.Duration(req.WaitSeconds)*time.Second)
 	if err != nil {

@@ -226,7 +226,9 @@ func (c *cli) checkpointCommand() *cobra.Command {
 	var wait time.Duration
 	cmd := command("checkpoint [--stop] [--wait DURATION] [--json] JOB", "checkpoint a running job",
 		`Take a coordinated checkpoint of every pod of a running job and print its
-id; with --stop the job ends there (cruz restart resumes it). A job busy with
+id; with --stop the job ends there (cruz restart resumes it). Its progress
+(phase, pods dumped, bytes written) goes to stderr: a bar on a terminal, a
+line per step otherwise, JSON lines ({"progress": ...}) with --json. A job busy with
 another operation (a periodic checkpoint, a migration) refuses at once,
 unless --wait gives how long to wait for it.`, [2]int{1, 1},
 		func(cmd *cobra.Command, a []string) error {
@@ -237,10 +239,17 @@ unless --wait gives how long to wait for it.`, [2]int{1, 1},
 			if err != nil {
 				return err
 			}
-			ck, err := ag.Checkpoint(c.ctx, a[0], api.CheckpointRequest{Stop: stop, WaitSeconds: int(wait / time.Second)})
+			view := c.progressView(asJSON)
+			f, err := ag.Progressing(c.ctx, "POST", "/v1/jobs/"+url.PathEscape(a[0])+"/checkpoint",
+				api.CheckpointRequest{Stop: stop, WaitSeconds: int(wait / time.Second), Progress: true}, view.show)
+			view.end()
 			if err != nil {
 				return err
 			}
+			if f.Checkpoint == nil {
+				return fmt.Errorf("the agent answered no checkpoint")
+			}
+			ck := *f.Checkpoint
 			if asJSON {
 				return printJSON(c.stdout, ck)
 			}
@@ -249,7 +258,7 @@ unless --wait gives how long to wait for it.`, [2]int{1, 1},
 		})
 	cmd.Flags().BoolVar(&stop, "stop", false, "stop the job with this checkpoint (cruz restart resumes it)")
 	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for an operation under way on the job (e.g. 30s)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checkpoint as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checkpoint as JSON, and the progress as JSON lines on stderr")
 	return cmd
 }
 
@@ -469,7 +478,8 @@ func (c *cli) migrateCommand() *cobra.Command {
 	var pod, to string
 	var asJSON bool
 	cmd := command("migrate (--rank R | --pod NAME) --to NODE [--json] JOB", "move one pod of a running job to another node",
-		"Move one pod of a running job to NODE, live, and print the downtime the pod saw.", [2]int{1, 1},
+		`Move one pod of a running job to NODE, live, and print the downtime the pod
+saw. Its progress goes to stderr (see cruz checkpoint).`, [2]int{1, 1},
 		func(cmd *cobra.Command, a []string) error {
 			req := api.MigrateRequest{Pod: pod, To: to}
 			if cmd.Flags().Changed("rank") {
@@ -485,10 +495,17 @@ func (c *cli) migrateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var m api.Migration
-			if err := ag.Call(c.ctx, "POST", "/v1/jobs/"+url.PathEscape(a[0])+"/migrate", req, &m); err != nil {
+			req.Progress = true
+			view := c.progressView(asJSON)
+			f, err := ag.Progressing(c.ctx, "POST", "/v1/jobs/"+url.PathEscape(a[0])+"/migrate", req, view.show)
+			view.end()
+			if err != nil {
 				return err
 			}
+			if f.Migration == nil {
+				return fmt.Errorf("the agent answered no migration")
+			}
+			m := *f.Migration
 			if asJSON {
 				return printJSON(c.stdout, m)
 			}
@@ -499,22 +516,29 @@ func (c *cli) migrateCommand() *cobra.Command {
 	cmd.Flags().IntVar(&rank, "rank", 0, "the rank whose pod moves")
 	cmd.Flags().StringVar(&pod, "pod", "", "the pod that moves (instead of --rank), e.g. JOB-mpiexec")
 	cmd.Flags().StringVar(&to, "to", "", "the node it moves to")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the migration as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the migration as JSON, and the progress as JSON lines on stderr")
 	return cmd
 }
 
 func (c *cli) drainCommand() *cobra.Command {
 	var asJSON bool
-	cmd := command("drain [--json] NODE", "(root) move every pod off a node", "Move every pod of every job off NODE, live (root only).", [2]int{1, 1},
+	cmd := command("drain [--json] NODE", "(root) move every pod off a node", `Move every pod of every job off NODE, live (root only). The progress of
+each move goes to stderr (see cruz checkpoint).`, [2]int{1, 1},
 		func(_ *cobra.Command, a []string) error {
 			ag, err := c.agent()
 			if err != nil {
 				return err
 			}
-			var res api.DrainResult
-			if err := ag.Call(c.ctx, "POST", "/v1/drain", api.DrainRequest{Node: a[0]}, &res); err != nil {
+			view := c.progressView(asJSON)
+			f, err := ag.Progressing(c.ctx, "POST", "/v1/drain", api.DrainRequest{Node: a[0], Progress: true}, view.show)
+			view.end()
+			if err != nil {
 				return err
 			}
+			if f.Drain == nil {
+				return fmt.Errorf("the agent answered no drain")
+			}
+			res := *f.Drain
 			if asJSON {
 				return printJSON(c.stdout, res)
 			}
@@ -524,7 +548,7 @@ func (c *cli) drainCommand() *cobra.Command {
 			fmt.Fprintf(c.stdout, "node %s is drained: %d pods moved\n", res.Node, len(res.Migrations))
 			return nil
 		})
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the migrations as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the migrations as JSON, and the progress as JSON lines on stderr")
 	return cmd
 }
 

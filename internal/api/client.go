@@ -270,3 +270,31 @@ func (c *Client) Queue(ctx context.Context) (Queue, error) {
 	var q Queue
 	return q, c.do(ctx, http.MethodGet, "/v1/queue", nil, &q)
 }
+
+// Progressing makes a request that asked for progress ("progress": true)
+// and reads its stream: every progress frame goes to on, and the frame
+// with the result is returned; an error frame is returned as an error.
+func (c *Client) Progressing(ctx context.Context, method, path string, in any, on func(Progress)) (*Frame, error) {
+	s, err := c.stream(ctx, method, path, in)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	for {
+		f, err := s.Next()
+		if err == io.EOF {
+			return nil, fmt.Errorf("the agent ended the answer to %s %s without a result", method, path)
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case f.Progress != nil:
+			on(*f.Progress)
+		case f.Error != "":
+			return nil, errors.New(f.Error)
+		default:
+			return f, nil
+		}
+	}
+}

@@ -87,6 +87,9 @@ type CheckpointRequest struct {
 	// way on the job (a periodic checkpoint) to end, instead of failing at
 	// once (the time-limit warning's checkpoint must not be lost to one).
 	WaitSeconds int `json:"wait_s,omitempty"`
+	// Progress asks for the answer as a stream of progress frames and
+	// the checkpoint's frame last (see Progress).
+	Progress bool `json:"progress,omitempty"`
 }
 
 // RestartRequest restores a job from a checkpoint ("" = latest good one).
@@ -104,6 +107,8 @@ type MigrateRequest struct {
 	Rank *int   `json:"rank,omitempty"`
 	Pod  string `json:"pod,omitempty"`
 	To   string `json:"to"`
+	// Progress: answer with a progress stream (see CheckpointRequest).
+	Progress bool `json:"progress,omitempty"`
 }
 
 // Migration reports a finished migration.
@@ -126,6 +131,8 @@ type DrainRequest struct {
 	// OnlyHere: move only the pods of the jobs this agent coordinates (an
 	// agent asks each other agent this way).
 	OnlyHere bool `json:"only_here,omitempty"`
+	// Progress: answer with a progress stream (see CheckpointRequest).
+	Progress bool `json:"progress,omitempty"`
 }
 
 // DrainResult lists the migrations a drain made.
@@ -244,6 +251,12 @@ type Frame struct {
 	Exit    *ExitInfo    `json:"exit,omitempty"`
 	Stopped *StoppedInfo `json:"stopped,omitempty"`
 	Error   string       `json:"error,omitempty"`
+	// A progress stream's frames (Progress): how far the operation has
+	// come, then its result, or Error.
+	Progress   *Progress    `json:"progress,omitempty"`
+	Checkpoint *Checkpoint  `json:"checkpoint,omitempty"`
+	Migration  *Migration   `json:"migration,omitempty"`
+	Drain      *DrainResult `json:"drain,omitempty"`
 }
 
 // ExitInfo ends the stream of a job that finished.
@@ -330,4 +343,18 @@ type JobUsage struct {
 	Job         string `json:"job"`
 	Bytes       int64  `json:"bytes"`
 	Checkpoints int    `json:"checkpoints"`
+}
+
+// Progress is how far a long operation (checkpoint, migrate, drain) has
+// come, streamed to a client that asked for it ("progress": true) as
+// {"progress": ...} frames before the frame with the result.
+type Progress struct {
+	Op        string `json:"op"` // checkpoint, migrate, drain
+	Job       string `json:"job,omitempty"`
+	Pod       string `json:"pod,omitempty"` // migrate, drain: the pod that moves
+	Phase     string `json:"phase"`         // e.g. block, dump, resume, commit, done
+	Pods      int    `json:"pods"`          // pods the phase acts on
+	PodsDone  int    `json:"pods_done"`
+	Bytes     int64  `json:"bytes"` // image bytes written so far
+	ElapsedMS int64  `json:"elapsed_ms"`
 }
