@@ -258,11 +258,10 @@ func (a *Agent) handleMigrate(w http.ResponseWriter, r *http.Request, c caller) 
 		return err
 	}
 	if req.Progress {
-		a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
+		return a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
 			m, err := a.Migrate(ctx, c, r.PathValue("job"), req)
 			return api.Frame{Migration: &m}, err
 		})
-		return nil
 	}
 	m, err := a.Migrate(context.WithoutCancel(r.Context()), c, r.PathValue("job"), req)
 	if err != nil {
@@ -285,11 +284,10 @@ func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request, c caller) er
 		return res, err
 	}
 	if req.Progress {
-		a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
+		return a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
 			res, err := drain(ctx)
 			return api.Frame{Drain: &res}, err
 		})
-		return nil
 	}
 	res, err := drain(context.WithoutCancel(r.Context()))
 	if err != nil {

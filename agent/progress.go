@@ -117,29 +117,56 @@ func (o *opProgress) pollBytes(measure func() (int64, error)) (stop func()) {
 	return func() { close(done); <-exited }
 }
 
+// frameSender writes NDJSON frames, the response's header with the first,
+// so that a request refused before anything was sent still gets its status.
+type frameSender struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	enc     *json.Encoder
+
+	mu    sync.Mutex
+	begun bool
+}
+
+func newFrameSender(w http.ResponseWriter) *frameSender {
+	f, _ := w.(http.Flusher)
+	return &frameSender{w: w, flusher: f, enc: json.NewEncoder(w)}
+}
+
+func (s *frameSender) send(f api.Frame) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.begun {
+		s.w.Header().Set("Content-Type", "application/x-ndjson")
+		s.w.WriteHeader(http.StatusOK)
+		s.begun = true
+	}
+	if s.enc.Encode(f) == nil && s.flusher != nil {
+		s.flusher.Flush()
+	}
+}
+
+func (s *frameSender) started() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.begun
+}
+
 // progressStream answers a request that asked for progress: progress
-// frames while op runs, then the frame op returns, or an error frame. The
+// frames while op runs, then the frame op returns, or an error frame. An
+// error before any progress is returned instead, to be answered with its
+// status (a job this agent does not know then goes to orPeers). The
 // operation is not cut short when the client goes away.
-func (a *Agent) progressStream(w http.ResponseWriter, r *http.Request, op func(ctx context.Context) (api.Frame, error)) {
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	var mu sync.Mutex
-	enc := json.NewEncoder(w)
-	send := func(f api.Frame) {
-		mu.Lock()
-		defer mu.Unlock()
-		if enc.Encode(f) == nil && flusher != nil {
-			flusher.Flush()
-		}
-	}
-	if flusher != nil {
-		flusher.Flush()
-	}
-	ctx := withProgress(context.WithoutCancel(r.Context()), func(p api.Progress) { send(api.Frame{Progress: &p}) })
+func (a *Agent) progressStream(w http.ResponseWriter, r *http.Request, op func(ctx context.Context) (api.Frame, error)) error {
+	fs := newFrameSender(w)
+	ctx := withProgress(context.WithoutCancel(r.Context()), func(p api.Progress) { fs.send(api.Frame{Progress: &p}) })
 	f, err := op(ctx)
 	if err != nil {
+		if !fs.started() {
+			return err
+		}
 		f = api.Frame{Error: err.Error()}
 	}
-	send(f)
+	fs.send(f)
+	return nil
 }

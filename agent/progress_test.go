@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"net/http/httptest"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -55,4 +58,62 @@ func TestProgressUnwatched(t *testing.T) {
 	p.bytes(5)
 	p.pollBytes(func() (int64, error) { return 0, nil })()
 	assert.Equal(t, context.Background(), p.watchNodes(context.Background()))
+}
+
+// A watched restart reports the restore of every pod (counted as each
+// node answers), the release, and done.
+func TestRestartReportsProgress(t *testing.T) {
+	a, fc := newTestAgent(t, "n1", "n2")
+	j := addJob(t, a, fc, "job1", twoNodes)
+	_, err := a.checkpointLocked(context.Background(), j, true)
+	require.NoError(t, err)
+	require.Equal(t, api.StateStopped, j.state())
+
+	var mu sync.Mutex
+	var got []api.Progress
+	ctx := withProgress(context.Background(), func(p api.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, p)
+	})
+	c := caller{UID: j.rec.UID, GID: j.rec.GID, User: "tester"}
+	_, _, err = a.Restart(ctx, c, "job1", "", nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Remove(c, "job1", false) })
+	mu.Lock()
+	defer mu.Unlock()
+	var phases []string
+	restored := 0
+	for _, p := range got {
+		assert.Equal(t, "restart", p.Op)
+		assert.Equal(t, 4, p.Pods)
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+		if p.Phase == "restore" {
+			restored = max(restored, p.PodsDone)
+			assert.Positive(t, p.Bytes, "the bytes to read")
+		}
+	}
+	assert.Equal(t, []string{"restore", "release", "done"}, phases)
+	assert.Equal(t, 4, restored)
+}
+
+// A request for progress refused before anything was sent is answered
+// with its status, not a stream.
+func TestProgressRefusalKeepsItsStatus(t *testing.T) {
+	a, fc := newTestAgent(t, "n1", "n2")
+	addJob(t, a, fc, "job1", twoNodes)
+	c := caller{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), User: "tester"}
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/jobs/job1/restart", `{"progress":true}`}, // running: 409
+		{"/v1/jobs/job1/migrate", `{"progress":true,"pod":"nope","to":"n2"}`},
+	} {
+		req := httptest.NewRequest("POST", tc.path, strings.NewReader(tc.body))
+		req = req.WithContext(context.WithValue(req.Context(), callerKey{}, c))
+		rec := httptest.NewRecorder()
+		a.Handler().ServeHTTP(rec, req)
+		assert.Equal(t, "application/json", rec.Header().Get("Content-Type"), "%s: %s", tc.path, rec.Body.String())
+		assert.GreaterOrEqual(t, rec.Code, 400, "%s: %s", tc.path, rec.Body.String())
+	}
 }

@@ -218,7 +218,9 @@ func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, gen 
 			return fmt.Errorf("checkpoint %s has pod %s that its job spec lacks", m.ID, img.Name)
 		}
 	}
-	if _, err := a.onNodes(ctx, j, api.OpRestore, func(node string, pods []string) api.NodeRequest {
+	prog := newProgress(ctx, "restart", j.id(), len(m.Pods))
+	prog.update(func(p *api.Progress) { p.Phase, p.Bytes = "restore", m.Bytes })
+	if _, err := a.onNodes(prog.watchNodes(ctx), j, api.OpRestore, func(node string, pods []string) api.NodeRequest {
 		req := api.NodeRequest{Job: j.id(), Coordinator: a.node, Images: m.ID}
 		for _, name := range pods {
 			req.Restore = append(req.Restore, api.RestorePod{Spec: byName[name], Pipes: pipes[name]})
@@ -231,11 +233,13 @@ func (a *Agent) restorePods(ctx context.Context, j *job, m *store.Manifest, gen 
 		a.follow(j, node)
 	}
 	// Every pod is back: let the traffic flow, then watch the job.
+	prog.phase("release")
 	if _, err := a.onNodes(ctx, j, api.OpRelease, func(_ string, pods []string) api.NodeRequest {
 		return api.NodeRequest{Job: j.id(), Pods: pods}
 	}); err != nil {
 		return err
 	}
+	prog.phase("done")
 	go a.watchMain(j, gen)
 	go a.supervise(j, gen)
 	return a.persist(j)

@@ -352,6 +352,24 @@ func (a *Agent) handleRestart(w http.ResponseWriter, r *http.Request, c caller) 
 	if err := decode(r, &req); err != nil {
 		return err
 	}
+	if req.Progress {
+		// The restore's progress frames come first; a refusal before the
+		// restore starts is still answered with its status.
+		fs := newFrameSender(w)
+		ctx := withProgress(r.Context(), func(p api.Progress) { fs.send(api.Frame{Progress: &p}) })
+		j, from, err := a.Restart(ctx, c, r.PathValue("job"), req.Checkpoint, req.Nodes)
+		switch {
+		case err != nil && !fs.started():
+			return err
+		case err != nil:
+			fs.send(api.Frame{Error: err.Error()})
+		case fs.started():
+			a.streamFrames(w, r, j, 0, from)
+		default:
+			a.stream(w, r, j, from)
+		}
+		return nil
+	}
 	j, from, err := a.Restart(r.Context(), c, r.PathValue("job"), req.Checkpoint, req.Nodes)
 	if err != nil {
 		return err
@@ -384,6 +402,11 @@ func (a *Agent) stream(w http.ResponseWriter, r *http.Request, j *job, from int6
 func (a *Agent) streamWith(w http.ResponseWriter, r *http.Request, j *job, replayTo int64, from int64) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
+	a.streamFrames(w, r, j, replayTo, from)
+}
+
+// streamFrames is streamWith on a stream whose header was sent.
+func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, j *job, replayTo int64, from int64) {
 	flusher, _ := w.(http.Flusher)
 	enc := json.NewEncoder(w)
 	info := a.info(j)
@@ -421,7 +444,7 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request, c calle
 		if _, err := a.lookup(c, r.PathValue("job")); err != nil {
 			return err
 		}
-		a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
+		return a.progressStream(w, r, func(ctx context.Context) (api.Frame, error) {
 			m, err := a.Checkpoint(ctx, c, r.PathValue("job"), req.Stop, time.Duration(req.WaitSeconds)*time.Second)
 			if err != nil {
 				return api.Frame{}, err
@@ -429,7 +452,6 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request, c calle
 			ck := a.checkpointInfo(m)
 			return api.Frame{Checkpoint: &ck}, nil
 		})
-		return nil
 	}
 	// The checkpoint must not be cut short because the client went away.
 	m, err := a.Checkpoint(context.WithoutCancel(r.Context()), c, r.PathValue("job"), req.Stop, time.Duration(req.WaitSeconds)*time.Second)

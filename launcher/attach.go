@@ -74,6 +74,12 @@ func followWith(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, si
 		}
 	}()
 	var id string
+	var view progressView // a restart's restore, before the job's frames
+	defer func() {
+		if view != nil {
+			view.end()
+		}
+	}()
 	for {
 		f, err := s.Next()
 		if err != nil {
@@ -84,7 +90,16 @@ func followWith(ctx context.Context, s *api.Stream, stdout, stderr io.Writer, si
 			}
 			return 1
 		}
+		if f.Progress == nil && view != nil {
+			view.end()
+			view = nil
+		}
 		switch {
+		case f.Progress != nil:
+			if view == nil {
+				view = progressViewFor(stderr, false)
+			}
+			view.show(*f.Progress)
 		case f.Job != nil:
 			if id == "" {
 				id = f.Job.ID

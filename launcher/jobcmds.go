@@ -185,7 +185,8 @@ func (c *cli) restartCommand() *cobra.Command {
 	cmd := command("restart [--checkpoint ID] [--nodes NODES] JOB", "restore a job from a checkpoint and stream it",
 		`Restore a job from a checkpoint (default: the latest good one) and stream it
 like run. With --nodes the pods are restored there (mpiexec on the first,
-ranks spread in blocks), else where they were.`, [2]int{1, 1},
+ranks spread in blocks), else where they were. The restore's progress goes
+to stderr (see cruz checkpoint) before the job's output.`, [2]int{1, 1},
 		func(cmd *cobra.Command, a []string) error {
 			nodeList, err := parseNodes(nodes)
 			if err != nil {
@@ -195,7 +196,7 @@ ranks spread in blocks), else where they were.`, [2]int{1, 1},
 			if err != nil {
 				return err
 			}
-			s, err := ag.Restart(c.ctx, a[0], api.RestartRequest{Checkpoint: ckpt, Nodes: nodeList})
+			s, err := ag.Restart(c.ctx, a[0], api.RestartRequest{Checkpoint: ckpt, Nodes: nodeList, Progress: true})
 			if err != nil {
 				return err
 			}

@@ -30,13 +30,18 @@ type progressView interface {
 
 // progressView picks the view for c.stderr.
 func (c *cli) progressView(asJSON bool) progressView {
+	return progressViewFor(c.stderr, asJSON)
+}
+
+// progressViewFor picks the view for w.
+func progressViewFor(w io.Writer, asJSON bool) progressView {
 	switch {
 	case asJSON:
-		return &jsonProgress{w: c.stderr}
-	case isTerminal(c.stderr):
-		return &barProgress{w: c.stderr}
+		return &jsonProgress{w: w}
+	case isTerminal(w):
+		return &barProgress{w: w}
 	}
-	return &plainProgress{w: c.stderr}
+	return &plainProgress{w: w}
 }
 
 func isTerminal(w io.Writer) bool {

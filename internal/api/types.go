@@ -98,6 +98,9 @@ type RestartRequest struct {
 	// Nodes to restore the pods on: mpiexec's pod on the first, the ranks
 	// spread over all of them in blocks. Empty: where the checkpoint was taken.
 	Nodes []string `json:"nodes,omitempty"`
+	// Progress: progress frames of the restore come before the job's
+	// frames (see Progress).
+	Progress bool `json:"progress,omitempty"`
 }
 
 // MigrateRequest moves one pod of a running job to another node, live.

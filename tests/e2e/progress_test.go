@@ -23,13 +23,16 @@ import (
 // done, resume, commit, done with the checkpoint's bytes) and ends with the
 // checkpoint on stdout; without --json and a terminal, plain lines. Then
 // cruz report prints the job's checkpoints and writes a valid PNG of the
-// size asked for, as the user. The job ends right.
+// size asked for, as the user. A stop-checkpoint and a restart, which shows
+// the restore's progress; the job ends right.
 func TestCheckpointProgressAndReport(t *testing.T) {
 	a := startAgent(t, agentOptions{})
 	u := testenv.LookupUser(t, "cruzt1")
 	dir := testenv.TempDirFor(t, u)
-	const n = 50
-	run := a.startCruz(u, dir, "run", "--plain", "--name", "prog", "--interval", "off", "--", testenv.Bin(t, "counter"), fmt.Sprint(n), "100")
+	// 300 lines 50 ms apart: room for three checkpoints and a report on a
+	// busy machine before the job ends.
+	const n = 300
+	run := a.startCruz(u, dir, "run", "--plain", "--name", "prog", "--interval", "off", "--", testenv.Bin(t, "counter"), fmt.Sprint(n), "50")
 	run.waitOutput(t, "line 3\n", 30*time.Second)
 
 	r := a.cruz(u, "", "checkpoint", "--json", "prog")
@@ -94,8 +97,16 @@ func TestCheckpointProgressAndReport(t *testing.T) {
 	assert.Equal(t, u.UID, fi.Sys().(*syscall.Stat_t).Uid, "written by the user's cruz, as the user")
 	t.Logf("report:\n%s", rep.Stdout)
 
-	out := run.wait(t, time.Minute)
-	require.Equal(t, 0, out.Code, out.Stderr)
-	assert.Equal(t, check.CounterLines(1, n), check.NonEmptyLines(out.Stdout))
+	// A restart shows the restore's progress on stderr before the job's
+	// output.
+	a.checkpoint(u, "prog", "--stop")
+	first := run.wait(t, time.Minute)
+	require.Equal(t, 75, first.Code, first.Stderr)
+	rest := a.cruz(u, dir, "restart", "prog")
+	require.Equal(t, 0, rest.Code, rest.Stderr)
+	assert.Contains(t, rest.Stderr, "restart "+job+": restore 0/1 pods")
+	assert.Contains(t, rest.Stderr, "restart "+job+": done")
+	t.Logf("restart's stderr:\n%s", rest.Stderr)
+	assert.Equal(t, check.CounterLines(1, n), append(check.NonEmptyLines(first.Stdout), check.NonEmptyLines(rest.Stdout)...))
 	a.requireNoLeaks()
 }
