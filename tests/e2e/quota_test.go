@@ -27,9 +27,9 @@ func TestStoreQuota(t *testing.T) {
 	a := startAgent(t, agentOptions{storeTOML: `user_quotas = ["cruzt2=64KiB"]`})
 	u1, u2 := testenv.LookupUser(t, "cruzt1"), testenv.LookupUser(t, "cruzt2")
 	dir1, dir2 := testenv.TempDirFor(t, u1), testenv.TempDirFor(t, u2)
-	const n = 60 // lines, 100 ms apart
-	run1 := a.startCruz(u1, dir1, "run", "--plain", "--name", "q1", "--interval", "off", "--", testenv.Bin(t, "counter"), fmt.Sprint(n), "100")
-	run2 := a.startCruz(u2, dir2, "run", "--plain", "--name", "q2", "--interval", "off", "--", testenv.Bin(t, "counter"), fmt.Sprint(n), "100")
+	const n = 300 // lines, 50 ms apart: room for the checkpoints on a busy machine
+	run1 := a.startCruz(u1, dir1, "run", "--plain", "--name", "q1", "--interval", "off", "--", testenv.Bin(t, "counter"), fmt.Sprint(n), "50")
+	run2 := a.startCruz(u2, dir2, "run", "--plain", "--name", "q2", "--interval", "off", "--", testenv.Bin(t, "counter"), fmt.Sprint(n), "50")
 	run1.waitOutput(t, "line 3\n", 30*time.Second)
 	run2.waitOutput(t, "line 3\n", 30*time.Second)
 
