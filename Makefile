@@ -46,7 +46,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord soak clean spank spank-note install install-files install-build uninstall deb
+.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord bench-scale soak clean spank spank-note install install-files install-build uninstall deb
 
 all: build
 
@@ -200,6 +200,11 @@ bench: deps build
 
 bench-coord: deps build users
 	CRUZ_BIN="$(BIN)" tests/bench/coordination.sh
+
+# The coordinator against 16..4096 simulated nodes (agent/scale_bench_test.go):
+# no root, no CRIU. CRUZ_SIM_NODES, CRUZ_SIM_OP_MS, CRUZ_SIM_DUMP_MS, CRUZ_SIM_FAIL.
+bench-scale:
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkProtocolScale -benchtime 3x -timeout 30m ./agent/
 
 soak: deps build users
 	CRUZ_SOAK=1 CRUZ_BIN="$(BIN)" $(GO) test -count=1 -timeout 40m -v -run TestSoak ./tests/e2e/

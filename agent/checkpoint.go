@@ -102,6 +102,11 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 			return nil, err
 		}
 	}
+	// The store's directories are made before any traffic is held: on a
+	// shared file system that takes a round trip per pod, which the job
+	// should not wait for (and the cap on held time should not count).
+	tb := time.Now()
+	phases["prepare"] = tb.Sub(t0).Milliseconds()
 	// 1. Hold every pod's traffic, on every node: first what the pods send,
 	// then, once what was in flight has arrived, what reaches them (see
 	// api.NodeRequest.OutputOnly).
@@ -113,7 +118,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 		}
 	}
 	t1 := time.Now()
-	phases["block"] = t1.Sub(t0).Milliseconds()
+	phases["block"] = t1.Sub(tb).Milliseconds()
 	// 2. Dump every pod, on every node at once. A node that does not answer
 	// within the CRIU timeout (and a margin) fails the checkpoint.
 	dctx, cancel := context.WithTimeout(ctx, a.dumpDeadline())

@@ -39,6 +39,10 @@ type fakeCall struct {
 	OutputOnly bool
 	// InputOnly: a resume of what reaches the pods only.
 	InputOnly bool
+	// At and End: when the node was asked and when it answered; Lat: the
+	// simulated time the operation took there (the scale benchmark's).
+	At, End time.Time
+	Lat     time.Duration
 }
 
 func (c fakeCall) String() string {
@@ -64,6 +68,9 @@ type fakeCluster struct {
 	mu    sync.Mutex
 	nodes map[string]*fakeNode
 	calls []fakeCall
+	// latency, if set, is how long a node takes for op (the scale
+	// benchmark simulates nodes' own work and the network with it).
+	latency func(op api.NodeOp) time.Duration
 }
 
 // fakeNode is one node: which operations fail or hang there, whether it is
@@ -165,9 +172,28 @@ func (n *fakeNode) Do(ctx context.Context, op api.NodeOp, req api.NodeRequest) (
 		pods = append(pods, req.Spec.Name)
 	}
 	sort.Strings(pods)
-	c.calls = append(c.calls, fakeCall{Node: n.name, Op: op, Pods: pods, Continue: req.Continue, OutputOnly: req.OutputOnly, InputOnly: req.InputOnly})
+	var lat time.Duration
+	if c.latency != nil && op != api.OpWait {
+		lat = c.latency(op)
+	}
+	call := len(c.calls)
+	c.calls = append(c.calls, fakeCall{Node: n.name, Op: op, Pods: pods, Continue: req.Continue, OutputOnly: req.OutputOnly, InputOnly: req.InputOnly,
+		At: time.Now(), Lat: lat})
 	down, fail, hang, onResume := n.down, n.fail[op], n.hang[op], n.onResume
 	c.mu.Unlock()
+	if lat > 0 {
+		select {
+		case <-time.After(lat):
+		case <-ctx.Done():
+		}
+	}
+	defer func() {
+		c.mu.Lock()
+		if call < len(c.calls) { // a benchmark may have cleared the log
+			c.calls[call].End = time.Now()
+		}
+		c.mu.Unlock()
+	}()
 	if op == api.OpResume && onResume != nil {
 		onResume()
 	}
@@ -283,7 +309,7 @@ func (n *fakeNode) Call(_ context.Context, method, path string, _, out any) erro
 // newTestAgent is an agent of node n1 in a cluster of nodes (n1 first)
 // whose nodes are all fakes, with a real store and run directory in
 // temporary directories.
-func newTestAgent(t *testing.T, nodes ...string) (*Agent, *fakeCluster) {
+func newTestAgent(t testing.TB, nodes ...string) (*Agent, *fakeCluster) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Agent.RunDir = t.TempDir()
@@ -308,7 +334,7 @@ func newTestAgent(t *testing.T, nodes ...string) (*Agent, *fakeCluster) {
 // addJob registers a running MPI job of the test agent's user whose pods
 // are placed as where says (pod name suffix -> node: "mpiexec", "r0", ...),
 // held by the fake nodes.
-func addJob(t *testing.T, a *Agent, fc *fakeCluster, id string, where map[string]string) *job {
+func addJob(t testing.TB, a *Agent, fc *fakeCluster, id string, where map[string]string) *job {
 	t.Helper()
 	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
 	rec := jobRecord{ID: id, Name: id, User: "tester", UID: uid, GID: gid, State: api.StateRunning,

@@ -465,11 +465,12 @@ func (a *Agent) handleCheckpoint(w http.ResponseWriter, r *http.Request, c calle
 func (a *Agent) checkpointInfo(m *store.Manifest) api.Checkpoint {
 	ck := api.Checkpoint{ID: m.ID, Job: m.Job, Created: m.Created, Stopped: m.Stopped, Bytes: m.Bytes,
 		Phases: m.Phases, Dir: filepath.Join(a.store.Root(), m.Job, m.ID)}
-	// The time to a durable checkpoint: traffic held, pods dumped, traffic
-	// released, committed; and how long the job was held (older
+	// The time to a durable checkpoint: the store prepared (checkpoints
+	// before "prepare" counted it in "block"), traffic held, pods dumped,
+	// traffic released, committed; and how long the job was held (older
 	// checkpoints resumed it after the commit).
 	if _, ok := ck.Phases["total"]; !ok && ck.Phases != nil {
-		ck.Phases["total"] = ck.Phases["block"] + ck.Phases["dump"] + ck.Phases["resume"] + ck.Phases["commit"]
+		ck.Phases["total"] = ck.Phases["prepare"] + ck.Phases["block"] + ck.Phases["dump"] + ck.Phases["resume"] + ck.Phases["commit"]
 	}
 	if _, ok := ck.Phases["held"]; !ok && ck.Phases != nil && !m.Stopped {
 		ck.Phases["held"] = ck.Phases["block"] + ck.Phases["dump"] + ck.Phases["commit"]

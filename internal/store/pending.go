@@ -261,18 +261,29 @@ func (p *Pending) Commit(m *Manifest) (warnings []string, err error) {
 		return nil, err
 	}
 
-	var total int64
-	for i := range m.Pods {
+	// Pods are sealed side by side (and each pod's files too): a job of
+	// many small pods waited for one fsync after another, 9.9 s for 1,024
+	// pods in make bench-scale.
+	errs := forEach(len(m.Pods), true, func(i int) error {
 		pod := &m.Pods[i]
 		files, err := p.sealPod(pod.Name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		pod.Files = files
 		pod.Bytes = 0
 		for _, f := range files {
 			pod.Bytes += f.Size
 		}
+		return nil
+	})
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	var total int64
+	for _, pod := range m.Pods {
 		total += pod.Bytes
 	}
 
