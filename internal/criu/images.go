@@ -20,6 +20,10 @@ import (
 	"github.com/cruz-hpc/cruz/internal/creds"
 )
 
+// taskDead is CRIU's task_state of a zombie in its core image
+// (COMPEL_TASK_DEAD, compel/include/uapi/task-state.h).
+const taskDead = 2
+
 // TaskCreds is one task's credentials as its image records them.
 type TaskCreds struct {
 	Image string // the image's file name, core-TID.img
@@ -58,6 +62,13 @@ func ImageCreds(dir string) ([]TaskCreds, error) {
 		}
 		core := entries[0].(*criucore.CoreEntry)
 		c := core.GetThreadCore().GetCreds()
+		if c == nil && core.GetTc().GetTaskState() == taskDead && core.GetThreadCore() == nil {
+			// A zombie (a child that exited and was not reaped yet when
+			// the pod was dumped: common on a busy node) is saved with
+			// its exit status only. CRIU restores it as a process that
+			// exits at once, before it could run anything.
+			continue
+		}
 		if c == nil {
 			return nil, fmt.Errorf("%s records no credentials", path)
 		}

@@ -88,6 +88,21 @@ func TestImageCredsRefusesWhatItCannotCheck(t *testing.T) {
 	_, err := ImageCreds(dir)
 	assert.ErrorContains(t, err, "core-16175.img records no credentials")
 
+	// A zombie is saved without credentials (CRIU's dump_one_zombie):
+	// nothing to check, it exits as soon as it is restored. A live task
+	// without them is still refused.
+	dir = forge(t, func(c *criucore.CoreEntry) {
+		c.ThreadCore = nil
+		dead := uint32(taskDead)
+		c.Tc.TaskState = &dead
+	})
+	tasks, err := ImageCreds(dir)
+	require.NoError(t, err, "a zombie's image")
+	assert.Empty(t, tasks)
+	dir = forge(t, func(c *criucore.CoreEntry) { c.ThreadCore = nil })
+	_, err = ImageCreds(dir)
+	assert.ErrorContains(t, err, "core-16175.img records no credentials", "a live task without a thread core")
+
 	dir = forge(t, func(*criucore.CoreEntry) {})
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "creds-16175.img"), nil, 0o600))
 	_, err = ImageCreds(dir)
