@@ -27,6 +27,7 @@ import (
 	"github.com/cruz-hpc/cruz/internal/metrics"
 	"github.com/cruz-hpc/cruz/internal/node"
 	"github.com/cruz-hpc/cruz/internal/pod"
+	"github.com/cruz-hpc/cruz/internal/proc"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"golang.org/x/sys/unix"
 )
@@ -92,6 +93,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 			lock.Release()
 		}
 	}()
+	// Holds and dumps run at the agent's priority (agent.nice); pods reset
+	// theirs to 0 (pod.Init), and CRIU restores each task's own.
+	if err := proc.SetNice(cfg.Agent.Nice); err != nil {
+		log.Warn("cannot set the agent's priority (agent.nice): holds of jobs' traffic may last longer on a busy node", "nice", cfg.Agent.Nice, "err", err)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)

@@ -99,6 +99,12 @@ type AgentConfig struct {
 	// SlurmOnly refuses users' jobs that are no Slurm step (cruz run), so
 	// that on Slurm nodes every pod runs inside an allocation.
 	SlurmOnly bool `toml:"slurm_only"`
+	// Nice is the agent's scheduling priority (nice value, -20 to 19). A
+	// job's traffic is held while its pods are dumped and released: on a
+	// busy node, an agent at the jobs' priority made every hold longer
+	// (releasing 4 pods took 280 ms beside two CPU hogs). Pods and the
+	// processes restored into them run at nice 0 all the same.
+	Nice int `toml:"nice"`
 }
 
 // NetworkConfig describes the bridge the pods are attached to and the
@@ -296,6 +302,7 @@ func Default() Config {
 			RunDir:   "/run/cruz",
 			KeyFile:  "/etc/cruz/cluster.key",
 			LogLevel: "info",
+			Nice:     -10,
 		},
 		Network: NetworkConfig{
 			Bridge: "cruz0",
@@ -461,6 +468,7 @@ var wants = map[string]string{
 	"agent.log_level":          `one of "debug", "info", "warn", "error"`,
 	"agent.hostname":           `empty, or a host name: 1 to 64 letters, digits, '-' and '.'`,
 	"agent.listen":             `empty, or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
+	"agent.nice":               "an integer from -20 to 19",
 	"network":                  "a table",
 	"network.bridge":           `a Linux interface name: 1 to 15 bytes, without '/', ':' or whitespace, and not "." or ".."`,
 	"network.subnet":           "an IPv4 CIDR with a prefix length from 8 to 30",
@@ -523,6 +531,9 @@ func (c Config) validate() []error {
 	}
 	if c.Agent.Listen != "" && !isListenAddr(c.Agent.Listen) {
 		bad("agent.listen", c.Agent.Listen)
+	}
+	if c.Agent.Nice < -20 || c.Agent.Nice > 19 {
+		bad("agent.nice", c.Agent.Nice)
 	}
 
 	if !isIfname(c.Network.Bridge) {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/criu"
+	"github.com/cruz-hpc/cruz/internal/proc"
 
 	"golang.org/x/sys/unix"
 )
@@ -401,6 +402,11 @@ func Init() int {
 	}
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return fail(127, "set hostname: %v", err)
+	}
+	// The agent runs at a raised priority (agent.nice), which its children
+	// inherit: the job must not.
+	if err := proc.SetNice(0); err != nil {
+		return fail(127, "reset the priority: %v", err)
 	}
 	groups := make([]int, len(spec.Groups))
 	for i, g := range spec.Groups {
