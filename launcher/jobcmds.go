@@ -229,9 +229,9 @@ func (c *cli) checkpointCommand() *cobra.Command {
 		`Take a coordinated checkpoint of every pod of a running job and print its
 id; with --stop the job ends there (cruz restart resumes it). Its progress
 (phase, pods dumped, bytes written) goes to stderr: a bar on a terminal, a
-line per step otherwise, JSON lines ({"progress": ...}) with --json. A job busy with
-another operation (a periodic checkpoint, a migration) refuses at once,
-unless --wait gives how long to wait for it.`, [2]int{1, 1},
+line per step otherwise, JSON lines ({"progress": ...}) with --json. If the job is busy
+with another operation (a periodic checkpoint, a migration), cruz waits for
+it to end, up to --wait (default 2m; --wait 0 refuses at once).`, [2]int{1, 1},
 		func(cmd *cobra.Command, a []string) error {
 			if wait < 0 || wait > time.Hour || wait%time.Second != 0 {
 				return usagef(cmd, "--wait %s is not a whole number of seconds from 0 to 1h (e.g. --wait 30s)", wait)
@@ -258,7 +258,10 @@ unless --wait gives how long to wait for it.`, [2]int{1, 1},
 			return nil
 		})
 	cmd.Flags().BoolVar(&stop, "stop", false, "stop the job with this checkpoint (cruz restart resumes it)")
-	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for an operation under way on the job (e.g. 30s)")
+	// A user who asks for a checkpoint wants one: meeting the policy's
+	// periodic checkpoint is common (every few seconds with a short
+	// interval), and "busy, try again" made scripts loop.
+	cmd.Flags().DurationVar(&wait, "wait", 2*time.Minute, "wait up to this long for an operation under way on the job (0: refuse at once)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checkpoint as JSON, and the progress as JSON lines on stderr")
 	return cmd
 }
