@@ -8,6 +8,8 @@
 #   make demo    scripts/demo.sh
 #   make bench   tests/bench/dump-throughput.sh
 #   make bench-coord  tests/bench/coordination.sh
+#   make finalize-hang  count MPICH jobs that hang in MPI_Finalize, with and
+#                without checkpoints (FINALIZE_RUNS each, default 20)
 #   make soak    the soak test: 200+ checkpoints with injected failures (~10 min)
 #   make install install cruz, cruzd, the SPANK plugin, the config example,
 #                the systemd unit and the man pages to FHS paths under
@@ -46,7 +48,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord bench-scale soak clean spank spank-note install install-files install-build uninstall deb
+.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord bench-scale finalize-hang soak clean spank spank-note install install-files install-build uninstall deb
 
 all: build
 
@@ -205,6 +207,13 @@ bench-coord: deps build users
 # no root, no CRIU. CRUZ_SIM_NODES, CRUZ_SIM_OP_MS, CRUZ_SIM_DUMP_MS, CRUZ_SIM_FAIL.
 bench-scale:
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkProtocolScale -benchtime 3x -timeout 30m ./agent/
+
+FINALIZE_RUNS ?= 20
+finalize-hang: deps build users
+	rc=0; for iv in off 1s; do \
+		CRUZ_FINALIZE_RUNS=$(FINALIZE_RUNS) CRUZ_FINALIZE_INTERVAL=$$iv CRUZ_BIN="$(BIN)" \
+			$(GO) test -count=1 -timeout 60m -v -run TestMPIFinalizeHang ./tests/e2e/ || rc=1; \
+	done; exit $$rc
 
 soak: deps build users
 	CRUZ_SOAK=1 CRUZ_BIN="$(BIN)" $(GO) test -count=1 -timeout 40m -v -run TestSoak ./tests/e2e/

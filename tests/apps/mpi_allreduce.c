@@ -3,7 +3,7 @@
  * ranks and the iteration count, so a checkpointed-and-restored run can be
  * compared line by line with an uninterrupted one.
  *
- * Usage: mpi_allreduce ITERS SLEEP_MS [MIB]
+ * Usage: mpi_allreduce [--finalize-grace S] ITERS SLEEP_MS [MIB]
  *
  * With MIB (default 0), each rank also allocates MIB MiB with malloc and
  * touches every page of it (memset with a byte that depends on the rank)
@@ -23,6 +23,11 @@
  * "stamp <i> <unix time in ns>" on stderr when iteration i's allreduce has
  * completed: tests measure from it when the job's traffic flowed again after
  * a checkpoint. stdout stays the same.
+ *
+ * --finalize-grace S (default 10): a rank still in MPI_Finalize S seconds
+ * after the result ends itself with status 0 (see the end of main); 0 turns
+ * this off, so that a hang in MPI_Finalize shows (tests/bench/finalize.sh
+ * counts them).
  */
 #include <mpi.h>
 #include <errno.h>
@@ -36,7 +41,7 @@
 #include <unistd.h>
 
 #define MODULUS 1000003ULL
-#define FINALIZE_GRACE_S 10
+#define FINALIZE_GRACE_S 10 /* default of --finalize-grace */
 
 /* finalize_watchdog ends a rank stuck in MPI_Finalize (see main). */
 static void finalize_watchdog(int sig)
@@ -81,15 +86,25 @@ static int64_t value(int rank, uint64_t i)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3 && argc != 4) {
-		fprintf(stderr, "usage: mpi_allreduce ITERS SLEEP_MS [MIB]\n");
+	uint64_t grace = FINALIZE_GRACE_S;
+	int a = 1; /* first positional argument */
+	if (argc > 2 && strcmp(argv[1], "--finalize-grace") == 0) {
+		grace = parse_u64(argv[2], "--finalize-grace seconds");
+		if (grace > 86400) {
+			fprintf(stderr, "mpi_allreduce: bad --finalize-grace seconds: %s (at most 86400; 0: off)\n", argv[2]);
+			exit(2);
+		}
+		a = 3;
+	}
+	if (argc - a != 2 && argc - a != 3) {
+		fprintf(stderr, "usage: mpi_allreduce [--finalize-grace S] ITERS SLEEP_MS [MIB]\n");
 		return 2;
 	}
-	uint64_t iters = parse_u64(argv[1], "ITERS");
-	uint64_t sleep = parse_u64(argv[2], "SLEEP_MS");
-	uint64_t mib = argc == 4 ? parse_u64(argv[3], "MIB") : 0;
+	uint64_t iters = parse_u64(argv[a], "ITERS");
+	uint64_t sleep = parse_u64(argv[a + 1], "SLEEP_MS");
+	uint64_t mib = argc - a == 3 ? parse_u64(argv[a + 2], "MIB") : 0;
 	if (mib > SIZE_MAX / (1024 * 1024)) {
-		fprintf(stderr, "mpi_allreduce: bad MIB: %s\n", argv[3]);
+		fprintf(stderr, "mpi_allreduce: bad MIB: %s\n", argv[a + 2]);
 		exit(2);
 	}
 
@@ -145,10 +160,12 @@ int main(int argc, char **argv)
 	 * already stopped progressing: openucx/ucx#8738). Everything this
 	 * program computes and prints is done by now, so a rank still stuck in
 	 * MPI_Finalize after FINALIZE_GRACE_S ends itself successfully rather
-	 * than hang the test that runs it.
+	 * than hang the test that runs it. --finalize-grace 0 lets it hang.
 	 */
-	signal(SIGALRM, finalize_watchdog);
-	alarm(FINALIZE_GRACE_S);
+	if (grace > 0) {
+		signal(SIGALRM, finalize_watchdog);
+		alarm((unsigned)grace);
+	}
 	MPI_Finalize();
 	return 0;
 }
