@@ -8,6 +8,9 @@
 #   make demo    scripts/demo.sh
 #   make bench   tests/bench/dump-throughput.sh
 #   make bench-coord  tests/bench/coordination.sh
+#   make bench-overhead  tests/bench/overhead.sh: wall time with periodic
+#                checkpoints (1 s, 5 s, 30 s) over without, idle and beside
+#                2 CPU hogs (~10 min)
 #   make finalize-hang  count MPICH jobs that hang in MPI_Finalize, with and
 #                without checkpoints (FINALIZE_RUNS each, default 20)
 #   make soak    the soak test: 200+ checkpoints with injected failures (~10 min)
@@ -48,7 +51,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord bench-scale finalize-hang soak clean spank spank-note install install-files install-build uninstall deb
+.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord bench-scale bench-overhead finalize-hang soak clean spank spank-note install install-files install-build uninstall deb
 
 all: build
 
@@ -207,6 +210,12 @@ bench-coord: deps build users
 # no root, no CRIU. CRUZ_SIM_NODES, CRUZ_SIM_OP_MS, CRUZ_SIM_DUMP_MS, CRUZ_SIM_FAIL.
 bench-scale:
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkProtocolScale -benchtime 3x -timeout 30m ./agent/
+
+# gnuplot draws the PNG; installed here only, and only if missing (the
+# benchmark prints its table and CSV without it).
+bench-overhead: deps build
+	@command -v gnuplot >/dev/null || apt-get install -y gnuplot-nox || echo "bench-overhead: could not install gnuplot-nox: no PNG"
+	CRUZ_BIN="$(BIN)" tests/bench/overhead.sh
 
 FINALIZE_RUNS ?= 20
 finalize-hang: deps build users
