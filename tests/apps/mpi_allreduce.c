@@ -156,8 +156,10 @@ int main(int argc, char **argv)
 	free(ballast);
 	/*
 	 * Debian 12's MPICH 4.0.2 over UCX 1.13's TCP transport sometimes hangs
-	 * in MPI_Finalize, with or without Cruz (a rank waits on a peer that
-	 * already stopped progressing: openucx/ucx#8738). Everything this
+	 * in MPI_Finalize, with or without Cruz: a rank's endpoint flush waits
+	 * for an answer from a peer that has already closed its own endpoints
+	 * and stopped progressing in a PMI barrier (removed in later MPICH,
+	 * pmodels/mpich#6596; see "Limits" in docs/user-guide.md). Everything this
 	 * program computes and prints is done by now, so a rank still stuck in
 	 * MPI_Finalize after FINALIZE_GRACE_S ends itself successfully rather
 	 * than hang the test that runs it. --finalize-grace 0 lets it hang.
