@@ -160,7 +160,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 		}
 	}
 	name, _ := os.Hostname()
-	host := &pod.Host{Bridge: cfg.Network.Bridge, MTU: cfg.Network.MTU, CRIU: runner, Self: self, Log: log}
+	host := &pod.Host{Bridge: cfg.Network.Bridge, MTU: cfg.Network.MTU, CRIU: runner, Self: self, Log: log, MaxFileBytes: cfg.Store.MaxFileBytes}
 	a := newAgent(cfg, log, st, key, name, host)
 	a.criuVersion = v
 	a.self = self

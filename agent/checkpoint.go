@@ -43,7 +43,7 @@ func (a *Agent) Checkpoint(ctx context.Context, c caller, ref string, stop bool,
 	if stop {
 		kind, what = api.EventStopped, "stopped at checkpoint"
 	}
-	a.event(j, api.Event{Kind: kind, Checkpoint: m.ID, Message: fmt.Sprintf("%s %s by uid %d: %s", what, m.ID, c.UID, humanSize(m.Bytes))})
+	a.event(j, api.Event{Kind: kind, Checkpoint: m.ID, Message: fmt.Sprintf("%s %s by uid %d: %s", what, m.ID, c.UID, humanSize(m.Bytes)) + warningsNote(m)})
 	return m, nil
 }
 
@@ -141,11 +141,13 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 		}
 	}
 	images := make([]store.PodImage, len(specs))
+	var fileWarnings []string
 	for i, sp := range specs {
 		d, ok := byPod[sp.Name]
 		if !ok {
 			return nil, fmt.Errorf("node %s did not report the dump of pod %s", sp.Node, sp.Name)
 		}
+		fileWarnings = append(fileWarnings, d.Warnings...)
 		images[i] = store.PodImage{Name: sp.Name, Role: string(sp.Role), Rank: sp.Rank,
 			IP: sp.Addr.Addr().String(), MAC: sp.MAC().String(),
 			Hostname: sp.Hostname, Node: nodeOr(sp.Node, a.node), DumpMillis: d.DumpMS, Extra: d.Pipes}
@@ -180,7 +182,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	if err != nil {
 		return nil, err
 	}
-	m := &store.Manifest{JobName: j.rec.Name, Created: t0.UTC(), Stopped: stop, Pods: images, Phases: phases, Spec: spec, OutputOffset: outAtBlock}
+	m := &store.Manifest{JobName: j.rec.Name, Created: t0.UTC(), Stopped: stop, Pods: images, Phases: phases, Spec: spec, OutputOffset: outAtBlock, Warnings: fileWarnings}
 	warnings, err := pend.Commit(m)
 	if err != nil {
 		return nil, fmt.Errorf("commit checkpoint: %w", err)
@@ -202,6 +204,15 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	a.metrics.CheckpointCommitted(j.id(), checkpointMetrics(m.Bytes, m.Phases, time.Since(t0)))
 	log.Info("checkpoint committed", "bytes", m.Bytes, "phases_ms", m.Phases, "total_ms", time.Since(t0).Milliseconds())
 	return m, nil
+}
+
+// warningsNote adds what a checkpoint could not keep whole to its event.
+func warningsNote(m *store.Manifest) string {
+	var s string
+	for _, w := range m.Warnings {
+		s += "; warning: " + w
+	}
+	return s
 }
 
 func nodeOr(node, def string) string {

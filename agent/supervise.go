@@ -265,7 +265,7 @@ func (a *Agent) periodicCheckpoint(j *job, sup *supervisor) {
 	}
 	j.mu.Unlock()
 	a.event(j, api.Event{Kind: api.EventCheckpoint, Checkpoint: m.ID, Millis: time.Since(t0).Milliseconds(),
-		Message: fmt.Sprintf("periodic checkpoint %s: %s in %d ms (traffic held %d ms); next in %s", m.ID, humanSize(m.Bytes), time.Since(t0).Milliseconds(), held.Milliseconds(), wait.Round(100*time.Millisecond))})
+		Message: fmt.Sprintf("periodic checkpoint %s: %s in %d ms (traffic held %d ms); next in %s", m.ID, humanSize(m.Bytes), time.Since(t0).Milliseconds(), held.Milliseconds(), wait.Round(100*time.Millisecond)) + warningsNote(m)})
 	if say != "" {
 		a.event(j, api.Event{Kind: api.EventStretched, Message: say})
 	}

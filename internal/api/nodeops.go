@@ -108,6 +108,9 @@ type PodDump struct {
 	Pod    string            `json:"pod"`
 	DumpMS int64             `json:"dump_ms"`
 	Pipes  map[string]string `json:"pipes,omitempty"`
+	// Warnings: what the dump could not keep whole (a file the pod writes
+	// over store.max_file_bytes), for the checkpoint's event.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PodStatus is one pod's state on its node (pods).

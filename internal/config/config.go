@@ -137,7 +137,14 @@ type StoreConfig struct {
 	// UserQuotas overrides Quota for some users: "USER=BYTES" entries,
 	// BYTES a number with an optional KiB, MiB, GiB or TiB (0: no quota).
 	UserQuotas []string `toml:"user_quotas"`
+	// MaxFileBytes bounds, per pod and checkpoint, the contents kept of
+	// the files a job writes in place, so that a rollback puts them back
+	// (internal/pod SaveFiles). A file over it keeps its size only.
+	MaxFileBytes int64 `toml:"max_file_bytes"`
 }
+
+// MaxFileBytesLimit is the most store.max_file_bytes may be.
+const MaxFileBytesLimit = 1 << 40
 
 // CRIUConfig controls how criu is invoked for dumps and restores.
 type CRIUConfig struct {
@@ -310,8 +317,9 @@ func Default() Config {
 			MTU:    1500,
 		},
 		Store: StoreConfig{
-			Dir:        "/var/lib/cruz/checkpoints",
-			UserQuotas: []string{},
+			Dir:          "/var/lib/cruz/checkpoints",
+			UserQuotas:   []string{},
+			MaxFileBytes: 8 << 20,
 		},
 		CRIU: CRIUConfig{
 			Path:     "criu",
@@ -478,6 +486,7 @@ var wants = map[string]string{
 	"store":                    "a table",
 	"store.dir":                "an absolute path",
 	"store.quota":              "a byte count, 0 (no quota) or more",
+	"store.max_file_bytes":     "a byte count from 0 (keep only sizes) to 1099511627776 (1 TiB)",
 	"criu":                     "a table",
 	"criu.path":                "a command name looked up in PATH or an absolute path",
 	"criu.timeout":             `a duration greater than zero such as "90s" or "2m"`,
@@ -628,6 +637,9 @@ func (c Config) validate() []error {
 		bad("store.quota", c.Store.Quota)
 	}
 	errs = append(errs, c.quotaErrors()...)
+	if c.Store.MaxFileBytes < 0 || c.Store.MaxFileBytes > MaxFileBytesLimit {
+		bad("store.max_file_bytes", c.Store.MaxFileBytes)
+	}
 
 	if !isCommand(c.CRIU.Path) {
 		bad("criu.path", c.CRIU.Path)

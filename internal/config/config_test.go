@@ -353,6 +353,7 @@ func TestValidate(t *testing.T) {
 		{"subnet", func(c *Config) { c.Network.Subnet = "nonsense" }, `network.subnet: "nonsense" is not an IPv4 CIDR`},
 		{"mtu", func(c *Config) { c.Network.MTU = 0 }, "network.mtu: 0 is not an integer from 576 to 9000"},
 		{"store", func(c *Config) { c.Store.Dir = "." }, `store.dir: "." is not an absolute path`},
+		{"negative file bound", func(c *Config) { c.Store.MaxFileBytes = -1 }, "store.max_file_bytes: -1 is not a byte count from 0 (keep only sizes) to 1099511627776 (1 TiB)"},
 		{"criu path", func(c *Config) { c.CRIU.Path = "a/criu" }, `criu.path: "a/criu" is not`},
 		{"timeout", func(c *Config) { c.CRIU.Timeout = Duration{} }, `criu.timeout: "0s" is not a duration greater than zero`},
 		{"criu log level", func(c *Config) { c.CRIU.LogLevel = 7 }, "criu.log_level: 7 is not"},

@@ -58,6 +58,11 @@ type DumpOptions struct {
 	// it if the checkpoint is abandoned.
 	KeepRunning bool
 	Timeout     time.Duration
+	// PostDump, if set, runs once CRIU has written every image and before
+	// it lets the processes go on (or stops them): the one moment the
+	// images and the files the processes write agree. An error fails the
+	// dump, and CRIU resumes the processes.
+	PostDump func() error
 }
 
 // RestoreOptions says what to restore and into what.
@@ -113,9 +118,26 @@ func (c *Swrk) Dump(ctx context.Context, o DumpOptions) (DumpStats, error) {
 	if o.Timeout > 0 {
 		opts.Timeout = proto.Uint32(uint32(o.Timeout.Seconds()) + 1)
 	}
+	var notify func(string) error
+	var hookErr error
+	if o.PostDump != nil {
+		opts.NotifyScripts = proto.Bool(true)
+		notify = func(script string) error {
+			if script != "post-dump" {
+				return nil
+			}
+			hookErr = o.PostDump()
+			return hookErr
+		}
+	}
 	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
 	defer cancel()
-	if _, err := c.callAs(ctx, o.UID, o.GID, rpc.CriuReqType_DUMP, opts, nil); err != nil {
+	_, err = c.callNotify(ctx, o.UID, o.GID, rpc.CriuReqType_DUMP, opts, nil, notify)
+	if hookErr != nil {
+		// CRIU only says that the script failed: say what did.
+		return DumpStats{}, hookErr
+	}
+	if err != nil {
 		return DumpStats{}, c.explain("dump", err, filepath.Join(o.WorkDir, "dump.log"))
 	}
 	return DumpStats{Duration: time.Since(start)}, nil
@@ -246,6 +268,12 @@ func (c *Swrk) call(ctx context.Context, typ rpc.CriuReqType, opts *rpc.CriuOpts
 // callAs is call with CRIU running as uid and gid (all of its ids) but with
 // root's capabilities, in CRIU's unprivileged mode (see launch_linux.go).
 func (c *Swrk) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File) (*rpc.CriuResp, error) {
+	return c.callNotify(ctx, uid, gid, typ, opts, files, nil)
+}
+
+// callNotify is callAs that answers CRIU's notifications (opts.NotifyScripts)
+// with notify's verdict on each.
+func (c *Swrk) callNotify(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File, notify func(script string) error) (*rpc.CriuResp, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("criu rpc socket: %w", err)
@@ -268,7 +296,7 @@ func (c *Swrk) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType,
 		return nil, fmt.Errorf("start criu: %w", err)
 	}
 	server.Close()
-	resp, rerr := exchange(client, &rpc.CriuReq{Type: typ.Enum(), Opts: opts})
+	resp, rerr := exchange(client, &rpc.CriuReq{Type: typ.Enum(), Opts: opts}, notify)
 	client.Close()
 	werr := cmd.Wait()
 	if ctx.Err() != nil {
@@ -286,24 +314,35 @@ func (c *Swrk) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType,
 	return resp, nil
 }
 
-// exchange sends one request and reads the answer. Notifications are not
-// asked for (no NotifyScripts), so the first answer is the final one.
-func exchange(sock *os.File, req *rpc.CriuReq) (*rpc.CriuResp, error) {
-	b, err := proto.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("encode request: %w", err)
-	}
-	if _, err := sock.Write(b); err != nil {
+// exchange sends one request and reads the answer. With notifications asked
+// for (NotifyScripts), CRIU sends one at each step of its work (pre-dump,
+// post-dump, ...) and waits for the verdict of notify on it (nil: go on)
+// before it goes on; the final answer comes after them.
+func exchange(sock *os.File, req *rpc.CriuReq, notify func(script string) error) (*rpc.CriuResp, error) {
+	if err := send(sock, req); err != nil {
 		return nil, fmt.Errorf("send request: %w", err)
 	}
 	buf := make([]byte, 1<<20)
-	n, err := sock.Read(buf)
-	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
-	}
-	resp := &rpc.CriuResp{}
-	if err := proto.Unmarshal(buf[:n], resp); err != nil {
-		return nil, fmt.Errorf("decode answer: %w", err)
+	var resp *rpc.CriuResp
+	for {
+		n, err := sock.Read(buf)
+		if err != nil {
+			return nil, fmt.Errorf("read answer: %w", err)
+		}
+		resp = &rpc.CriuResp{}
+		if err := proto.Unmarshal(buf[:n], resp); err != nil {
+			return nil, fmt.Errorf("decode answer: %w", err)
+		}
+		if resp.GetType() != rpc.CriuReqType_NOTIFY {
+			break
+		}
+		ok := true
+		if notify != nil {
+			ok = notify(resp.GetNotify().GetScript()) == nil
+		}
+		if err := send(sock, &rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: proto.Bool(ok)}); err != nil {
+			return nil, fmt.Errorf("answer notification %q: %w", resp.GetNotify().GetScript(), err)
+		}
 	}
 	if !resp.GetSuccess() {
 		msg := strings.TrimSpace(dropHarmless(resp.GetCrErrmsg()))
@@ -316,6 +355,15 @@ func exchange(sock *os.File, req *rpc.CriuReq) (*rpc.CriuResp, error) {
 		return resp, fmt.Errorf("unexpected answer %s to %s", resp.GetType(), req.GetType())
 	}
 	return resp, nil
+}
+
+func send(sock *os.File, req *rpc.CriuReq) error {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	_, err = sock.Write(b)
+	return err
 }
 
 // explain turns a failed CRIU call into an error that quotes CRIU's log
@@ -339,7 +387,7 @@ func (c *Swrk) explain(op string, err error, logPath string) error {
 var criuHints = []struct{ needle, advice string }{
 	{"Unexpected rt vDSO area bounds", "this CRIU is too old for the kernel; install CRIU >= 4.2 (make deps)"},
 	{"Can't get 1:16 opt", "this CRIU cannot dump TCP sockets on Linux >= 6.16; install CRIU >= 4.2 (make deps)"},
-	{"has bad size", "a file the pod had open changed after the checkpoint; pods must not share open files with other processes"},
+	{"has bad size", "a file the pod had open changed after the checkpoint; Cruz puts back only the files the job holds open for writing, so a file it only reads must not change, and pods must not share open files with other processes"},
 	{"Can't dump ghost file", "the job holds a large deleted file open (often MPI shared memory in /dev/shm); keep MPI on TCP (mpi.env in the config: UCX_TLS=tcp,self) or close such files"},
 	{"No space left on device", "the checkpoint store or run directory is full; free space or point store.dir elsewhere"},
 	{"unreachable sharing", "the pod was entered with a new mount namespace (e.g. `ip netns exec`); start pods only through cruzd"},

@@ -318,7 +318,9 @@ func (n *Node) dump(ctx context.Context, s *podSet, pods []*pod.Pod, req api.Nod
 		if err := os.MkdirAll(work, 0o700); err != nil {
 			return err
 		}
-		opts := pod.DumpOptions{ImagesDir: dir, WorkDir: work, KeepRunning: !req.Stop, Timeout: n.cfg.CRIUTimeout}
+		var warnings []string
+		opts := pod.DumpOptions{ImagesDir: dir, WorkDir: work, KeepRunning: !req.Stop, Timeout: n.cfg.CRIUTimeout,
+			Warn: func(msg string) { warnings = append(warnings, msg) }}
 		took, err := n.cfg.Host.Dump(ctx, p, opts)
 		for try := 1; try <= 3 && err != nil && transientDumpError(err) && ctx.Err() == nil; try++ {
 			// CRIU found a socket's receive queue changing under it: data
@@ -332,13 +334,17 @@ func (n *Node) dump(ctx context.Context, s *podSet, pods []*pod.Pod, req api.Nod
 				return err
 			}
 			time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+			warnings = nil
 			took, err = n.cfg.Host.Dump(ctx, p, opts)
 		}
 		if err != nil {
 			return fmt.Errorf("pod %s on node %s: %w", p.Spec.Name, n.cfg.Name, err)
 		}
 		os.RemoveAll(work)
-		res[idx[p]] = api.PodDump{Pod: p.Spec.Name, DumpMS: took.Milliseconds(), Pipes: p.Pipes()}
+		for _, w := range warnings {
+			n.log.Warn(w, "job", req.Job, "images", req.Images)
+		}
+		res[idx[p]] = api.PodDump{Pod: p.Spec.Name, DumpMS: took.Milliseconds(), Pipes: p.Pipes(), Warnings: warnings}
 		return nil
 	})
 	if err != nil {

@@ -80,6 +80,9 @@ type Host struct {
 	CRIU   criu.Runner // dumps and restores pods
 	Self   string      // this executable, re-run as the pod's init
 	Log    *slog.Logger
+	// MaxFileBytes bounds the contents of the files a pod writes in place
+	// that its checkpoint keeps (store.max_file_bytes; see SaveFiles).
+	MaxFileBytes int64
 }
 
 // setupNet makes the pod's netns and link. With blocked, the Cruz filter is
@@ -178,6 +181,11 @@ func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string
 	// CRIU opens the pod's files by path, as root: each must be one its
 	// owner may open the same way.
 	if err := CheckImageFiles(imagesDir, spec); err != nil {
+		return nil, err
+	}
+	// The files the job wrote go back to what they were at the checkpoint,
+	// which CRIU checks and the job expects.
+	if err := RestoreFiles(imagesDir, spec); err != nil {
 		return nil, err
 	}
 	p, outW, errW, err := h.newPod(ctx, spec, true, sink)
@@ -563,6 +571,9 @@ type DumpOptions struct {
 	WorkDir     string // CRIU's log goes here
 	KeepRunning bool   // resume the pod after the dump; else leave it stopped
 	Timeout     time.Duration
+	// Warn hears what the checkpoint could not keep whole (a file over
+	// MaxFileBytes).
+	Warn func(string)
 }
 
 // Dump checkpoints the pod's process tree with CRIU, as the pod's user. A
@@ -574,8 +585,15 @@ func (h *Host) Dump(ctx context.Context, p *Pod, o DumpOptions) (time.Duration, 
 	if err := p.CheckCreds(); err != nil {
 		return 0, err
 	}
+	warn := o.Warn
+	if warn == nil {
+		warn = func(msg string) { h.warn(msg) }
+	}
 	st, err := h.CRIU.Dump(ctx, criu.DumpOptions{Pid: p.PID, ImagesDir: o.ImagesDir, WorkDir: o.WorkDir,
-		NetnsInode: p.ns.ino, KeepRunning: o.KeepRunning, UID: p.Spec.UID, GID: p.Spec.GID, Timeout: o.Timeout})
+		NetnsInode: p.ns.ino, KeepRunning: o.KeepRunning, UID: p.Spec.UID, GID: p.Spec.GID, Timeout: o.Timeout,
+		// While CRIU holds the processes frozen, the files they write
+		// agree with the images: save what puts them back.
+		PostDump: func() error { return SaveFiles(o.ImagesDir, p.Spec, h.MaxFileBytes, warn) }})
 	if err != nil {
 		return st.Duration, err
 	}

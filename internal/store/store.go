@@ -109,8 +109,11 @@ type Manifest struct {
 	// OutputOffset is where the job's output log stood when the
 	// checkpoint held the job's traffic: what the job printed after it may
 	// be printed again by a run restored from this checkpoint.
-	OutputOffset int64  `json:"output_offset,omitempty"`
-	Signature    string `json:"signature"`
+	OutputOffset int64 `json:"output_offset,omitempty"`
+	// Warnings say what the checkpoint could not keep whole (a file the
+	// job writes over store.max_file_bytes).
+	Warnings  []string `json:"warnings,omitempty"`
+	Signature string   `json:"signature"`
 }
 
 // CheckpointError reports a checkpoint that is missing or fails verification.
