@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -266,5 +267,60 @@ func TestOpenMPIRecoveryNodeFailure(t *testing.T) {
 		}
 	}
 	st.Nodes = alive
+	c.requireClean(t, st)
+}
+
+// TestOpenMPIMigrateDrain: an Open MPI job of 4 ranks (each under its own
+// orted) on node1 and node2 of three. Rank 1 is migrated live to node3,
+// then node2 is drained: its ranks (orted, rank and their session files in
+// the pod's /dev/shm) move to the other nodes while the job runs. Every pod
+// keeps its address and MAC, and the job prints what an uninterrupted run
+// prints.
+func TestOpenMPIMigrateDrain(t *testing.T) {
+	c, st, n1, u, dir := clusterSetup(t, 3)
+	const np, iters = 4, 100
+	run := n1.startCruz(u, dir, "run", "--name", "omd", "--np", fmt.Sprint(np), "--nodes", "node1,node2",
+		"--", testenv.Bin(t, "mpi_allreduce_ompi"), fmt.Sprint(iters), "100")
+	run.waitOutput(t, "iter 3 ", time.Minute)
+	first := n1.status(u, "omd")
+	ranks, _ := podsByNode(first)
+	require.Equal(t, map[string]int{"node1": 2, "node2": 2}, ranks)
+	addr := map[string][2]string{}
+	for _, p := range first.Pods {
+		addr[p.Name] = [2]string{p.IP, p.MAC}
+	}
+
+	rank1 := first.ID + "-r1"
+	r := n1.cruz(u, "", "migrate", "--json", "--rank", "1", "--to", "node3", "omd")
+	require.Equal(t, 0, r.Code, "cruz migrate: %s", r.Stderr)
+	var m api.Migration
+	require.NoError(t, json.Unmarshal([]byte(r.Stdout), &m))
+	assert.Equal(t, rank1, m.Pod)
+	assert.Equal(t, "node3", m.To)
+	t.Logf("rank 1 %s -> %s: downtime %d ms (dump %d, restore %d), %d bytes", m.From, m.To, m.DowntimeMS, m.DumpMS, m.RestoreMS, m.Bytes)
+	// The job goes on after the migration, before the drain.
+	iters0 := strings.Count(run.stdout.String(), "iter ")
+	deadline := time.Now().Add(time.Minute)
+	for strings.Count(run.stdout.String(), "iter ") <= iters0 {
+		require.True(t, time.Now().Before(deadline), "no iteration within a minute of the migration; stdout:\n%s", run.stdout.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	d := runCommand(t, exec.Command(testenv.Bin(t, "cruz"), "--socket", n1.socket, "drain", "node2"), 2*time.Minute)
+	require.Equal(t, 0, d.Code, "cruz drain node2: %s", d.Stderr)
+	assert.Contains(t, d.Stdout, "node node2 is drained")
+	after := n1.status(u, "omd")
+	ranks, _ = podsByNode(after)
+	assert.Zero(t, ranks["node2"], "no rank left on node2: %v", ranks)
+	for _, p := range after.Pods {
+		assert.Equal(t, addr[p.Name], [2]string{p.IP, p.MAC}, "pod %s keeps its address and MAC", p.Name)
+		if p.Name == rank1 {
+			assert.Equal(t, "node3", p.Node)
+		}
+	}
+
+	out := run.wait(t, 3*time.Minute)
+	require.Equal(t, 0, out.Code, "stderr:\n%s", out.Stderr)
+	require.Equal(t, check.AllreduceOutput(np, iters), allreduceLines(t, check.Lines(out.Stdout)))
 	c.requireClean(t, st)
 }
