@@ -97,14 +97,22 @@ func (s *Store) JobsUsage() ([]JobUsage, error) {
 	return out, nil
 }
 
-// UserUsage is the bytes of the jobs of uid in the store.
+// UserUsage is the bytes of the jobs of uid in the store. Only uid's job
+// directories are walked (it runs before every checkpoint under a quota).
 func (s *Store) UserUsage(uid uint32) (int64, error) {
-	all, err := s.JobsUsage()
+	jobs, err := s.Jobs()
 	if err != nil {
 		return 0, err
 	}
 	var n int64
-	for _, u := range all {
+	for _, job := range jobs {
+		u, err := s.jobUsageOf(job, &uid)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return 0, err
+		}
 		if u.UID == uid {
 			n += u.Bytes
 		}
@@ -112,7 +120,11 @@ func (s *Store) UserUsage(uid uint32) (int64, error) {
 	return n, nil
 }
 
-func (s *Store) jobUsage(job string) (JobUsage, error) {
+func (s *Store) jobUsage(job string) (JobUsage, error) { return s.jobUsageOf(job, nil) }
+
+// jobUsageOf measures job's directory; with only set, a job of another
+// owner is not walked (its Bytes stay 0).
+func (s *Store) jobUsageOf(job string, only *uint32) (JobUsage, error) {
 	dir := s.jobDir(job)
 	u := JobUsage{Job: job}
 	entries, err := os.ReadDir(dir)
@@ -124,10 +136,13 @@ func (s *Store) jobUsage(job string) (JobUsage, error) {
 			u.Checkpoints++
 		}
 	}
+	u.UID = s.jobOwner(job, dir, entries)
+	if only != nil && u.UID != *only {
+		return u, nil
+	}
 	if u.Bytes, err = treeBytes(dir); err != nil {
 		return u, fmt.Errorf("measure job %s in the checkpoint store: %w", job, err)
 	}
-	u.UID = s.jobOwner(job, dir, entries)
 	return u, nil
 }
 
