@@ -125,9 +125,23 @@ func (a *Agent) Serve(ctx context.Context) error {
 			return context.WithValue(context.WithValue(ctx, callerKey{}, c), peerPIDKey{}, pid)
 		},
 	}
+	// Before any TCP port listens: pods never get a moment to reach one.
+	guarded, err := a.guardPods()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	unguard := func() {
+		if guarded {
+			if err := node.UnguardAgentPort(context.Background()); err != nil {
+				a.log.Warn("removing the pods' guard of the agent's TCP ports", "err", err)
+			}
+		}
+	}
 	tcpSrv, tcpLn, err := a.listenTCP()
 	if err != nil {
 		ln.Close()
+		unguard()
 		return err
 	}
 	metSrv, metLn, err := a.listenMetrics()
@@ -135,8 +149,8 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ln.Close()
 		if tcpLn != nil {
 			tcpLn.Close()
-			_ = node.UnguardAgentPort(context.Background())
 		}
+		unguard()
 		return err
 	}
 	stopped := make(chan struct{})
@@ -160,11 +174,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		}
 		_ = srv.Shutdown(sctx)
 		wg.Wait()
-		if tcpSrv != nil {
-			if err := node.UnguardAgentPort(context.Background()); err != nil {
-				a.log.Warn("removing the pods' guard of the TCP API's port", "err", err)
-			}
-		}
+		unguard()
 	}()
 	if tcpSrv != nil {
 		a.log.Info("listening", "tcp", tcpLn.Addr().String())

@@ -15,12 +15,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
-	"github.com/cruz-hpc/cruz/internal/node"
 )
 
 const (
@@ -231,30 +229,17 @@ func newTCPServer(h http.Handler, lim tcpLimits) *http.Server {
 	}
 }
 
-// listenTCP guards the port from pods (node.GuardAgentPort) and opens the
-// TCP API's listener, if agent.listen is set, and returns its server (nil
-// without one). The listener closes at once any connection over the cap
-// from one address.
+// listenTCP opens the TCP API's listener, if agent.listen is set, and
+// returns its server (nil without one); the caller has guarded the port
+// from pods (guardPods). The listener closes at once any connection over
+// the cap from one address.
 func (a *Agent) listenTCP() (*http.Server, net.Listener, error) {
 	addr := a.cfg.Agent.Listen
 	if addr == "" {
 		return nil, nil, nil
 	}
-	// Before the TCP API listens: pods never get a moment to reach it.
-	listen, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent.listen %q: %w", addr, err)
-	}
-	var peers []netip.AddrPort
-	for _, p := range a.cfg.PeerList() {
-		peers = append(peers, p.Addr)
-	}
-	if err := node.GuardAgentPort(context.Background(), listen, peers); err != nil {
-		return nil, nil, err
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		_ = node.UnguardAgentPort(context.Background())
 		return nil, nil, fmt.Errorf("listen on %s (agent.listen): %w", addr, err)
 	}
 	lim := defaultTCPLimits

@@ -7,11 +7,11 @@ import (
 	"github.com/cruz-hpc/cruz/internal/pod"
 )
 
-// GuardAgentPort keeps the node's pods from the agents' TCP port (this
-// agent's, listening on listen, and its peers'); see pod.GuardAgentPort.
-// The agent reaches pods only through this package.
-func GuardAgentPort(ctx context.Context, listen netip.AddrPort, peers []netip.AddrPort) error {
-	return pod.GuardAgentPort(ctx, listen, peers)
+// GuardAgentPort keeps the node's pods from the agent's own TCP ports (its
+// API and its metrics) and from peers' addresses and ports; see
+// pod.GuardAgentPort. The agent reaches pods only through this package.
+func GuardAgentPort(ctx context.Context, ports []uint16, peers []netip.AddrPort) error {
+	return pod.GuardAgentPort(ctx, ports, peers)
 }
 
 // UnguardAgentPort removes the guard when the agent stops.

@@ -15,12 +15,15 @@ import (
 // the node's own address is on the pod bridge, so nothing routing-wise
 // keeps pods away from it.
 //
+// The same holds for the metrics port (metrics.listen): /metrics needs no
+// key, and what it tells (jobs, users, sizes) is not a pod's to read.
+//
 // The guard is one nftables table of the bridge family in the agent's
 // netns: a frame that comes in on a pod's veth (every one is named
-// HostVethPrefix + ...) is dropped if it is TCP to the agent's own port
-// (hook input: frames for the node itself) or to any peer agent's address
-// and port (hook forward: frames the bridge passes on to the LAN). Pods
-// still talk to each other on any port, the agents to each other as before.
+// HostVethPrefix + ...) is dropped if it is TCP to one of the agent's own
+// ports (hook input: frames for the node itself) or to a peer's address and
+// port (hook forward: frames the bridge passes on to the LAN). Pods still
+// talk to each other on any port, the agents to each other as before.
 // The agent installs it before its TCP API listens and removes it when it
 // stops (with its jobs' pods); after a crash it stays until the next start
 // replaces it.
@@ -28,12 +31,15 @@ const guardTable = "cruz_agent_guard"
 
 // guardScript is the nft script that installs the guard, replacing any
 // earlier one in one transaction.
-func guardScript(listen netip.AddrPort, peers []netip.AddrPort) string {
+func guardScript(ports []uint16, peers []netip.AddrPort) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table bridge %s\ndelete table bridge %s\n", guardTable, guardTable)
 	fmt.Fprintf(&b, "table bridge %s {\n", guardTable)
 	fmt.Fprintf(&b, "\tchain input {\n\t\ttype filter hook input priority -300; policy accept;\n")
-	fmt.Fprintf(&b, "\t\tiifname \"%s*\" tcp dport %d drop\n\t}\n", HostVethPrefix, listen.Port())
+	for _, port := range ports {
+		fmt.Fprintf(&b, "\t\tiifname \"%s*\" tcp dport %d drop\n", HostVethPrefix, port)
+	}
+	b.WriteString("\t}\n")
 	fmt.Fprintf(&b, "\tchain forward {\n\t\ttype filter hook forward priority -300; policy accept;\n")
 	for _, p := range peers {
 		family := "ip"
@@ -47,11 +53,12 @@ func guardScript(listen netip.AddrPort, peers []netip.AddrPort) string {
 }
 
 // GuardAgentPort installs, in the calling process's netns (the agent's),
-// the rules that keep the node's pods from the agent listening on listen
-// and from the peers' agents. It replaces any earlier guard, so an agent
-// restarted with another configuration gets its own.
-func GuardAgentPort(ctx context.Context, listen netip.AddrPort, peers []netip.AddrPort) error {
-	if err := nft(ctx, guardScript(listen, peers)); err != nil {
+// the rules that keep the node's pods from the agent's own TCP ports
+// (whatever address they listen on) and from peers (address and port).
+// It replaces any earlier guard, so an agent restarted with another
+// configuration gets its own.
+func GuardAgentPort(ctx context.Context, ports []uint16, peers []netip.AddrPort) error {
+	if err := nft(ctx, guardScript(ports, peers)); err != nil {
 		return fmt.Errorf("keep pods from the agents' TCP port (nftables table bridge %s): %w", guardTable, err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,7 @@ type agent struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	env     []string // added to cruzd's environment
+	addr    string   // the bridge's address (agentOptions.bridgeAddr), or ""
 }
 
 // agentOptions change the agent's config.
@@ -51,6 +53,10 @@ type agentOptions struct {
 	storeTOML string   // keys put in the config's [store] table
 	listen    string   // agent.listen: the TCP API's address; default none
 	env       []string // added to cruzd's environment (e.g. NOTIFY_SOCKET)
+	// bridgeAddr puts the subnet's first address on the pod bridge
+	// (network.address, agent.addr) and takes pods' from its upper half;
+	// BRIDGE_ADDR in extra stands for that address.
+	bridgeAddr bool
 }
 
 // startAgent starts a private cruzd and stops it (and removes every trace)
@@ -74,6 +80,15 @@ func startAgent(t *testing.T, opt agentOptions) *agent {
 	}
 	a.socket = filepath.Join(a.runDir, "cruzd.sock")
 	a.config = filepath.Join(dir, "cruzd.toml")
+	network := ""
+	if opt.bridgeAddr {
+		sub := netip.MustParsePrefix(a.subnet)
+		a.addr = sub.Addr().Next().String()
+		upper := sub.Addr().As4()
+		upper[3] = 128
+		network = fmt.Sprintf("address = %q\npool = %q\n", a.addr+"/24", netip.PrefixFrom(netip.AddrFrom4(upper), 25))
+		opt.extra = strings.ReplaceAll(opt.extra, "BRIDGE_ADDR", a.addr)
+	}
 	cfg := fmt.Sprintf(`version = 1
 [agent]
 socket = %q
@@ -84,13 +99,13 @@ listen = %q
 [network]
 bridge = %q
 subnet = %q
-[store]
+%s[store]
 dir = %q
 %s
 [criu]
 path = %q
 timeout = "2m"
-%s`, a.socket, a.runDir, filepath.Join(dir, "key", "cluster.key"), opt.listen, a.bridge, a.subnet, a.store, opt.storeTOML, opt.criuPath, opt.extra)
+%s`, a.socket, a.runDir, filepath.Join(dir, "key", "cluster.key"), opt.listen, a.bridge, a.subnet, network, a.store, opt.storeTOML, opt.criuPath, opt.extra)
 	require.NoError(t, os.WriteFile(a.config, []byte(cfg), 0o644))
 	t.Cleanup(a.cleanup)
 	a.start()

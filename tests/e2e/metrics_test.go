@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -162,4 +164,47 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, 0.0, metric(t, gone, "cruz_node_pods"))
 	assert.Less(t, metric(t, gone, "cruz_store_bytes"), metric(t, after, "cruz_store_bytes"), "rm --checkpoints freed the store")
 	a.requireNoLeaks()
+}
+
+// TestPodsCannotReachMetrics: with metrics.listen on an address pods can
+// route to (the node's address on the pod bridge), the node scrapes
+// /metrics there, but a process in a pod cannot connect to it, while it
+// can connect to another port of the same address. The agent has no TCP
+// API here: the metrics port alone is guarded.
+func TestPodsCannotReachMetrics(t *testing.T) {
+	port := freePort(t)
+	a := startAgent(t, agentOptions{bridgeAddr: true, extra: fmt.Sprintf("[metrics]\nlisten = \"BRIDGE_ADDR:%d\"\n", port)})
+	u := testenv.LookupUser(t, "cruzt1")
+	dir := testenv.TempDirFor(t, u)
+	metricsAddr := net.JoinHostPort(a.addr, strconv.Itoa(port))
+	all := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
+	metric(t, all, "cruz_node_pods")
+
+	// Another port of the same address, which pods may reach.
+	other, err := net.Listen("tcp", net.JoinHostPort(a.addr, "0"))
+	require.NoError(t, err)
+	defer other.Close()
+	go func() {
+		for {
+			conn, err := other.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	otherAddr := other.Addr().(*net.TCPAddr)
+	script := filepath.Join(dir, "probe.sh")
+	require.NoError(t, os.WriteFile(script, []byte(fmt.Sprintf(`#!/bin/bash
+for port in %d %d; do
+	if timeout 3 bash -c "exec 3<>/dev/tcp/%s/$port" 2>/dev/null; then echo "$port open"; else echo "$port closed"; fi
+done
+`, port, otherAddr.Port, a.addr)), 0o755))
+	require.NoError(t, os.Chown(script, int(u.UID), int(u.GID)))
+	r := a.cruz(u, dir, "run", "--plain", "--name", "probe", "--", "/bin/bash", script)
+	require.Equal(t, 0, r.Code, "stderr: %s", r.Stderr)
+	assert.Equal(t, []string{
+		fmt.Sprintf("%d closed", port),         // the metrics port
+		fmt.Sprintf("%d open", otherAddr.Port), // another port of the node
+	}, check.Lines(r.Stdout))
 }
