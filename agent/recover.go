@@ -138,6 +138,11 @@ func (a *Agent) rollback(j *job, reason string, healthy map[string]bool, delay t
 	j.dedup = d
 	j.mu.Unlock()
 	if err := a.restorePods(context.Background(), j, m, newGen); err != nil {
+		if errors.Is(err, api.ErrForbidden) {
+			// No one asked for a rollback: the refusal is the owner's.
+			o := j.owner()
+			a.log.Warn("refused", "uid", o.UID, "user", o.User, "what", "rollback of job "+j.id()+" to "+m.ID, "why", err.Error())
+		}
 		a.dropRun(j, healthy)
 		giveUp(fmt.Sprintf("the restore from %s failed: %v", m.ID, firstLine(err.Error())))
 		return

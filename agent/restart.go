@@ -115,7 +115,10 @@ func (a *Agent) restart(ctx context.Context, c caller, j *job, id string, place 
 		j.mu.Unlock()
 		a.setState(j, prev, "restart from "+m.ID+" failed: "+err.Error())
 		a.metrics.Restored(j.id(), metrics.Restart, metrics.Failed, 0)
-		log.Warn("restart failed", "err", err)
+		if !errors.Is(err, api.ErrForbidden) {
+			// A refusal is logged once, with the caller (logRefusal).
+			log.Warn("restart failed", "err", err)
+		}
 		return nil, 0, err
 	}
 	a.setState(j, api.StateRunning, "")

@@ -29,7 +29,6 @@ func (a *Agent) Run(ctx context.Context, c caller, req api.RunRequest) (*job, er
 		return nil, api.Errorf(api.ErrInvalid, "a Slurm step's job starts through POST /v1/slurm/steps (srun --cruz)")
 	}
 	if a.cfg.Agent.SlurmOnly && c.UID != 0 {
-		a.log.Warn("refused cruz run outside Slurm (agent.slurm_only)", "uid", c.UID)
 		return nil, api.Errorf(api.ErrForbidden, "this cluster runs jobs only under Slurm (agent.slurm_only on node %s): run it with srun --cruz or sbatch, not cruz run", a.node)
 	}
 	return a.run(ctx, c, req, newJobID())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -256,10 +257,22 @@ func (a *Agent) withCaller(h handlerFunc) http.HandlerFunc {
 			return
 		}
 		if err := h(w, r, c); err != nil {
-			a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "uid", c.UID, "err", err)
+			a.logRefusal(r, c, err)
 			writeError(w, err)
 		}
 	}
+}
+
+// logRefusal logs a request that failed, in one line: who asked (uid and
+// user), what (method and path) and why (the error the caller gets). A
+// refusal (the caller may not do it) is a warning, an admin's business;
+// anything else (bad input, no such job) is information.
+func (a *Agent) logRefusal(r *http.Request, c caller, err error) {
+	level, msg := slog.LevelInfo, "request failed"
+	if errors.Is(err, api.ErrForbidden) || errors.Is(err, api.ErrUnauthenticated) {
+		level, msg = slog.LevelWarn, "refused"
+	}
+	a.log.Log(r.Context(), level, msg, "uid", c.UID, "user", c.User, "what", r.Method+" "+r.URL.Path, "why", err.Error())
 }
 
 // writeError answers err with the status of its kind (internal/api).

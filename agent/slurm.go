@@ -434,7 +434,6 @@ func (a *Agent) checkSlurmTask(pid int, c caller, req api.RunRequest) error {
 	if err != nil {
 		why = err.Error()
 	}
-	a.log.Warn("refused a Slurm step's run: the caller is not a task of that step", "step", want, "uid", c.UID, "pid", pid, "why", why)
 	return api.Errorf(api.ErrForbidden, "refused to run Slurm step %s for uid %d: the calling process (pid %d) is not a task of that step (%s); srun --cruz starts a step's job, SLURM_JOB_ID and SLURM_STEP_ID set by hand are not trusted", want, c.UID, pid, why)
 }
 

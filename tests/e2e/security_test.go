@@ -277,7 +277,8 @@ func TestForgedSlurmStepRefused(t *testing.T) {
 	require.NotEqual(t, 0, r.Code, "a forged Slurm step must be refused; stdout %q", r.Stdout)
 	assert.Contains(t, r.Stderr, "refused to run Slurm step 777001.0 for uid 1001")
 	assert.Contains(t, r.Stderr, "is not a task of that step (not a task of a Slurm step)")
-	assert.Contains(t, a.log(), "refused a Slurm step's run", "the agent logs the refusal")
+	assert.Contains(t, a.log(), `msg=refused uid=1001 user=cruzt1 what="POST /v1/slurm/steps" why="refused to run Slurm step 777001.0 for uid 1001`,
+		"the agent logs the refusal")
 
 	l := a.cruzAsRoot("status", "--json")
 	require.Equal(t, 0, l.Code, "%s", l.Stderr)
