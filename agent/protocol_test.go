@@ -293,3 +293,34 @@ func TestCheckpointWaitsForOneUnderWay(t *testing.T) {
 	assert.True(t, m.Stopped)
 	assert.Equal(t, api.StateStopped, j.state())
 }
+
+// TestRecoveryOfASlurmStepStaysOnItsNodes: when a node of a Slurm step
+// fails, its pods go to the step's other nodes, never to a node outside
+// the step (n3 here, healthy and emptier): Slurm gave the job only the
+// step's nodes. With none of them left, the job fails saying so.
+func TestRecoveryOfASlurmStepStaysOnItsNodes(t *testing.T) {
+	a, fc := newTestAgent(t, "n1", "n2", "n3")
+	j := addJob(t, a, fc, "slurm-7-0", twoNodes)
+	j.rec.Request.Slurm = &api.SlurmStep{JobID: 7, RankNodes: []string{"n1", "n2", "n2"}}
+	_, err := a.checkpointLocked(context.Background(), j, false)
+	require.NoError(t, err)
+	fc.set(func() {
+		fc.node("n2").down = true
+		fc.node("n2").pods = map[string]bool{}
+	})
+	a.recoverJob(j, j.gen, "node n2 has not answered for 5s", "n2", true)
+
+	assert.Equal(t, api.StateRunning, j.state(), "the job runs again")
+	assert.Equal(t, []string{"slurm-7-0-mpiexec", "slurm-7-0-r0", "slurm-7-0-r1", "slurm-7-0-r2"}, fc.node("n1").held(), "every pod on the step's remaining node")
+	assert.Empty(t, fc.node("n3").held(), "nothing on a node outside the step")
+	j.stopSupervisor()
+	j.mu.Lock()
+	j.gen++ // end the restored run's watchers
+	j.mu.Unlock()
+
+	pods := []api.PodSpec{{Name: "x-r0", Node: "n2", Role: api.RoleRank}}
+	j.rec.Request.Slurm.RankNodes = []string{"n2"}
+	_, err = a.replace(j, pods, map[string]bool{"n1": true, "n3": true})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no node of the Slurm step (n2) is left healthy to restore pod x-r0 on")
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -221,12 +222,27 @@ func (a *Agent) dropRun(j *job, healthy map[string]bool) {
 
 // replace places the pods of a rollback: each stays on its node if that
 // node is healthy; the pods of a failed node go to one spare, or, without
-// spares, to the healthy nodes holding the fewest of the job's pods. It
+// spares, to the healthy nodes holding the fewest of the job's pods. A
+// Slurm step's pods stay on the step's nodes: the others are not Slurm's
+// to give it (they may run other jobs, or be down in Slurm's eyes). It
 // returns what moved, e.g. "node2 -> node4".
 func (a *Agent) replace(j *job, pods []api.PodSpec, healthy map[string]bool) ([]string, error) {
 	j.mu.Lock()
 	spares := append([]string(nil), j.rec.Spares...)
+	var step []string
+	if s := j.rec.Request.Slurm; s != nil {
+		step = s.RankNodes
+	}
 	j.mu.Unlock()
+	if step != nil {
+		allowed := map[string]bool{}
+		for _, n := range step {
+			if healthy[n] {
+				allowed[n] = true
+			}
+		}
+		healthy = allowed
+	}
 	load := map[string]int{}
 	for _, p := range pods {
 		if healthy[p.Node] {
@@ -252,6 +268,9 @@ func (a *Agent) replace(j *job, pods []api.PodSpec, healthy map[string]bool) ([]
 				var cands []string
 				for n := range healthy {
 					cands = append(cands, n)
+				}
+				if len(cands) == 0 && step != nil {
+					return nil, fmt.Errorf("no node of the Slurm step (%s) is left healthy to restore pod %s on", stepNodes(step), pods[i].Name)
 				}
 				if len(cands) == 0 {
 					return nil, fmt.Errorf("no healthy node is left to restore pod %s on", pods[i].Name)
@@ -302,4 +321,11 @@ func (a *Agent) cleanHalfWritten(id string) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	a.log.Warn("could not remove half-written checkpoints (cruzd removes them when it restarts)", "job", id)
+}
+
+// stepNodes names a Slurm step's nodes, each once, sorted.
+func stepNodes(rankNodes []string) string {
+	n := slices.Clone(rankNodes)
+	slices.Sort(n)
+	return strings.Join(slices.Compact(n), ",")
 }
