@@ -13,6 +13,10 @@ import (
 // jobs start again within seconds.
 const credExpireSec = 5
 
+// slurmdTimeoutSec is Slurm's SlurmdTimeout: how long a node may not answer
+// slurmctld before it is DOWN.
+const slurmdTimeoutSec = 5
+
 // slurmConf is the cluster's slurm.conf. host is the root namespace's short
 // hostname, dir the state directory, plugstack the plugstack.conf to use.
 func slurmConf(o Options, host, dir, plugstack string) string {
@@ -62,6 +66,11 @@ func slurmConf(o Options, host, dir, plugstack string) string {
 	w("SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1")
 	// A node that comes back registers as idle instead of staying down.
 	w("ReturnToService=2")
+	// A node that dies (cruz cluster fail) is noticed within seconds, not
+	// after Slurm's default 300 s: slurmctld pings every SlurmdTimeout/3
+	// and marks a node DOWN that has not answered for SlurmdTimeout, and
+	// only then ends or shrinks the jobs on it (requeue, --no-kill).
+	w("SlurmdTimeout=%d", slurmdTimeoutSec)
 	// The nodes share this machine's CPUs: trust the CPU counts below
 	// rather than the hardware slurmd sees.
 	w("SlurmdParameters=config_overrides")

@@ -81,6 +81,7 @@ func TestSlurmConf(t *testing.T) {
 		"PlugStackConfig=/etc/cruz/plugstack.conf\n",
 		"SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1\n", "JobRequeue=1\n",
 		"SlurmdParameters=config_overrides\n",
+		"ReturnToService=2\n", "SlurmdTimeout=5\n",
 		"NodeName=n1 NodeAddr=10.213.77.11 NodeHostname=n1 CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 State=UNKNOWN\n",
 		"NodeName=n2 NodeAddr=10.213.77.12 NodeHostname=n2 CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 State=UNKNOWN\n",
 		"PartitionName=cruz Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
