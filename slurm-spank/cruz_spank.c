@@ -323,12 +323,84 @@ static int setenv_job(spank_t sp, const char *var, const char *val)
 	return 0;
 }
 
+/* Reads a whole file of at most max bytes; NULL on failure. */
+static char *read_file(const char *path, size_t max, size_t *len)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = malloc(max + 1);
+
+	if (f == NULL || buf == NULL) {
+		if (f != NULL)
+			fclose(f);
+		free(buf);
+		return NULL;
+	}
+	*len = fread(buf, 1, max + 1, f);
+	fclose(f);
+	if (*len == 0 || *len > max) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
 /*
- * On a node (remote), once the options are known: check for the agent and
- * hand the options to the job's tasks. A missing agent is reported to the
- * node's log here, and to the user by each task (slurm_spank_task_init):
- * failing here would only show "Plugin initialization failed" to the user,
- * and srun would even exit 0.
+ * srun of a --cruz step (local context, options parsed, nothing allocated
+ * or launched yet): the step must outlive the failure of one of its nodes,
+ * since Cruz rolls its job back onto the step's other nodes. slurmctld
+ * kills a whole step when one of its nodes fails ("Killing StepId=J.S due
+ * to failed node N") unless the step is no-kill, even in a job submitted
+ * with --no-kill; a no-kill step only loses that node's tasks, which srun
+ * counts as ended. srun reads SLURM_NO_KILL as it parses its options, which
+ * it has done by now, so it is exec'd again, with the same arguments and
+ * SLURM_NO_KILL=set. A SLURM_NO_KILL already set (the user's choice, or
+ * this exec) is left alone; an explicit --no-kill=off still wins, as an
+ * option beats the environment. In a job without --no-kill nothing changes:
+ * Slurm ends (and may requeue) the whole job when one of its nodes fails.
+ */
+static void make_step_no_kill(void)
+{
+	size_t len = 0, i, n = 0;
+	char *buf, **argv;
+
+	if (getenv("SLURM_NO_KILL") != NULL)
+		return;
+	buf = read_file("/proc/self/cmdline", 1 << 20, &len);
+	if (buf == NULL) {
+		slurm_error("cruz: cannot read srun's command line: the step is "
+			    "killed if one of its nodes fails (srun --no-kill "
+			    "avoids that)");
+		return;
+	}
+	buf[len] = '\0';
+	for (i = 0; i < len; i++)
+		n += buf[i] == '\0';
+	argv = calloc(n + 1, sizeof(char *));
+	if (argv == NULL) {
+		free(buf);
+		return;
+	}
+	for (i = 0, n = 0; i < len; i += strlen(buf + i) + 1)
+		argv[n++] = buf + i;
+	if (setenv("SLURM_NO_KILL", "set", 1) == 0) {
+		slurm_debug("cruz: srun --cruz: running srun again with "
+			    "SLURM_NO_KILL=set");
+		execv("/proc/self/exe", argv);
+		slurm_error("cruz: exec srun again with SLURM_NO_KILL=set: %s: "
+			    "the step is killed if one of its nodes fails "
+			    "(srun --no-kill avoids that)", strerror(errno));
+		unsetenv("SLURM_NO_KILL");
+	}
+	free(argv);
+	free(buf);
+}
+
+/*
+ * Once the options are known: in srun, make a --cruz step no-kill; on a
+ * node (remote), check for the agent and hand the options to the job's
+ * tasks. A missing agent is reported to the node's log here, and to the
+ * user by each task (slurm_spank_task_init): failing here would only show
+ * "Plugin initialization failed" to the user, and srun would even exit 0.
  */
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
@@ -336,6 +408,8 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 
 	(void) ac;
 	(void) av;
+	if (spank_context() == S_CTX_LOCAL && cruz_enabled)
+		make_step_no_kill();
 	if (!spank_remote(sp) || !cruz_enabled)
 		return 0;
 	if (stat(cruz_socket, &st) < 0 || !S_ISSOCK(st.st_mode)) {
