@@ -33,11 +33,16 @@ func (o ORTE) PrivateDev() bool { return true }
 
 // Env: mpirun and orted read their settings from OMPI_MCA_ variables; the
 // remote shell is Cruz's agent, and every daemon is started directly (no
-// tree spawn through other daemons). Open MPI refuses to run as root unless
-// told, which jobs of root are.
+// tree spawn through other daemons). The rsh launcher and the --host list
+// are forced: in an srun --cruz step the pods have the task's SLURM_*
+// variables, from which mpirun would otherwise take Slurm's allocation
+// (ras slurm: "All nodes which are allocated for this job are already
+// filled") and start its daemons with srun (plm slurm), outside the pods.
+// Open MPI refuses to run as root unless told, which jobs of root are.
 func (o ORTE) Env(uid uint32) []string {
 	env := append([]string(nil), o.Vars...)
-	env = append(env, "OMPI_MCA_plm_rsh_agent="+o.Agent+" "+RshAgentArg, "OMPI_MCA_plm_rsh_no_tree_spawn=1")
+	env = append(env, "OMPI_MCA_plm_rsh_agent="+o.Agent+" "+RshAgentArg, "OMPI_MCA_plm_rsh_no_tree_spawn=1",
+		"OMPI_MCA_plm=rsh", "OMPI_MCA_ras=^slurm")
 	if uid == 0 {
 		env = append(env, "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 	}

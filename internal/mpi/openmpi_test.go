@@ -77,6 +77,8 @@ func TestOpenMPIArgvAndEnv(t *testing.T) {
 	env := o.Env(1001)
 	assert.Contains(t, env, "OMPI_MCA_btl=tcp,self")
 	assert.Contains(t, env, "OMPI_MCA_plm_rsh_agent=/opt/cruz/bin/cruzd __cruz-rsh-agent")
+	assert.Contains(t, env, "OMPI_MCA_plm=rsh", "never Slurm's launcher, also in an srun --cruz step")
+	assert.Contains(t, env, "OMPI_MCA_ras=^slurm", "never Slurm's allocation: the pods are the hosts")
 	assert.NotContains(t, env, "OMPI_ALLOW_RUN_AS_ROOT=1", "only root's jobs need it")
 	assert.Contains(t, o.Env(0), "OMPI_ALLOW_RUN_AS_ROOT=1")
 }
