@@ -341,6 +341,42 @@ func TestSlurmRequeue(t *testing.T) {
 	e := slurmSetup(t, 3)
 	t.Run("truncate", e.requeueTruncated)
 	t.Run("append", e.requeueAppended)
+	t.Run("append MPI", e.requeueAppendedMPI)
+}
+
+// requeueAppendedMPI: the 4-rank MPI job on 2 nodes, submitted with
+// --open-mode=append and requeued after a checkpoint: the file, which Slurm
+// kept, reads as one uninterrupted run's.
+func (e *slurmEnv) requeueAppendedMPI(t *testing.T) {
+	const np, iters = 4, 60
+	id := e.sbatch(t, "-N2", "-n4", "--open-mode=append", e.allreduceScript(t, "job-append.sh", "--cruz-interval=1s", iters, 150))
+	job := "slurm-" + id + "-0"
+	e.waitOutput(t, id, "iter 15 ", 90*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var list api.CheckpointList
+		e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
+		if len(list.Checkpoints) > 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no checkpoint of %s within 30 s", job)
+		time.Sleep(200 * time.Millisecond)
+	}
+	before := len(check.Lines(e.out(t, id)))
+	r := e.as(t, "scontrol", "requeue", id)
+	require.Equal(t, 0, r.Code, "scontrol requeue: %s", r.Stderr)
+	sj := e.waitJob(t, id, 3*time.Minute)
+	assert.Equal(t, "COMPLETED", sj.State)
+	assert.Equal(t, 1, sj.Restarts, "Slurm requeued it once")
+	errOut := e.errOut(t, id)
+	assert.Contains(t, errOut, "batch: restarts=0\n", "Slurm appended to the files: the first run's lines are there")
+	assert.Contains(t, errOut, "batch: restarts=1\n")
+	assert.Equal(t, check.AllreduceOutput(np, iters), check.Lines(e.out(t, id)), "the output file (appended to), line by line; stderr:\n%s", errOut)
+	agentLog, _ := os.ReadFile(e.st.Nodes[0].Log)
+	assert.Contains(t, string(agentLog), `msg="Slurm kept the requeued job's output file: the step's earlier output is not replayed" job=`+job,
+		"the agent saw that Slurm kept the file")
+	t.Logf("the file had %d lines at the requeue", before)
+	e.requireSlurmClean(t, id)
 }
 
 // requeueTruncated: the restored run's own output (in the coordinator's
