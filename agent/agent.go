@@ -47,9 +47,12 @@ type Agent struct {
 	store       *store.Store
 	key         []byte // cluster key: signs manifests and TCP API requests
 	criuVersion int
-	node        string
-	subnet      netip.Prefix
-	pool        netip.Prefix // where pod addresses come from, inside subnet
+	// criuPath and criuFrom are the CRIU the agent runs and where it
+	// comes from (criu.Source, with the bundled one's recorded version).
+	criuPath, criuFrom string
+	node               string
+	subnet             netip.Prefix
+	pool               netip.Prefix // where pod addresses come from, inside subnet
 	// local is this node's pods (the node side of the protocol).
 	local *node.Node
 	// dial reaches a node's side: dialNode, or fakes in tests.
@@ -114,11 +117,24 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 	if err := pod.SetLinkUp("lo"); err != nil {
 		return nil, err
 	}
-	runner := &criu.Swrk{Path: cfg.CRIU.Path, LogLevel: cfg.CRIU.LogLevel, Self: self}
+	// Which CRIU: criu.path as configured, or (the default "criu") the one
+	// on PATH when it is >= 4.2, else the one the cruz package carries.
+	choice := criu.Choose(ctx, cfg.CRIU.Path, self, func(ctx context.Context, p string) (int, error) {
+		return (&criu.Swrk{Path: p, LogLevel: cfg.CRIU.LogLevel, Self: self}).Version(ctx)
+	})
+	if choice.Skipped != "" {
+		log.Warn("not using the criu on PATH: using the CRIU bundled with cruz instead", "why", choice.Skipped, "bundled", choice.Path)
+	}
+	runner := &criu.Swrk{Path: choice.Path, LogLevel: cfg.CRIU.LogLevel, Self: self}
 	v, err := runner.Check(ctx)
 	if err != nil {
 		return nil, err
 	}
+	criuFrom := choice.Source.String()
+	if choice.Source == criu.SourceBundled && choice.Bundled.Version != "" {
+		criuFrom += " " + choice.Bundled.Version
+	}
+	log.Info("using CRIU", "version", criu.VersionString(v), "path", choice.Path, "from", criuFrom)
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
@@ -163,6 +179,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 	host := &pod.Host{Bridge: cfg.Network.Bridge, MTU: cfg.Network.MTU, CRIU: runner, Self: self, Log: log, MaxFileBytes: cfg.Store.MaxFileBytes}
 	a := newAgent(cfg, log, st, key, name, host)
 	a.criuVersion = v
+	a.criuPath, a.criuFrom = choice.Path, criuFrom
 	a.self = self
 	a.runLock = lock
 	if cfg.Metrics.Listen != "" {
@@ -172,7 +189,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 	if err := a.reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile state left by the previous agent: %w", err)
 	}
-	log.Info("agent ready", "criu", criu.VersionString(v), "node", name, "bridge", cfg.Network.Bridge,
+	log.Info("agent ready", "criu", criu.VersionString(v), "criu_from", criuFrom, "node", name, "bridge", cfg.Network.Bridge,
 		"subnet", cfg.Network.Subnet, "store", cfg.Store.Dir, "jobs", len(a.jobs))
 	return a, nil
 }
@@ -197,6 +214,15 @@ func newAgent(cfg config.Config, log *slog.Logger, st *store.Store, key []byte, 
 
 // CRIUVersion is the version of the CRIU the agent checked at start.
 func (a *Agent) CRIUVersion() string { return criu.VersionString(a.criuVersion) }
+
+// CRIUSource is the path of the agent's CRIU and where it comes from, e.g.
+// "/usr/lib/cruz/criu, bundled with cruz 4.2.1-1 (Debian testing)".
+func (a *Agent) CRIUSource() string {
+	if a.criuPath == "" {
+		return ""
+	}
+	return a.criuPath + ", " + a.criuFrom
+}
 
 // Shutdown ends every running job of this agent: its pods (on every node)
 // are killed and removed and the job is marked lost, so that nothing

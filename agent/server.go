@@ -297,7 +297,7 @@ func decode(r *http.Request, v any) error {
 }
 
 func (a *Agent) handleVersion(w http.ResponseWriter, _ *http.Request, _ caller) error {
-	writeJSON(w, http.StatusOK, api.Version{Agent: version.String(), CRIU: a.CRIUVersion(), Node: a.node, MPIs: a.mpis()})
+	writeJSON(w, http.StatusOK, api.Version{Agent: version.String(), CRIU: a.CRIUVersion(), CRIUSource: a.CRIUSource(), Node: a.node, MPIs: a.mpis()})
 	return nil
 }
 

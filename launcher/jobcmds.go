@@ -467,7 +467,11 @@ func (c *cli) versionCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "agent %s on %s, CRIU %s\n", v.Agent, v.Node, v.CRIU)
+			criuFrom := ""
+			if v.CRIUSource != "" {
+				criuFrom = " (" + v.CRIUSource + ")"
+			}
+			fmt.Fprintf(c.stdout, "agent %s on %s, CRIU %s%s\n", v.Agent, v.Node, v.CRIU, criuFrom)
 			mpis := "none found"
 			if len(v.MPIs) > 0 {
 				mpis = strings.Join(v.MPIs, ", ")

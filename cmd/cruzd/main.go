@@ -91,6 +91,17 @@ with the built-in defaults (cruzd --print-config shows them).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if showVersion {
 				fmt.Fprintln(stdout, "cruzd", version.String())
+				// The CRIU the package carries, if any: used when
+				// criu.path is the default and no CRIU >= 4.2 is on PATH.
+				if exe, err := os.Executable(); err == nil {
+					if b, ok := criu.FindBundled(exe); ok {
+						v := b.Version
+						if v == "" {
+							v = "(version not recorded)"
+						}
+						fmt.Fprintf(stdout, "bundled CRIU %s at %s (used when no CRIU >= 4.2 is on PATH)\n", v, b.Wrapper)
+					}
+				}
 				return nil
 			}
 			if manDir != "" {

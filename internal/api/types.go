@@ -284,7 +284,11 @@ type ErrorBody struct {
 type Version struct {
 	Agent string `json:"agent"`
 	CRIU  string `json:"criu"`
-	Node  string `json:"node"`
+	// CRIUSource is the agent's CRIU and where it comes from, e.g.
+	// "/usr/lib/cruz/criu, bundled with cruz 4.2.1-1 (Debian testing)" or
+	// "criu, PATH".
+	CRIUSource string `json:"criu_source,omitempty"`
+	Node       string `json:"node"`
 	// MPIs are the MPIs whose launchers the agent found, e.g.
 	// "mpich (/usr/bin/mpiexec.hydra)".
 	MPIs []string `json:"mpis,omitempty"`

@@ -8,11 +8,14 @@
 package install
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,6 +100,58 @@ func filesOutsideDpkg(t *testing.T, root string) []string {
 	return out
 }
 
+// startAgent starts the installed cruzd with PATH path in a network and
+// mount namespace of its own (its bridge, packet filter and mount changes
+// vanish with them), with its socket, run directory, key and store in a
+// temporary directory, waits until it serves, stops it with SIGTERM and
+// returns its log.
+func startAgent(t *testing.T, cruzd, path string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "cruzd.toml")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`version = 1
+[agent]
+socket = "%[1]s/run/cruzd.sock"
+run_dir = "%[1]s/run"
+key_file = "%[1]s/cluster.key"
+[store]
+dir = "%[1]s/store"
+`, dir)), 0o644))
+	var log bytes.Buffer
+	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", cruzd, "--config", cfg)
+	cmd.Env = []string{"PATH=" + path}
+	cmd.Stdout, cmd.Stderr = &log, &log
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	sock := filepath.Join(dir, "run/cruzd.sock")
+	deadline := time.After(30 * time.Second)
+	for serving := false; !serving; {
+		select {
+		case err := <-done:
+			t.Fatalf("the installed cruzd ended before it served: %v\n%s", err, log.String())
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			<-done
+			t.Fatalf("the installed cruzd did not serve %s within 30 s:\n%s", sock, log.String())
+		case <-time.After(50 * time.Millisecond):
+			fi, err := os.Stat(sock)
+			serving = err == nil && fi.Mode().Type() == os.ModeSocket
+		}
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		require.NoError(t, err, "cruzd ends cleanly on SIGTERM:\n%s", log.String())
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("the installed cruzd did not end within 30 s of SIGTERM:\n%s", log.String())
+	}
+	t.Logf("installed cruzd with PATH=%s:\n%s", path, log.String())
+	return log.String()
+}
+
 func TestDebianPackages(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, tool := range []string{"dpkg-deb", "dpkg", "make"} {
@@ -117,7 +172,12 @@ func TestDebianPackages(t *testing.T) {
 	assert.Equal(t, ver+"\n", run(t, nil, "dpkg-deb", "-f", cruzDeb, "Version"))
 	assert.Equal(t, "cruz-slurm\n", run(t, nil, "dpkg-deb", "-f", slurmDeb, "Package"))
 	assert.Contains(t, run(t, nil, "dpkg-deb", "-f", slurmDeb, "Depends"), "cruz (= "+ver+")", "the plugin goes with the same cruz")
-	assert.Contains(t, run(t, nil, "dpkg-deb", "-f", cruzDeb, "Recommends"), "criu (>= 4.2)")
+	// cruz carries the private CRIU root it was built with and names its
+	// version; it no longer asks apt for a CRIU that Debian 12 lacks.
+	criuName := strings.TrimSpace(run(t, nil, "dpkg-deb", "-f", cruzDeb, "Cruz-CRIU"))
+	require.Regexp(t, `^\d+\.\d+(\.\d+)?`, criuName, "the package names the CRIU it carries (Cruz-CRIU)")
+	assert.NotContains(t, run(t, nil, "dpkg-deb", "-f", cruzDeb, "Recommends"), "criu")
+	assert.Contains(t, run(t, nil, "dpkg-deb", "-f", cruzDeb, "Description"), "It carries CRIU "+criuName+" with its own libraries")
 	assert.Equal(t, "/etc/cruz/cruzd.toml\n", run(t, nil, "sh", "-c", "dpkg-deb --ctrl-tarfile "+cruzDeb+" | tar -xOf - ./conffiles"))
 	contents := run(t, nil, "dpkg-deb", "-c", cruzDeb)
 	assert.NotContains(t, contents, "cruz_spank.so", "the plugin is cruz-slurm's")
@@ -153,6 +213,42 @@ func TestDebianPackages(t *testing.T) {
 	assert.Regexp(t, `^cruzd `+regexp.QuoteMeta(ver)+` \(commit [0-9a-f]{12}`, run(t, nil, in("usr/sbin/cruzd"), "--version"))
 	assert.Equal(t, "cruzd: "+in("etc/cruz/cruzd.toml")+" is valid\n",
 		run(t, nil, in("usr/sbin/cruzd"), "--check-config", "--config", in("etc/cruz/cruzd.toml")))
+
+	// The CRIU the package carries runs from the installed package, through
+	// its wrapper and its own loader (the throw-away root is not where the
+	// package expects to be: the wrapper finds the root beside itself), is
+	// >= 4.2, is the version the package names, and passes its kernel check.
+	requireMode(t, in("usr/lib/cruz/criu"), 0o755)
+	requireMode(t, in("usr/lib/cruz/criu-root/usr/sbin/criu"), 0o755)
+	criuOut := run(t, nil, in("usr/lib/cruz/criu"), "--version")
+	major, minor, patch, err := testenv.ParseCRIUVersion(criuOut)
+	require.NoError(t, err, "criu --version through the installed wrapper:\n%s", criuOut)
+	assert.True(t, major > 4 || major == 4 && minor >= 2, "the bundled CRIU is >= 4.2: %s", criuOut)
+	upstream := fmt.Sprintf("%d.%d.%d", major, minor, patch)
+	assert.True(t, strings.HasPrefix(criuName, upstream), "Cruz-CRIU %q names the CRIU that runs (%s)", criuName, upstream)
+	assert.Contains(t, run(t, nil, in("usr/lib/cruz/criu"), "check"), "Looks good")
+	assert.Contains(t, run(t, nil, in("usr/sbin/cruzd"), "--version"),
+		"\nbundled CRIU "+strings.SplitN(criuName, " (", 2)[0])
+	assert.Contains(t, run(t, nil, in("usr/sbin/cruzd"), "--version"), " at "+in("usr/lib/cruz/criu")+" (used when no CRIU >= 4.2 is on PATH)\n")
+
+	// The installed agent starts and says which CRIU it uses: the bundled
+	// one when the criu on PATH does not work (here a fake that fails), a
+	// working CRIU on PATH (as a distribution's >= 4.2 would be) otherwise.
+	fake := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(fake, "criu"), []byte("#!/bin/sh\necho 'criu: broken' >&2\nexit 1\n"), 0o755))
+	log := startAgent(t, in("usr/sbin/cruzd"), fake+":/usr/sbin:/usr/bin:/sbin:/bin")
+	assert.Contains(t, log, `msg="not using the criu on PATH: using the CRIU bundled with cruz instead" why="`+filepath.Join(fake, "criu")+` does not answer a version request`)
+	assert.Regexp(t, `msg="using CRIU" version=`+regexp.QuoteMeta(upstream)+` path=`+regexp.QuoteMeta(in("usr/lib/cruz/criu"))+
+		` from="bundled with cruz `+regexp.QuoteMeta(strings.SplitN(criuName, " (", 2)[0]), log)
+	assert.Contains(t, log, `msg="agent ready" criu=`+upstream+` criu_from="bundled with cruz`)
+	t.Run("distribution CRIU on PATH", func(t *testing.T) {
+		criuPath := testenv.RequireCRIU(t)
+		dir := t.TempDir()
+		require.NoError(t, os.Symlink(criuPath, filepath.Join(dir, "criu")))
+		log := startAgent(t, in("usr/sbin/cruzd"), dir+":/usr/sbin:/usr/bin:/sbin:/bin")
+		assert.Regexp(t, `msg="using CRIU" version=\S+ path=`+regexp.QuoteMeta(filepath.Join(dir, "criu"))+` from=PATH\n`, log)
+		assert.NotContains(t, log, "bundled with cruz instead")
+	})
 
 	// The plugstack line names the installed plugin and cruz.
 	plug, err := os.ReadFile(in("usr/share/cruz/plugstack.conf"))
