@@ -28,6 +28,7 @@ import (
 	"github.com/cruz-hpc/cruz/internal/node"
 	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/proc"
+	"github.com/cruz-hpc/cruz/internal/slurm"
 	"github.com/cruz-hpc/cruz/internal/store"
 	"golang.org/x/sys/unix"
 )
@@ -67,6 +68,9 @@ type Agent struct {
 	// metrics.listen is empty); metricsHandler serves them.
 	metrics        metrics.Recorder
 	metricsHandler http.Handler
+	// showStep asks slurmctld about a Slurm step (slurm.ShowStep, or a
+	// fake in tests).
+	showStep func(ctx context.Context, id string) (slurm.Step, error)
 
 	mu   sync.Mutex
 	jobs map[string]*job // jobs this agent coordinates
@@ -207,6 +211,9 @@ func newAgent(cfg config.Config, log *slog.Logger, st *store.Store, key []byte, 
 		metrics:   metrics.Nop{},
 	}
 	a.dial = a.dialNode
+	a.showStep = func(ctx context.Context, id string) (slurm.Step, error) {
+		return slurm.ShowStep(ctx, cfg.Agent.SlurmConf, id)
+	}
 	a.local = node.New(node.Config{Name: name, RunDir: cfg.Agent.RunDir, Subnet: a.subnet, CRIUTimeout: cfg.CRIU.Timeout.Duration,
 		Store: st, Host: host, Local: localSinks{a}, Peers: peerJobAsker{a}, Log: log, MaxLogBytes: cfg.Output.MaxLogBytes})
 	return a

@@ -408,6 +408,9 @@ func (a *Agent) handleRunSlurm(w http.ResponseWriter, r *http.Request, c caller)
 	if err := a.checkSlurmTask(peerPID(r.Context()), c, req); err != nil {
 		return err
 	}
+	if err := a.checkSlurmStep(r.Context(), c, req); err != nil {
+		return err
+	}
 	j, from, replayTo, err := a.RunSlurm(r.Context(), c, req)
 	if j == nil {
 		return err
@@ -435,6 +438,47 @@ func (a *Agent) checkSlurmTask(pid int, c caller, req api.RunRequest) error {
 		why = err.Error()
 	}
 	return api.Errorf(api.ErrForbidden, "refused to run Slurm step %s for uid %d: the calling process (pid %d) is not a task of that step (%s); srun --cruz starts a step's job, SLURM_JOB_ID and SLURM_STEP_ID set by hand are not trusted", want, c.UID, pid, why)
+}
+
+// checkSlurmStep makes sure that the step's owner and nodes in the request,
+// which the first task read from its environment, are those slurmctld gives
+// the step: a user's task may set SLURM_STEP_NODELIST and friends to
+// anything, and the nodes say where the step's pods go, which would
+// otherwise put them on nodes the user was never allocated. (Slurm's
+// record has no per-node task counts: the ranks are spread over the step's
+// own nodes however the request says.)
+func (a *Agent) checkSlurmStep(ctx context.Context, c caller, req api.RunRequest) error {
+	if req.Slurm == nil {
+		return nil
+	}
+	id := fmt.Sprintf("%d.%d", req.Slurm.JobID, req.Slurm.StepID)
+	refuse := func(format string, args ...any) error {
+		return api.Errorf(api.ErrForbidden, "refused to run Slurm step %s for uid %d: %s", id, c.UID, fmt.Sprintf(format, args...))
+	}
+	st, err := a.showStep(ctx, id)
+	if err != nil {
+		return refuse("cannot ask slurmctld about the step (%v): its owner and nodes are checked with scontrol show step; check that scontrol works on node %s (agent.slurm_conf in cruzd.toml names slurm.conf)", err, a.node)
+	}
+	if st.UID != c.UID {
+		return refuse("Slurm says the step belongs to uid %d", st.UID)
+	}
+	var asked []string
+	for _, n := range req.Slurm.RankNodes {
+		if !slices.Contains(asked, n) {
+			asked = append(asked, n)
+		}
+	}
+	want := slices.Clone(st.Nodes)
+	slices.Sort(want)
+	got := slices.Clone(asked)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		return refuse("its tasks' environment places them on nodes %s, but Slurm (scontrol show step %s) runs the step on %s; SLURM_STEP_NODELIST and SLURM_STEP_TASKS_PER_NODE set by hand are not trusted", strings.Join(asked, ","), id, strings.Join(st.Nodes, ","))
+	}
+	if st.Tasks != req.NP {
+		return refuse("the request has %d tasks, but Slurm's step has %d; SLURM_STEP_NUM_TASKS set by hand is not trusted", req.NP, st.Tasks)
+	}
+	return nil
 }
 
 func (a *Agent) handleSlurmEnd(w http.ResponseWriter, r *http.Request, c caller) error {

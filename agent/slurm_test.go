@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/joblog"
+	"github.com/cruz-hpc/cruz/internal/slurm"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -104,5 +107,44 @@ func TestOutputAppended(t *testing.T) {
 				assert.Equal(t, int64(14), stdout)
 			}
 		})
+	}
+}
+
+// TestCheckSlurmStep: a Slurm step's owner, nodes and task count must be
+// those slurmctld gives it, whatever the task's environment said.
+func TestCheckSlurmStep(t *testing.T) {
+	a, _ := newTestAgent(t, "n1", "n2", "n3")
+	slurmctld := slurm.Step{ID: "7.0", UID: 1001, Nodes: []string{"n1", "n2"}, Tasks: 3}
+	a.showStep = func(_ context.Context, id string) (slurm.Step, error) {
+		if id != "7.0" {
+			return slurm.Step{}, errors.New("slurmctld knows no step " + id)
+		}
+		return slurmctld, nil
+	}
+	req := func(nodes ...string) api.RunRequest {
+		return api.RunRequest{NP: len(nodes), Slurm: &api.SlurmStep{JobID: 7, StepID: 0, RankNodes: nodes}}
+	}
+	user := caller{UID: 1001, GID: 1001}
+	require.NoError(t, a.checkSlurmStep(context.Background(), user, req("n1", "n1", "n2")))
+	// Slurm's record has no per-node counts: another spread over the same nodes passes.
+	require.NoError(t, a.checkSlurmStep(context.Background(), user, req("n1", "n2", "n2")))
+	require.NoError(t, a.checkSlurmStep(context.Background(), user, api.RunRequest{}), "no Slurm step: nothing to check")
+
+	for _, tc := range []struct {
+		c    caller
+		req  api.RunRequest
+		want string
+	}{
+		{user, req("n1", "n2", "n3"), "refused to run Slurm step 7.0 for uid 1001: its tasks' environment places them on nodes n1,n2,n3, but Slurm (scontrol show step 7.0) runs the step on n1,n2"},
+		{user, req("n1", "n1", "n1"), "places them on nodes n1, but Slurm"},
+		{user, req("n1", "n2"), "the request has 2 tasks, but Slurm's step has 3"},
+		{caller{UID: 1002, GID: 1002}, req("n1", "n1", "n2"), "refused to run Slurm step 7.0 for uid 1002: Slurm says the step belongs to uid 1001"},
+		{caller{UID: 0}, req("n1", "n1", "n2"), "Slurm says the step belongs to uid 1001"},
+		{user, api.RunRequest{NP: 1, Slurm: &api.SlurmStep{JobID: 8, RankNodes: []string{"n1"}}}, "cannot ask slurmctld about the step (slurmctld knows no step 8.0)"},
+	} {
+		err := a.checkSlurmStep(context.Background(), tc.c, tc.req)
+		require.Error(t, err, tc.want)
+		assert.ErrorIs(t, err, api.ErrForbidden)
+		assert.Contains(t, err.Error(), tc.want)
 	}
 }

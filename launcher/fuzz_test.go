@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cruz-hpc/cruz/internal/slurm"
 )
 
 // FuzzHostlist: expanding a Slurm host list never panics, and the hosts it
@@ -22,8 +24,8 @@ func FuzzHostlist(f *testing.F) {
 		if len(hosts) == 0 {
 			t.Fatalf("%q: no hosts and no error", list)
 		}
-		if len(hosts) > maxHostlistHosts {
-			t.Fatalf("%q: %d hosts, more than the %d allowed", list, len(hosts), maxHostlistHosts)
+		if len(hosts) > slurm.MaxHostlistHosts {
+			t.Fatalf("%q: %d hosts, more than the %d allowed", list, len(hosts), slurm.MaxHostlistHosts)
 		}
 		for _, h := range hosts {
 			if h == "" || strings.ContainsAny(h, "[],") {

@@ -473,6 +473,10 @@ func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan 
 	cfg.Agent.Listen = netip.AddrPortFrom(n.Addr, AgentPort).String()
 	cfg.Cluster.Peers = peers(sub, o.Nodes)
 	cfg.Store.Dir = o.Store
+	if o.Slurm {
+		// The agent asks slurmctld who owns a step and where it runs.
+		cfg.Agent.SlurmConf = slurmcluster.ConfPathIn(filepath.Join(o.Dir, SlurmDirName))
+	}
 	if err := cfg.Validate(); err != nil {
 		return n, nil, fmt.Errorf("config of %s: %w", name, err)
 	}

@@ -99,6 +99,10 @@ type AgentConfig struct {
 	// SlurmOnly refuses users' jobs that are no Slurm step (cruz run), so
 	// that on Slurm nodes every pod runs inside an allocation.
 	SlurmOnly bool `toml:"slurm_only"`
+	// SlurmConf is the slurm.conf the agent's scontrol reads (SLURM_CONF)
+	// to ask slurmctld who owns a step and where it runs; empty: Slurm's
+	// own default (or SLURM_CONF in cruzd's environment).
+	SlurmConf string `toml:"slurm_conf"`
 	// Nice is the agent's scheduling priority (nice value, -20 to 19). A
 	// job's traffic is held while its pods are dumped and released: on a
 	// busy node, an agent at the jobs' priority made every hold longer
@@ -537,6 +541,9 @@ func (c Config) validate() []error {
 	}
 	if c.Agent.Hostname != "" && !isHostname(c.Agent.Hostname) {
 		bad("agent.hostname", c.Agent.Hostname)
+	}
+	if c.Agent.SlurmConf != "" && !isAbsPath(c.Agent.SlurmConf) {
+		bad("agent.slurm_conf", c.Agent.SlurmConf)
 	}
 	if c.Agent.Listen != "" && !isListenAddr(c.Agent.Listen) {
 		bad("agent.listen", c.Agent.Listen)

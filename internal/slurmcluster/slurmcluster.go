@@ -366,6 +366,11 @@ func (c *Cluster) path(elem ...string) string {
 // ConfPath is the cluster's slurm.conf.
 func (c *Cluster) ConfPath() string { return c.path(confName) }
 
+// ConfPathIn is the slurm.conf of a cluster whose state directory is dir,
+// known before the cluster starts (agents that run before Slurm is up
+// name it in their config).
+func ConfPathIn(dir string) string { return filepath.Join(dir, confName) }
+
 // Dir is the cluster's state directory.
 func (c *Cluster) Dir() string { return c.o.Dir }
 
