@@ -7,6 +7,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 
@@ -76,4 +77,38 @@ func placeRanks(np int, nodes []string) []string {
 		out[r] = nodes[r*len(nodes)/np]
 	}
 	return out
+}
+
+// rankGroup is the ranks one rank pod holds: Count consecutive ranks from
+// First, all on Node.
+type rankGroup struct {
+	First, Count int
+	Node         string
+}
+
+// groupRanks puts the ranks, placed on nodes by rank (placed[r]), into
+// pods of at most perPod consecutive ranks of one node (cruz run
+// --ranks-per-pod); perPod < 2 is a pod per rank.
+func groupRanks(placed []string, perPod int) []rankGroup {
+	if perPod < 1 {
+		perPod = 1
+	}
+	var out []rankGroup
+	for r, node := range placed {
+		if n := len(out); n > 0 && out[n-1].Node == node && out[n-1].Count < perPod {
+			out[n-1].Count++
+			continue
+		}
+		out = append(out, rankGroup{First: r, Count: 1, Node: node})
+	}
+	return out
+}
+
+// rankPodName is the name of the pod holding g: JOB-rR for one rank,
+// JOB-rA-B for ranks A to B.
+func rankPodName(job string, g rankGroup) string {
+	if g.Count > 1 {
+		return fmt.Sprintf("%s-r%d-%d", job, g.First, g.First+g.Count-1)
+	}
+	return fmt.Sprintf("%s-r%d", job, g.First)
 }

@@ -140,6 +140,12 @@ func validateRun(req *api.RunRequest) error {
 	if req.Plain && req.NP != 1 {
 		return api.Errorf(api.ErrInvalid, "a plain (non-MPI) job runs in one pod: drop --np or --plain")
 	}
+	if req.RanksPerPod < 0 || req.RanksPerPod > maxPodsPerJob {
+		return api.Errorf(api.ErrInvalid, "--ranks-per-pod %d is out of range: give how many ranks of a node may share a pod, from 1 to %d", req.RanksPerPod, maxPodsPerJob)
+	}
+	if req.Plain && req.RanksPerPod > 1 {
+		return api.Errorf(api.ErrInvalid, "--ranks-per-pod is for MPI jobs: a plain (non-MPI) job runs in one pod")
+	}
 	if req.Plain && len(req.Nodes) > 0 {
 		return api.Errorf(api.ErrInvalid, "a plain (non-MPI) job runs in one pod on the agent's node: drop --nodes")
 	}

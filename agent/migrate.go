@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,7 +34,9 @@ func (a *Agent) Migrate(ctx context.Context, c caller, ref string, req api.Migra
 		if req.Pod != "" {
 			return api.Migration{}, api.Errorf(api.ErrInvalid, "give either --rank or --pod, not both")
 		}
-		name = j.id() + "-r" + strconv.Itoa(*req.Rank)
+		if name = j.rankPod(*req.Rank); name == "" {
+			return api.Migration{}, api.Errorf(api.ErrNotFound, "job %s has no rank %d (it has %d ranks: cruz status %s lists its pods)", j.id(), *req.Rank, j.np(), j.id())
+		}
 	}
 	if name == "" {
 		return api.Migration{}, api.Errorf(api.ErrInvalid, "say which pod to move: --rank R (or --pod NAME)")
@@ -163,13 +164,13 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	if isMain {
 		go a.watchMain(j, gen)
 	}
-	m := api.Migration{Job: j.id(), Pod: name, From: from, To: to, DowntimeMS: t3.Sub(t0).Milliseconds(),
+	m := api.Migration{Job: j.id(), Pod: name, Ranks: spec.RankList(), From: from, To: to, DowntimeMS: t3.Sub(t0).Milliseconds(),
 		DumpMS: t1.Sub(t0).Milliseconds(), RestoreMS: t2.Sub(t1).Milliseconds(), Bytes: dirBytes(dir)}
 	prog.phase("done")
 	a.metrics.Migrated(j.id(), metrics.OK, t3.Sub(t0))
 	log.Info("migration done", "downtime_ms", m.DowntimeMS, "dump_ms", m.DumpMS, "restore_ms", m.RestoreMS, "bytes", m.Bytes)
 	a.event(j, api.Event{Kind: api.EventMigrated, Node: to, Millis: m.DowntimeMS,
-		Message: fmt.Sprintf("%s moved from %s to %s: downtime %d ms", name, from, to, m.DowntimeMS)})
+		Message: fmt.Sprintf("%s%s moved from %s to %s: downtime %d ms", name, ranksNote(m.Ranks), from, to, m.DowntimeMS)})
 	return m, nil
 }
 
@@ -295,4 +296,32 @@ func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request, c caller) er
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// rankPod names the pod of the job that holds rank r ("" if none does).
+func (j *job) rankPod(r int) string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, p := range j.rec.Pods {
+		if p.HoldsRank(r) {
+			return p.Name
+		}
+	}
+	return ""
+}
+
+// np is the job's number of ranks.
+func (j *job) np() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.rec.Request.NP
+}
+
+// ranksNote says which ranks a pod of several ranks holds: " (ranks 2-3)";
+// nothing for a pod of one rank.
+func ranksNote(ranks []int) string {
+	if len(ranks) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" (ranks %d-%d)", ranks[0], ranks[len(ranks)-1])
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,9 +72,15 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 	if req.Spares > 0 {
 		nodes, spares = nodes[:len(nodes)-req.Spares], nodes[len(nodes)-req.Spares:]
 	}
-	npods := req.NP + 1
-	if req.Plain {
-		npods = 1
+	npods := 1
+	var groups []rankGroup
+	if !req.Plain {
+		placed := placeRanks(req.NP, nodes)
+		if req.Slurm != nil {
+			placed = req.Slurm.RankNodes
+		}
+		groups = groupRanks(placed, req.RanksPerPod)
+		npods += len(groups)
 	}
 	allocMu.Lock()
 	addrs, err := a.allocAddrs(npods)
@@ -87,8 +94,14 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 	env := append(append([]string{}, req.Env...), a.cfg.MPI.Env...)
 	privateDev := false
 	if launcher != nil {
-		env = append(append([]string{}, req.Env...), launcher.Env(c.UID)...)
+		lenv := launcher.Env(c.UID)
 		privateDev = launcher.PrivateDev()
+		if req.RanksPerPod > 1 {
+			// The ranks of a pod may share memory: its segments must be
+			// in the pod's own /dev/shm, to be saved and moved with it.
+			lenv, privateDev = launcher.Shared(lenv), true
+		}
+		env = append(append([]string{}, req.Env...), lenv...)
 	}
 	mk := func(name string, role api.PodRole, rank int, addr netip.Prefix, argv []string) api.PodSpec {
 		return api.PodSpec{Name: name, Hostname: name, Role: role, Rank: rank, Addr: addr, Argv: argv,
@@ -101,16 +114,18 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 		rec.Pods = []api.PodSpec{mk(id+"-main", api.RoleMain, 0, addrs[0], req.Argv)}
 	} else {
 		rec.Pods = append(rec.Pods, mk(id+"-mpiexec", api.RoleMpiexec, -1, addrs[0], nil))
-		hosts := make([]string, req.NP)
-		placed := placeRanks(req.NP, nodes)
-		if req.Slurm != nil {
-			placed = req.Slurm.RankNodes
-		}
-		for r := 0; r < req.NP; r++ {
-			spec := mk(fmt.Sprintf("%s-r%d", id, r), api.RoleRank, r, addrs[r+1], nil)
-			spec.Node = placed[r]
+		hosts := make([]string, len(groups))
+		for i, g := range groups {
+			spec := mk(rankPodName(id, g), api.RoleRank, g.First, addrs[i+1], nil)
+			spec.Node = g.Node
+			hosts[i] = addrs[i+1].Addr().String()
+			if req.RanksPerPod > 1 {
+				// Slots: hydra and mpirun put that many ranks, in order,
+				// on the pod's proxy or daemon.
+				spec.Ranks = g.Count
+				hosts[i] += ":" + strconv.Itoa(g.Count)
+			}
 			rec.Pods = append(rec.Pods, spec)
-			hosts[r] = addrs[r+1].Addr().String()
 		}
 		rec.Pods[0].Argv = launcher.Argv(hosts, req.NP, req.Argv)
 	}
@@ -160,6 +175,9 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 	}
 	a.setState(j, api.StateRunning, "")
 	msg := fmt.Sprintf("started: %d ranks on %s; %s", req.NP, strings.Join(nodes, ", "), pol)
+	if req.RanksPerPod > 1 {
+		msg = fmt.Sprintf("started: %d ranks in %d pods of up to %d on %s; %s", req.NP, len(groups), req.RanksPerPod, strings.Join(nodes, ", "), pol)
+	}
 	if req.Plain {
 		msg = "started: one pod on " + a.node + "; " + pol.String()
 	}

@@ -343,7 +343,7 @@ func (a *Agent) info(j *job) api.Job {
 	}
 	j.mu.Unlock()
 	for _, p := range rec.Pods {
-		out.Pods = append(out.Pods, api.Pod{Name: p.Name, Role: p.Role, Rank: p.Rank, Hostname: p.Hostname,
+		out.Pods = append(out.Pods, api.Pod{Name: p.Name, Role: p.Role, Rank: p.Rank, Ranks: p.Ranks, Hostname: p.Hostname,
 			IP: p.Addr.Addr().String(), MAC: p.MAC().String(), PID: pids[p.Name], Node: nodeOr(p.Node, a.node)})
 	}
 	if list, _, err := a.store.List(rec.ID); err == nil {

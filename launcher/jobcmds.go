@@ -32,7 +32,7 @@ func (c *cli) runCommand() *cobra.Command {
 	var req api.RunRequest
 	var nodes, interval, restart, mpiFlag string
 	var detach bool
-	cmd := command("run [--name NAME] [--np N] [--mpi auto|mpich|openmpi] [--nodes NODES] [--plain] [--interval DURATION|auto|off] [--keep K] [--spares K] [--restart auto|never] [--detach] -- CMD ARGS...",
+	cmd := command("run [--name NAME] [--np N] [--mpi auto|mpich|openmpi] [--nodes NODES] [--ranks-per-pod K] [--plain] [--interval DURATION|auto|off] [--keep K] [--spares K] [--restart auto|never] [--detach] -- CMD ARGS...",
 		"start a job and stream its output",
 		`Start an MPI job of N ranks, each in its own pod, and stream its output;
 cruz exits with the job's status (75 if a checkpoint stopped it). With
@@ -45,11 +45,16 @@ and after a failure rolls it back to the last one, on healthy nodes and the
 --detach it is printed on stdout and cruz returns at once (follow the job
 with cruz attach JOB). The MPI that starts the ranks is the one CMD links
 (MPICH or Open MPI), or --mpi: an interpreter such as python3 links none,
-so an mpi4py script needs --mpi openmpi (or mpich).`, [2]int{1, 1 << 20},
+so an mpi4py script needs --mpi openmpi (or mpich). --ranks-per-pod K puts up
+to K ranks of a node in one pod, where MPI may use shared memory between
+them; such a pod is checkpointed, restored and migrated as a whole.`, [2]int{1, 1 << 20},
 		func(cmd *cobra.Command, argv []string) error {
 			var err error
 			if req.NP < 1 || req.NP > maxRanks {
 				return usagef(cmd, "--np %d is out of range: give a number of ranks from 1 to %d", req.NP, maxRanks)
+			}
+			if req.RanksPerPod < 1 || req.RanksPerPod > maxRanks {
+				return usagef(cmd, "--ranks-per-pod %d is out of range: give how many ranks of a node may share a pod, from 1 (the default: a pod per rank) to %d", req.RanksPerPod, maxRanks)
 			}
 			if req.Nodes, err = parseNodes(nodes); err != nil {
 				return usagef(cmd, "%v", err)
@@ -75,6 +80,9 @@ so an mpi4py script needs --mpi openmpi (or mpich).`, [2]int{1, 1 << 20},
 			// an MPI program initialises as a singleton.
 			if req.NP == 1 {
 				req.Plain = true
+			}
+			if req.Plain && req.RanksPerPod > 1 {
+				return usagef(cmd, "--ranks-per-pod %d is for MPI jobs of 2 or more ranks (--np); a plain job runs in one pod", req.RanksPerPod)
 			}
 			kind, err := mpi.ParseKind(mpiFlag)
 			if err != nil {
@@ -105,6 +113,7 @@ so an mpi4py script needs --mpi openmpi (or mpich).`, [2]int{1, 1 << 20},
 	f.StringVar(&req.Name, "name", "", "job name (default: the command's name)")
 	f.IntVar(&req.NP, "np", 1, "number of MPI ranks, one pod each (1: CMD runs as is in one pod)")
 	f.StringVar(&mpiFlag, "mpi", "auto", "the MPI that starts the ranks: auto (the one CMD links), mpich or openmpi")
+	f.IntVar(&req.RanksPerPod, "ranks-per-pod", 1, "ranks of a node that share one pod, and may share memory (1: a pod per rank)")
 	f.BoolVar(&req.Plain, "plain", false, "run CMD as is in one pod, without mpiexec (the default for --np 1)")
 	f.StringVar(&nodes, "nodes", "", "nodes to spread the ranks over (default: every node)")
 	f.StringVar(&interval, "interval", "", "periodic checkpoints: a duration (30s, 10m), auto (Young/Daly) or off (default: the cluster's policy)")
@@ -517,8 +526,8 @@ saw. Its progress goes to stderr (see cruz checkpoint).`, [2]int{1, 1},
 			if asJSON {
 				return printJSON(c.stdout, m)
 			}
-			fmt.Fprintf(c.stdout, "%s moved from %s to %s: downtime %d ms (dump %d ms, restore %d ms, %s)\n",
-				m.Pod, m.From, m.To, m.DowntimeMS, m.DumpMS, m.RestoreMS, humanBytes(m.Bytes))
+			fmt.Fprintf(c.stdout, "%s moved from %s to %s: downtime %d ms (dump %d ms, restore %d ms, %s)%s\n",
+				m.Pod, m.From, m.To, m.DowntimeMS, m.DumpMS, m.RestoreMS, humanBytes(m.Bytes), ranksMoved(m.Ranks))
 			return nil
 		})
 	cmd.Flags().IntVar(&rank, "rank", 0, "the rank whose pod moves")
@@ -551,7 +560,7 @@ each move goes to stderr (see cruz checkpoint).`, [2]int{1, 1},
 				return printJSON(c.stdout, res)
 			}
 			for _, m := range res.Migrations {
-				fmt.Fprintf(c.stdout, "%s moved from %s to %s: downtime %d ms\n", m.Pod, m.From, m.To, m.DowntimeMS)
+				fmt.Fprintf(c.stdout, "%s moved from %s to %s: downtime %d ms%s\n", m.Pod, m.From, m.To, m.DowntimeMS, ranksMoved(m.Ranks))
 			}
 			fmt.Fprintf(c.stdout, "node %s is drained: %d pods moved\n", res.Node, len(res.Migrations))
 			return nil
@@ -598,4 +607,17 @@ the SPANK plugin's epilog runs it on every node.`, [2]int{1, 1},
 	cmd.Flags().IntVar(&step, "step", 0, "only this step of the job")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the job's event log")
 	return cmd
+}
+
+// ranksMoved says which ranks moved with a pod that holds several
+// (cruz run --ranks-per-pod): "; ranks 2, 3 moved with it".
+func ranksMoved(ranks []int) string {
+	if len(ranks) < 2 {
+		return ""
+	}
+	words := make([]string, len(ranks))
+	for i, r := range ranks {
+		words[i] = strconv.Itoa(r)
+	}
+	return "; ranks " + strings.Join(words, ", ") + " moved with it"
 }

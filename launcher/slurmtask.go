@@ -36,6 +36,7 @@ type slurmStep struct {
 	interval      string
 	restart       string // auto or never ("" : the cluster's policy)
 	store         string
+	ranksPerPod   int // srun --cruz-ranks-per-pod (0: a pod per task)
 }
 
 // readSlurmStep reads a task's Slurm step from its environment.
@@ -93,6 +94,11 @@ func readSlurmStep(getenv func(string) string) (slurmStep, error) {
 		return s, fmt.Errorf("SLURM_STEP_TASKS_PER_NODE places %d tasks, SLURM_STEP_NUM_TASKS says %d", len(s.rankNodes), s.ntasks)
 	}
 	s.interval, s.restart, s.store = getenv("CRUZ_INTERVAL"), getenv("CRUZ_RESTART"), getenv("CRUZ_STORE")
+	if v := getenv("CRUZ_RANKS_PER_POD"); v != "" { // srun --cruz-ranks-per-pod
+		if s.ranksPerPod, err = strconv.Atoi(v); err != nil || s.ranksPerPod < 1 {
+			return s, fmt.Errorf("CRUZ_RANKS_PER_POD=%q (--cruz-ranks-per-pod) is not a number of 1 or more", v)
+		}
+	}
 	return s, nil
 }
 
@@ -141,7 +147,7 @@ func SlurmTask(ctx context.Context, argv []string, stdout, stderr io.Writer) int
 	}
 	name := filepath.Base(argv[0])
 	req := api.RunRequest{Name: name, NP: step.ntasks, Argv: argv, Env: env, Dir: dir, MPI: kind,
-		Interval: step.interval, Restart: step.restart, Store: step.store,
+		Interval: step.interval, Restart: step.restart, Store: step.store, RanksPerPod: step.ranksPerPod,
 		Slurm: &api.SlurmStep{JobID: step.jobID, StepID: step.stepID, Restarts: step.restarts, RankNodes: step.rankNodes}}
 	if step.restarts > 0 {
 		req.Slurm.OutputFileBytes = stdoutFileBytes(ctx, step.jobID)

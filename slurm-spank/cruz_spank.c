@@ -4,6 +4,7 @@
  *
  *   --cruz                   checkpoint this job with Cruz
  *   --cruz-interval=DURATION checkpoint every DURATION (Go syntax: 90s, 5m, 1h30m)
+ *   --cruz-ranks-per-pod=K   up to K tasks of a node in one pod (shared memory)
  *   --cruz-store=DIR         keep checkpoints in DIR (absolute path)
  *   --cruz-restart=auto|never  restart from the last checkpoint after a failure
  *
@@ -55,6 +56,7 @@ static int cruz_enabled = 0;
 static char *cruz_interval = NULL;
 static char *cruz_store = NULL;
 static char *cruz_restart = NULL;
+static char *cruz_ranks_per_pod = NULL;
 static char cruz_socket[PATH_MAX] = CRUZ_DEFAULT_SOCKET;
 static char cruz_bin[PATH_MAX] = CRUZ_DEFAULT_BIN;
 static int cruz_no_agent = 0; /* remote: --cruz given, agent socket missing */
@@ -63,6 +65,7 @@ static int opt_cruz(int val, const char *optarg, int remote);
 static int opt_interval(int val, const char *optarg, int remote);
 static int opt_store(int val, const char *optarg, int remote);
 static int opt_restart(int val, const char *optarg, int remote);
+static int opt_ranks_per_pod(int val, const char *optarg, int remote);
 
 /*
  * Registered with spank_option_register() rather than exported as
@@ -83,6 +86,10 @@ static struct spank_option cruz_options[] = {
 	  "Restart from the last checkpoint after a failure, or not "
 	  "(implies --cruz).",
 	  1, 0, opt_restart },
+	{ "cruz-ranks-per-pod", "K",
+	  "Put up to K tasks of a node in one pod, where MPI may use shared "
+	  "memory between them (implies --cruz).",
+	  1, 0, opt_ranks_per_pod },
 	SPANK_OPTIONS_TABLE_END
 };
 
@@ -231,6 +238,30 @@ static int opt_restart(int val, const char *optarg, int remote)
 	}
 	cruz_enabled = 1;
 	return set_string(&cruz_restart, optarg);
+}
+
+/* The same bound as cruz run --ranks-per-pod (the agents' --np). */
+#define CRUZ_MAX_RANKS_PER_POD 256
+
+static int opt_ranks_per_pod(int val, const char *optarg, int remote)
+{
+	char *end = NULL;
+	long k;
+
+	(void) val;
+	(void) remote;
+	errno = 0;
+	k = optarg ? strtol(optarg, &end, 10) : 0;
+	if (optarg == NULL || *optarg == '\0' || *end != '\0' || errno != 0 ||
+	    k < 1 || k > CRUZ_MAX_RANKS_PER_POD) {
+		slurm_error("cruz: --cruz-ranks-per-pod=%s is not a number from "
+			    "1 to %d: give how many tasks of a node may share a "
+			    "pod, e.g. --cruz-ranks-per-pod=2",
+			    optarg ? optarg : "", CRUZ_MAX_RANKS_PER_POD);
+		return -1;
+	}
+	cruz_enabled = 1;
+	return set_string(&cruz_ranks_per_pod, optarg);
 }
 
 /* A step that runs the user's tasks: not the batch script, not extern. */
@@ -420,7 +451,8 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	if (setenv_job(sp, "CRUZ_ENABLED", "1") < 0 ||
 	    setenv_job(sp, "CRUZ_INTERVAL", cruz_interval) < 0 ||
 	    setenv_job(sp, "CRUZ_STORE", cruz_store) < 0 ||
-	    setenv_job(sp, "CRUZ_RESTART", cruz_restart) < 0)
+	    setenv_job(sp, "CRUZ_RESTART", cruz_restart) < 0 ||
+	    setenv_job(sp, "CRUZ_RANKS_PER_POD", cruz_ranks_per_pod) < 0)
 		return -1;
 	return 0;
 }
@@ -582,6 +614,7 @@ int slurm_spank_exit(spank_t sp, int ac, char **av)
 	free(cruz_interval);
 	free(cruz_store);
 	free(cruz_restart);
-	cruz_interval = cruz_store = cruz_restart = NULL;
+	free(cruz_ranks_per_pod);
+	cruz_interval = cruz_store = cruz_restart = cruz_ranks_per_pod = NULL;
 	return 0;
 }

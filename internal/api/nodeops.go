@@ -13,17 +13,20 @@ import (
 // PodSpec is what a pod is made from; it is also what a checkpoint keeps of
 // it (inside the job's record).
 type PodSpec struct {
-	Name     string       `json:"name"`
-	Hostname string       `json:"hostname"`
-	Role     PodRole      `json:"role"`
-	Rank     int          `json:"rank"`
-	Addr     netip.Prefix `json:"addr"`
-	Argv     []string     `json:"argv,omitempty"`
-	Env      []string     `json:"env,omitempty"`
-	Dir      string       `json:"dir,omitempty"`
-	UID      uint32       `json:"uid"`
-	GID      uint32       `json:"gid"`
-	Groups   []uint32     `json:"groups,omitempty"`
+	Name     string  `json:"name"`
+	Hostname string  `json:"hostname"`
+	Role     PodRole `json:"role"`
+	Rank     int     `json:"rank"`
+	// Ranks is how many consecutive ranks, from Rank on, a rank pod holds
+	// (cruz run --ranks-per-pod); 0 (records of older agents) is one.
+	Ranks  int          `json:"ranks,omitempty"`
+	Addr   netip.Prefix `json:"addr"`
+	Argv   []string     `json:"argv,omitempty"`
+	Env    []string     `json:"env,omitempty"`
+	Dir    string       `json:"dir,omitempty"`
+	UID    uint32       `json:"uid"`
+	GID    uint32       `json:"gid"`
+	Groups []uint32     `json:"groups,omitempty"`
 	// Node is the node the pod is placed on ("" in records of older
 	// agents: the coordinator's node).
 	Node string `json:"node,omitempty"`
@@ -32,6 +35,31 @@ type PodSpec struct {
 	// with the pod: Open MPI keeps its session files and ranks' terminals
 	// there.
 	PrivateDev bool `json:"private_dev,omitempty"`
+}
+
+// RankCount is how many ranks a rank pod holds.
+func (s PodSpec) RankCount() int {
+	if s.Role != RoleRank {
+		return 0
+	}
+	if s.Ranks < 1 {
+		return 1
+	}
+	return s.Ranks
+}
+
+// HoldsRank says whether the pod runs rank r.
+func (s PodSpec) HoldsRank(r int) bool {
+	return s.Role == RoleRank && r >= s.Rank && r < s.Rank+s.RankCount()
+}
+
+// RankList lists the ranks the pod holds.
+func (s PodSpec) RankList() []int {
+	out := make([]int, s.RankCount())
+	for i := range out {
+		out[i] = s.Rank + i
+	}
+	return out
 }
 
 // MAC is the pod's MAC, derived from its IPv4 address: locally

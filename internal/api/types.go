@@ -26,6 +26,10 @@ type RunRequest struct {
 	// Nodes to spread the ranks over (block distribution); empty: every
 	// node of the cluster. mpiexec's pod runs on the agent's own node.
 	Nodes []string `json:"nodes,omitempty"`
+	// RanksPerPod puts up to that many consecutive ranks of a node in one
+	// pod, where MPI may use shared memory between them; the pod is
+	// checkpointed, restored and migrated as a whole. 0 or 1: a pod per rank.
+	RanksPerPod int `json:"ranks_per_pod,omitempty"`
 	// Interval of periodic checkpoints: a duration ("30s", "10m"), "auto"
 	// (Young/Daly) or "off"; empty: the cluster's policy.
 	Interval string `json:"interval,omitempty"`
@@ -116,10 +120,12 @@ type MigrateRequest struct {
 
 // Migration reports a finished migration.
 type Migration struct {
-	Job  string `json:"job"`
-	Pod  string `json:"pod"`
-	From string `json:"from"`
-	To   string `json:"to"`
+	Job string `json:"job"`
+	Pod string `json:"pod"`
+	// Ranks are the ranks the pod holds, which all moved with it.
+	Ranks []int  `json:"ranks,omitempty"`
+	From  string `json:"from"`
+	To    string `json:"to"`
 	// DowntimeMS is how long the pod's traffic was held: from the block
 	// before its dump to the release after its restore.
 	DowntimeMS int64 `json:"downtime_ms"`
@@ -152,14 +158,16 @@ type SignalRequest struct {
 
 // Pod describes one pod of a job.
 type Pod struct {
-	Name     string  `json:"name"`
-	Role     PodRole `json:"role"`
-	Rank     int     `json:"rank"`
-	Hostname string  `json:"hostname"`
-	IP       string  `json:"ip"`
-	MAC      string  `json:"mac"`
-	PID      int     `json:"pid,omitempty"`
-	Node     string  `json:"node,omitempty"`
+	Name string  `json:"name"`
+	Role PodRole `json:"role"`
+	Rank int     `json:"rank"`
+	// Ranks is how many ranks the pod holds, from Rank on (0: one).
+	Ranks    int    `json:"ranks,omitempty"`
+	Hostname string `json:"hostname"`
+	IP       string `json:"ip"`
+	MAC      string `json:"mac"`
+	PID      int    `json:"pid,omitempty"`
+	Node     string `json:"node,omitempty"`
 }
 
 // Job is what the agent tells about a job.

@@ -22,6 +22,21 @@ func (h Hydra) PrivateDev() bool { return false }
 
 func (h Hydra) Env(uint32) []string { return append([]string(nil), h.Vars...) }
 
+// Shared drops MPIR_CVAR_NOLOCAL, which makes MPICH treat every rank as
+// remote: the ranks of one hydra proxy (one pod) then talk through MPICH's
+// own shared memory. UCX stays as configured (UCX_TLS=tcp,self): UCX takes
+// every rank on this kernel for local (it compares boot ids) and would try
+// its shared-memory transports across pods too.
+func (h Hydra) Shared(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "MPIR_CVAR_NOLOCAL=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // Argv: "-iface eth0" makes hydra advertise the pod addresses (the pods
 // cannot resolve each other's host names).
 func (h Hydra) Argv(hosts []string, np int, argv []string) []string {

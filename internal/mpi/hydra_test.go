@@ -85,3 +85,11 @@ func TestLaunchGateReportsEarlyExit(t *testing.T) {
 	assert.Contains(t, res.Err.Error(), "ended before printing")
 	assert.Equal(t, []string{"[mpiexec@pod] bad option -x\n"}, out, "what mpiexec said reaches the user")
 }
+
+func TestSharedEnv(t *testing.T) {
+	h := Hydra{Vars: []string{"UCX_TLS=tcp,self", "MPIR_CVAR_NOLOCAL=1"}}
+	assert.Equal(t, []string{"UCX_TLS=tcp,self"}, h.Shared(h.Env(1001)), "MPICH's shared memory within the pod, UCX stays on TCP")
+	o := ORTE{Vars: []string{"OMPI_MCA_btl=tcp,self", "OMPI_MCA_pml=ob1"}}
+	assert.Equal(t, []string{"OMPI_MCA_btl=vader,tcp,self", "OMPI_MCA_pml=ob1"}, o.Shared(o.Vars))
+	assert.Equal(t, []string{"OMPI_MCA_btl=^openib"}, o.Shared([]string{"OMPI_MCA_btl=^openib"}), "an exclusion list is left alone")
+}

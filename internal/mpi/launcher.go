@@ -24,7 +24,8 @@ type Launcher interface {
 	// Command is the launcher program (a name looked up in PATH or a path).
 	Command() string
 	// Argv is the command of the launcher's pod for np ranks, one pod per
-	// host address in hosts, running argv.
+	// host address in hosts, running argv. A host may be "ADDR:N", a pod
+	// of N ranks (both MPIs read that as N slots).
 	Argv(hosts []string, np int, argv []string) []string
 	// Env is what the launcher adds to the environment of every pod of a
 	// job run as uid.
@@ -32,6 +33,11 @@ type Launcher interface {
 	// PrivateDev says whether the job's pods need their own /dev/shm and
 	// /dev/pts, which then move with them.
 	PrivateDev() bool
+	// Shared turns Env into the environment of a job whose pods hold
+	// several ranks each (cruz run --ranks-per-pod): the MPI may then use
+	// shared memory between the ranks of a pod, and still only TCP between
+	// pods. Such pods always get their own /dev/shm.
+	Shared(env []string) []string
 	// newParser reads the launcher's stdout preamble for a job on hosts.
 	newParser(hosts []string) parser
 }

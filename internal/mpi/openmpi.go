@@ -49,7 +49,24 @@ func (o ORTE) Env(uid uint32) []string {
 	return env
 }
 
-// Argv: one slot per host address, no rank on mpirun's own pod.
+// Shared adds the shared-memory BTL (vader) to a BTL list that lacks it.
+// Open MPI uses it only between ranks of one orted, that is of one pod: its
+// segments are files of the pod's session directory (in its own /dev/shm)
+// and move with it.
+func (o ORTE) Shared(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "OMPI_MCA_btl="); ok && !strings.HasPrefix(v, "^") &&
+			!strings.Contains(v, "vader") && !strings.Contains(v, "sm") {
+			kv = "OMPI_MCA_btl=vader," + v
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// Argv: one slot per host address ("ADDR:N": N slots, a pod of N ranks),
+// no rank on mpirun's own pod.
 func (o ORTE) Argv(hosts []string, np int, argv []string) []string {
 	out := []string{o.Mpirun, "--host", strings.Join(hosts, ","), "-np", strconv.Itoa(np)}
 	return append(out, argv...)
