@@ -2,6 +2,8 @@ package api
 
 import (
 	"bytes"
+	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -89,7 +91,9 @@ func TestSignatureCoversEverything(t *testing.T) {
 		{name: "groups", h: func(h *SignedHeaders) { h.Identity.Groups = append(h.Identity.Groups, 0) }},
 		{name: "user", h: func(h *SignedHeaders) { h.Identity.User = "root" }},
 		{name: "time", h: func(h *SignedHeaders) { h.Time++ }},
-		{name: "nonce", h: func(h *SignedHeaders) { h.Nonce = "00" + h.Nonce[2:] }},
+		// Its first byte changed to another: always a different nonce
+		// (setting it to "00" left it as it was in 1 run of 256).
+		{name: "nonce", h: func(h *SignedHeaders) { h.Nonce = otherFirstByte(h.Nonce) }},
 		{name: "signature", h: func(h *SignedHeaders) { h.Signature[0] ^= 1 }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -112,6 +116,16 @@ func TestSignatureCoversEverything(t *testing.T) {
 			assert.ErrorIs(t, h.Verify(key, method, uri), ErrBadSignature)
 		})
 	}
+}
+
+// otherFirstByte returns hex nonce n with its first byte made different.
+func otherFirstByte(n string) string {
+	b, err := hex.DecodeString(n)
+	if err != nil || len(b) == 0 {
+		panic(fmt.Sprintf("nonce %q is not hex", n))
+	}
+	b[0] ^= 0xff
+	return hex.EncodeToString(b)
 }
 
 func TestCanonicalIsUnambiguous(t *testing.T) {
