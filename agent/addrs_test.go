@@ -42,7 +42,7 @@ func TestRemovedJobsCheckpointKeepsItsAddresses(t *testing.T) {
 	_, err = a.allocAddrs(3)
 	require.ErrorContains(t, err, "fewer than 3 free addresses")
 
-	require.NoError(t, a.store.DeleteJob("job1"))
+	require.NoError(t, a.store.DeleteJob("job1", j.storeOwner()))
 	require.Empty(t, a.usedAddrs(""), "without checkpoints the addresses are free")
 }
 

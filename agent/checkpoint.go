@@ -64,7 +64,7 @@ func (a *Agent) checkpointLocked(ctx context.Context, j *job, stop bool) (_ *sto
 	outAtBlock := j.out.Offset()
 	pend, err := a.store.Begin(j.id(), store.Owner{UID: j.rec.UID, GID: j.rec.GID})
 	if err != nil {
-		return nil, fmt.Errorf("start checkpoint: %w", err)
+		return nil, fmt.Errorf("start checkpoint: %w", ownerErr(err))
 	}
 	groups := j.byNode()
 	resumed := false // traffic flows again (before the commit, unless stop)

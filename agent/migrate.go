@@ -85,7 +85,7 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 	}
 	xfer, err := a.store.BeginTransfer(j.id(), store.Owner{UID: j.rec.UID, GID: j.rec.GID})
 	if err != nil {
-		return api.Migration{}, fmt.Errorf("start the transfer: %w", err)
+		return api.Migration{}, fmt.Errorf("start the transfer: %w", ownerErr(err))
 	}
 	defer xfer.Abort()
 	dir, err := xfer.PodDir(name)

@@ -48,6 +48,9 @@ func (a *Agent) restart(ctx context.Context, c caller, j *job, id string, place 
 	if prev.HoldsPods() {
 		return nil, 0, api.Errorf(api.ErrConflict, "job %s is %s: stop it first with `cruz checkpoint --stop %s`", j.id(), prev, j.id())
 	}
+	if err := a.store.CheckOwner(j.id(), j.storeOwner()); err != nil {
+		return nil, 0, ownerErr(err)
+	}
 	var m *store.Manifest
 	var skipped []string
 	if id == "" {

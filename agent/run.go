@@ -43,6 +43,9 @@ func (a *Agent) run(ctx context.Context, c caller, req api.RunRequest, id string
 	if err := a.checkStore(req.Store); err != nil {
 		return nil, err
 	}
+	if err := a.checkStoreOwner(c, id); err != nil {
+		return nil, err
+	}
 	nodes := req.Nodes
 	if len(nodes) == 0 {
 		nodes = a.nodes()
@@ -483,6 +486,12 @@ func (a *Agent) Remove(c caller, ref string, checkpoints bool) error {
 	}
 	j.op.Lock()
 	defer j.op.Unlock()
+	if checkpoints {
+		// Refused before anything is torn down or forgotten.
+		if err := a.store.CheckOwner(j.id(), j.storeOwner()); err != nil {
+			return fmt.Errorf("delete checkpoints of job %s: %w", j.id(), ownerErr(err))
+		}
+	}
 	if j.hasPods() {
 		a.teardown(j, api.Frame{Error: fmt.Sprintf("job removed by uid %d (cruz rm)", c.UID)})
 	}
@@ -495,8 +504,8 @@ func (a *Agent) Remove(c caller, ref string, checkpoints bool) error {
 		return fmt.Errorf("remove job directory: %w", err)
 	}
 	if checkpoints {
-		if err := a.store.DeleteJob(j.id()); err != nil {
-			return fmt.Errorf("delete checkpoints of job %s: %w", j.id(), err)
+		if err := a.store.DeleteJob(j.id(), j.storeOwner()); err != nil {
+			return fmt.Errorf("delete checkpoints of job %s: %w", j.id(), ownerErr(err))
 		}
 	}
 	a.log.Info("job removed", "job", j.id(), "by", c.UID, "checkpoints", checkpoints)

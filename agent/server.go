@@ -509,6 +509,9 @@ func (a *Agent) handleCheckpoints(w http.ResponseWriter, r *http.Request, c call
 	if err != nil {
 		return err
 	}
+	if err := a.store.CheckOwner(j.id(), j.storeOwner()); err != nil {
+		return ownerErr(err)
+	}
 	list, problems, err := a.store.List(j.id())
 	if err != nil {
 		return err

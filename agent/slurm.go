@@ -36,6 +36,9 @@ func (a *Agent) outputPath(rec jobRecord) (string, error) {
 		return filepath.Join(a.jobDir(rec.ID), "output"), nil
 	}
 	p, err := a.store.JobFile(rec.ID, store.Owner{UID: rec.UID, GID: rec.GID}, slurmOutputLog)
+	if errors.Is(err, store.ErrOwner) {
+		return "", ownerErr(err)
+	}
 	if err != nil {
 		return "", api.Errorf(api.ErrConflict, "the checkpoint store %s cannot take the Slurm step's files (%v): the store (store.dir in cruzd.toml) must be writable by the agents; run without --cruz until it is", a.store.Root(), err)
 	}
@@ -167,7 +170,7 @@ func (a *Agent) dropSlurmCheckpoints(j *job) {
 	if !slurm {
 		return
 	}
-	if err := a.store.DeleteJob(j.id()); err != nil {
+	if err := a.store.DeleteJob(j.id(), j.storeOwner()); err != nil {
 		a.log.Warn("deleting the checkpoints of an ended Slurm step", "job", j.id(), "err", err)
 		return
 	}

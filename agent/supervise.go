@@ -287,7 +287,7 @@ func (a *Agent) prune(j *job) {
 	gone := policy.Prune(cks, cfg.Keep, cfg.MaxBytes, nil)
 	var deleted []string
 	for _, id := range gone {
-		if err := a.store.Delete(j.id(), id); err != nil {
+		if err := a.store.Delete(j.id(), id, j.storeOwner()); err != nil {
 			a.log.Warn("deleting an old checkpoint", "job", j.id(), "checkpoint", id, "err", err)
 			continue
 		}

@@ -58,7 +58,7 @@ func BenchmarkCommit256MiB(b *testing.B) {
 				_, err = p.Commit(m)
 				b.StopTimer()
 				require.NoError(b, err)
-				require.NoError(b, s.Delete("bench", m.ID))
+				require.NoError(b, s.Delete("bench", m.ID, Owner{1000, 1000}))
 				b.StartTimer()
 			}
 		})

@@ -122,14 +122,18 @@ func (s *Store) Latest(job string) (*Manifest, string, []string, error) {
 		job, len(ls), ErrCorrupt, strings.Join(skipped, "; "))
 }
 
-// Delete removes checkpoint id of job. It is first renamed to a hidden name,
-// so a crash midway never leaves a half-deleted checkpoint that List shows.
-func (s *Store) Delete(job, id string) error {
+// Delete removes checkpoint id of job, which must be owner's (else an
+// *OwnerError, ErrOwner). It is first renamed to a hidden name, so a crash
+// midway never leaves a half-deleted checkpoint that List shows.
+func (s *Store) Delete(job, id string, owner Owner) error {
 	if err := ValidateJobID(job); err != nil {
 		return err
 	}
 	if err := ValidateCheckpointID(id); err != nil {
 		return err
+	}
+	if err := s.checkOwner(job, owner); err != nil {
+		return fmt.Errorf("delete checkpoint %s: %w", id, err)
 	}
 	jobDir := s.jobDir(job)
 	dir := filepath.Join(jobDir, id)
@@ -152,14 +156,19 @@ func (s *Store) Delete(job, id string) error {
 	return nil
 }
 
-// DeleteJob removes every checkpoint of job (nothing to do if it has none).
-// It refuses while a checkpoint of the job is being written through s.
-func (s *Store) DeleteJob(job string) error {
+// DeleteJob removes every checkpoint of job (nothing to do if it has none),
+// which must be owner's (else an *OwnerError, ErrOwner). It refuses while a
+// checkpoint of the job is being written through s.
+func (s *Store) DeleteJob(job string, owner Owner) error {
 	if err := ValidateJobID(job); err != nil {
 		return err
 	}
 	jobDir := s.jobDir(job)
 	s.mu.Lock()
+	if err := s.checkOwner(job, owner); err != nil { // under s.mu: no Begin of s meanwhile
+		s.mu.Unlock()
+		return fmt.Errorf("delete the checkpoints: %w", err)
+	}
 	for dir := range s.active {
 		if filepath.Dir(dir) == jobDir {
 			s.mu.Unlock()
@@ -236,7 +245,7 @@ func (s *Store) cleanDir(dir string) (int, error) {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, tmpPrefix) && !strings.HasPrefix(name, delPrefix) {
+		if !strings.HasPrefix(name, tmpPrefix) && !strings.HasPrefix(name, delPrefix) && !isOwnerTemp(name) {
 			continue
 		}
 		p := filepath.Join(dir, name)

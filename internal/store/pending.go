@@ -96,8 +96,9 @@ func (s *Store) Begin(job string, owner Owner) (*Pending, error) {
 	return nil, fmt.Errorf("job %s: checkpoint numbers exhausted", job)
 }
 
-// ensureJobDir creates <root>/<job> (0700 root, owner r-x ACL) or fixes its
-// permissions.
+// ensureJobDir creates <root>/<job> (0700 root, owner r-x ACL, owner
+// record) or fixes its permissions. It refuses (ErrOwner) a directory that
+// belongs to another owner than pm's, before touching anything of it.
 func (s *Store) ensureJobDir(job string, pm *perms) (string, error) {
 	dir := s.jobDir(job)
 	created := false
@@ -111,6 +112,9 @@ func (s *Store) ensureJobDir(job string, pm *perms) (string, error) {
 		return "", fmt.Errorf("job %s: job directory %s is not a directory (or is a symlink): remove it: %w", job, dir, err)
 	}
 	defer f.Close()
+	if _, err := s.pinOwner(job, dir, pm.owner); err != nil {
+		return "", err
+	}
 	if err := pm.apply(f, true); err != nil {
 		return "", fmt.Errorf("job %s: %w", job, err)
 	}

@@ -5,6 +5,7 @@
 //
 //	<root>/                          0711 root
 //	<root>/<job>/                    0700 root + ACL u:<owner>:r-x
+//	<root>/<job>/.owner              owner record: the job's user, for good (0600 root; owner.go)
 //	<root>/<job>/.seq                last checkpoint number handed out (root only)
 //	<root>/<job>/ckpt-0001/          0700 root + ACL u:<owner>:r-x
 //	<root>/<job>/ckpt-0001/manifest.json   0600 root + ACL u:<owner>:r--

@@ -72,7 +72,7 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 
 	// Only the final directory remains.
 	jobDir := filepath.Join(s.Root(), "4f2a")
-	assert.ElementsMatch(t, []string{".seq", "ckpt-0001"}, entries(t, jobDir))
+	assert.ElementsMatch(t, []string{".owner", ".seq", "ckpt-0001"}, entries(t, jobDir))
 
 	loaded, dir, err := s.Load("4f2a", "ckpt-0001")
 	require.NoError(t, err)
@@ -143,7 +143,7 @@ func TestCrashBeforeRenameLeavesNothingListed(t *testing.T) {
 	n, err = s2.CleanTemp("job1")
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
-	assert.ElementsMatch(t, []string{".seq", "ckpt-0001"}, entries(t, filepath.Join(s.Root(), "job1")))
+	assert.ElementsMatch(t, []string{".owner", ".seq", "ckpt-0001"}, entries(t, filepath.Join(s.Root(), "job1")))
 
 	// Numbers of the crashed checkpoints are not reused.
 	p4, err := s2.Begin("job1", Owner{1000, 1000})
@@ -177,12 +177,14 @@ func TestCleanTempAllJobs(t *testing.T) {
 		writePods(t, p, defaultPods())
 	}
 	require.NoError(t, os.Mkdir(filepath.Join(s.Root(), ".del-c.123"), 0o700)) // interrupted DeleteJob
+	// An owner record written but never linked (a crash in writeOwner).
+	require.NoError(t, os.WriteFile(filepath.Join(s.Root(), "b", ".owner.tmp-123"), []byte("{}"), 0o600))
 	s2 := reopen(t, s)
 	n, err := s2.CleanTemp("")
 	require.NoError(t, err)
-	assert.Equal(t, 3, n)
+	assert.Equal(t, 4, n)
 	assert.ElementsMatch(t, []string{"a", "b"}, entries(t, s.Root()))
-	assert.ElementsMatch(t, []string{".seq"}, entries(t, filepath.Join(s.Root(), "b")))
+	assert.ElementsMatch(t, []string{".owner", ".seq"}, entries(t, filepath.Join(s.Root(), "b")))
 	list, _, err := s2.List("a")
 	require.NoError(t, err)
 	assert.Len(t, list, 1)
@@ -507,7 +509,7 @@ func TestIDsSequentialNotReused(t *testing.T) {
 
 	// After a restart, and after deleting the newest checkpoint.
 	s2 := reopen(t, s)
-	require.NoError(t, s2.Delete("job1", "ckpt-0003"))
+	require.NoError(t, s2.Delete("job1", "ckpt-0003", owner))
 	p4 := next(s2)
 	assert.Equal(t, "ckpt-0004", p4.ID())
 	require.NoError(t, p4.Abort())
@@ -651,7 +653,7 @@ func TestCommitErrorsRemoveTemp(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "checkpoint ckpt-0001 of job job1: commit failed, nothing was saved: ")
 			assert.Contains(t, err.Error(), tt.want)
-			assert.Equal(t, []string{".seq"}, entries(t, filepath.Join(s.Root(), "job1")))
+			assert.Equal(t, []string{".owner", ".seq"}, entries(t, filepath.Join(s.Root(), "job1")))
 			assert.NoError(t, p.Abort())
 			list, problems, err := s.List("job1")
 			require.NoError(t, err)
@@ -679,8 +681,8 @@ func TestBadIDsRejected(t *testing.T) {
 			assertInvalid(t, err, want)
 			_, _, _, err = s.Latest(job)
 			assertInvalid(t, err, want)
-			assertInvalid(t, s.Delete(job, "ckpt-0001"), want)
-			assertInvalid(t, s.DeleteJob(job), want)
+			assertInvalid(t, s.Delete(job, "ckpt-0001", Owner{1000, 1000}), want)
+			assertInvalid(t, s.DeleteJob(job, Owner{1000, 1000}), want)
 			if job != "" {
 				_, err = s.CleanTemp(job)
 				assertInvalid(t, err, want)
@@ -695,7 +697,7 @@ func TestBadIDsRejected(t *testing.T) {
 			_, _, err := s.Load("job1", id)
 			assertInvalid(t, err, want)
 			assertInvalid(t, s.Verify("job1", id), want)
-			assertInvalid(t, s.Delete("job1", id), want)
+			assertInvalid(t, s.Delete("job1", id, Owner{1000, 1000}), want)
 		})
 	}
 	p, err := s.Begin("job1", Owner{1000, 1000})
@@ -779,14 +781,14 @@ func TestDeleteAndDeleteJob(t *testing.T) {
 	for range 2 {
 		commit(t, s, "job1", Owner{1000, 1000}, defaultPods())
 	}
-	require.NoError(t, s.Delete("job1", "ckpt-0001"))
+	require.NoError(t, s.Delete("job1", "ckpt-0001", Owner{1000, 1000}))
 	list, _, err := s.List("job1")
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	assert.Equal(t, "ckpt-0002", list[0].ID)
-	assert.ElementsMatch(t, []string{".seq", "ckpt-0002"}, entries(t, filepath.Join(s.Root(), "job1")))
+	assert.ElementsMatch(t, []string{".owner", ".seq", "ckpt-0002"}, entries(t, filepath.Join(s.Root(), "job1")))
 
-	err = s.Delete("job1", "ckpt-0001")
+	err = s.Delete("job1", "ckpt-0001", Owner{1000, 1000})
 	require.ErrorIs(t, err, ErrNotFound)
 	assert.EqualError(t, err, "checkpoint ckpt-0001 of job job1: no such checkpoint; list the job's checkpoints with cruz checkpoints job1")
 	_, _, err = s.Load("job1", "ckpt-0001")
@@ -795,17 +797,17 @@ func TestDeleteAndDeleteJob(t *testing.T) {
 	// Not while a checkpoint of the job is being written.
 	p, err := s.Begin("job1", Owner{1000, 1000})
 	require.NoError(t, err)
-	assert.ErrorContains(t, s.DeleteJob("job1"), "delete job job1: checkpoint ckpt-0003 is being written; abort it first")
+	assert.ErrorContains(t, s.DeleteJob("job1", Owner{1000, 1000}), "delete job job1: checkpoint ckpt-0003 is being written; abort it first")
 	require.NoError(t, p.Abort())
 
-	require.NoError(t, s.DeleteJob("job1"))
+	require.NoError(t, s.DeleteJob("job1", Owner{1000, 1000}))
 	assert.Empty(t, entries(t, s.Root()))
 	list, problems, err := s.List("job1")
 	require.NoError(t, err)
 	assert.Empty(t, list)
 	assert.Empty(t, problems)
-	require.NoError(t, s.DeleteJob("job1")) // nothing to do
-	require.NoError(t, s.DeleteJob("never-existed"))
+	require.NoError(t, s.DeleteJob("job1", Owner{1000, 1000})) // nothing to do
+	require.NoError(t, s.DeleteJob("never-existed", Owner{1000, 1000}))
 }
 
 func TestCreatedKeptAndUTC(t *testing.T) {

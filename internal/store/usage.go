@@ -68,16 +68,15 @@ type JobUsage struct {
 	// UID owns the job (and is charged for its bytes).
 	UID uint32
 	// Bytes counts every file of the job: its checkpoints, complete,
-	// being written or being deleted, and its own files (JobFile).
+	// being written or being deleted, and its own files (JobFile), but not
+	// its owner record.
 	Bytes int64
 	// Checkpoints is the number of its complete checkpoints.
 	Checkpoints int
 }
 
 // JobsUsage measures every job's directory of the store, sorted by job.
-// A job is charged to the user its directory's ACL names (set for the
-// job's owner by Begin), else to the owner its checkpoints' signed
-// manifests name, else to root.
+// A job is charged to the user its owner record names (see pinOwner).
 func (s *Store) JobsUsage() ([]JobUsage, error) {
 	jobs, err := s.Jobs()
 	if err != nil {
@@ -136,37 +135,29 @@ func (s *Store) jobUsageOf(job string, only *uint32) (JobUsage, error) {
 			u.Checkpoints++
 		}
 	}
-	u.UID = s.jobOwner(job, dir, entries)
+	u.UID = s.jobOwner(job, dir)
 	if only != nil && u.UID != *only {
 		return u, nil
 	}
 	if u.Bytes, err = treeBytes(dir); err != nil {
 		return u, fmt.Errorf("measure job %s in the checkpoint store: %w", job, err)
 	}
+	// The owner record is the store's, not charged to the owner.
+	if fi, err := os.Lstat(filepath.Join(dir, ownerName)); err == nil && fi.Mode().IsRegular() {
+		u.Bytes -= fi.Size()
+	}
 	return u, nil
 }
 
-// jobOwner is the uid a job directory belongs to (see JobsUsage).
-func (s *Store) jobOwner(job, dir string, entries []fs.DirEntry) uint32 {
-	buf := make([]byte, 256)
-	if n, err := unix.Lgetxattr(dir, aclXattrAccess, buf); err == nil {
-		if es, err := decodeACL(buf[:n]); err == nil {
-			for _, e := range es {
-				if e.Tag == aclUser {
-					return e.ID
-				}
-			}
-		}
+// jobOwner is the uid a job directory belongs to (see JobsUsage): the one
+// its owner record names, else (a directory of an earlier version) the one
+// its checkpoints or its ACL show, else root.
+func (s *Store) jobOwner(job, dir string) uint32 {
+	if rec, err := readOwner(dir); err == nil {
+		return rec.UID
 	}
-	for i := len(entries) - 1; i >= 0; i-- {
-		if parseID(entries[i].Name()) < 0 {
-			continue
-		}
-		if m, err := s.readManifest(job, entries[i].Name(), filepath.Join(dir, entries[i].Name())); err == nil {
-			return m.Owner.UID
-		}
-	}
-	return 0
+	o, _ := s.legacyOwner(job, dir)
+	return o.UID
 }
 
 // Bytes is what the checkpoint has written so far.

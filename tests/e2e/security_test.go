@@ -176,6 +176,8 @@ func TestCheckpointImagesNotReadableByOthers(t *testing.T) {
 		{"remove the manifest", `rm -f "$1/manifest.json"`},
 		{"rename the checkpoint", `mv "$1" "$1.x"`},
 		{"read the checkpoint counter", `cat "$1/../.seq"`},
+		{"overwrite the job's owner record", `echo '{"uid":1002}' > "$1/../.owner"`},
+		{"remove the job's owner record", `rm -f "$1/../.owner"`},
 	} {
 		r = runAs(t, u1, "/bin/sh", "-c", try.script, "sh", ckDir)
 		assert.NotEqual(t, 0, r.Code, "cruzt1 could %s", try.what)
