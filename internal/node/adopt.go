@@ -40,13 +40,24 @@ func (n *Node) Reconcile() {
 			}
 			// The pods' network namespaces die with their last process.
 			for p, ino := range rec.Netns {
-				n.log.Warn("removing a pod that ran when the previous agent ended", "job", rec.Job, "pod", p, "coordinator", rec.Coordinator)
-				pod.KillNetns(ino)
+				n.killLeftPod(rec, p, ino)
 			}
 		}
 		_ = os.RemoveAll(dir)
 	}
 	n.cfg.Host.RemoveLeftovers(keep)
+}
+
+// killLeftPod kills pod name of a set a previous agent left, if its PID 1
+// (rec.Inits) still runs in its netns; a record that names processes that
+// are gone, or others by now, kills nothing.
+func (n *Node) killLeftPod(rec setRecord, name string, ino uint64) {
+	id := rec.Inits[name]
+	if err := pod.KillLeftPod(id, ino); err != nil {
+		n.log.Info("nothing to remove of a pod that ran when the previous agent ended", "job", rec.Job, "pod", name, "pid", id.PID, "netns", ino, "why", err)
+		return
+	}
+	n.log.Warn("removed a pod that ran when the previous agent ended", "job", rec.Job, "pod", name, "pid", id.PID, "coordinator", rec.Coordinator)
 }
 
 // readopt takes back the live pods of a set left by a previous agent and
@@ -65,13 +76,13 @@ func (n *Node) readopt(dir string, rec setRecord) []string {
 	for name, ino := range rec.Netns {
 		spec, ok := rec.Specs[name]
 		if !ok {
-			pod.KillNetns(ino)
+			n.killLeftPod(rec, name, ino)
 			continue
 		}
-		p, err := pod.Adopt(spec, ino, s.sink)
+		p, err := pod.Adopt(spec, ino, rec.Inits[name], s.sink)
 		if err != nil {
-			n.log.Warn("removing a pod that cannot be taken back", "job", rec.Job, "pod", name, "err", err)
-			pod.KillNetns(ino)
+			n.log.Warn("cannot take back a pod", "job", rec.Job, "pod", name, "err", err)
+			n.killLeftPod(rec, name, ino)
 			continue
 		}
 		// A checkpoint or migration may have been cut short with the old

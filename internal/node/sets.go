@@ -40,6 +40,9 @@ type setRecord struct {
 	Coordinator string              `json:"coordinator"`
 	Netns       map[string]uint64   `json:"netns"`
 	Specs       map[string]pod.Spec `json:"specs"`
+	// Inits names each pod's PID 1 with its start time: the netns inode
+	// alone may name another namespace by the time an agent reads this.
+	Inits map[string]pod.InitID `json:"inits"`
 }
 
 // list returns the named pods of the set (all of them, by name, if names is
@@ -167,10 +170,11 @@ func (n *Node) persist(s *podSet) {
 	s.saving.Lock()
 	defer s.saving.Unlock()
 	s.mu.Lock()
-	rec := setRecord{Job: s.job, UID: s.uid, GID: s.gid, Coordinator: s.coordinator, Netns: map[string]uint64{}, Specs: map[string]pod.Spec{}}
+	rec := setRecord{Job: s.job, UID: s.uid, GID: s.gid, Coordinator: s.coordinator, Netns: map[string]uint64{}, Specs: map[string]pod.Spec{}, Inits: map[string]pod.InitID{}}
 	for name, p := range s.pods {
 		rec.Netns[name] = p.NetnsInode()
 		rec.Specs[name] = p.Spec
+		rec.Inits[name] = p.InitID()
 	}
 	empty := len(s.pods) == 0
 	s.mu.Unlock()

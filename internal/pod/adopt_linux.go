@@ -1,41 +1,110 @@
 package pod
 
 // When an agent dies (a crash, a kill -9) the pods it held keep running. A
-// new agent can take a running pod back: Adopt finds its PID 1 in its
-// network namespace and opens new read ends of its output pipes.
+// new agent takes a running pod back (Adopt: its PID 1, its netns, new read
+// ends of its output pipes) or kills it (KillLeftPod), in both cases only
+// once it has made sure, by PID 1's start time, that the record it read
+// still names that pod.
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+
+	"github.com/cruz-hpc/cruz/internal/proc"
 
 	"golang.org/x/sys/unix"
 )
 
-// Adopt makes a Pod of a running pod: its PID 1 (found in its
-// netns), the netns, and new read ends of its stdout and stderr pipes.
-func Adopt(spec Spec, ino uint64, sink Sink) (*Pod, error) {
-	pid := podInitPID(ino)
-	if pid == 0 {
-		return nil, errors.New("no PID 1 of the pod is running")
-	}
-	// PID 1 is not this agent's child: pin it with a pidfd first, then
-	// check (through /proc, while it lives) that it is the pod's.
-	pidfd, err := openPidfd(pid, ino)
+// InitID names a pod's PID 1 for an agent that restarts after a crash: its
+// PID and its start time (clock ticks after boot, /proc/PID/stat field 22).
+// A PID is reused once its process is reaped, and a netns inode once its
+// namespace is freed, so a record written by a dead agent may name a PID and
+// an inode that now belong to other processes (the node's own namespace,
+// another agent's pods, a user's shell). Together with the start time they
+// name one process for the life of the machine.
+type InitID struct {
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"`
+}
+
+// noteInit makes pid the pod's PID 1 and notes its start time, which the
+// pod's set record keeps (see InitID). pid is this agent's child, not
+// reaped yet: it cannot be another process.
+func (p *Pod) noteInit(pid int) {
+	p.PID = pid
+	start, err := proc.StartTime(pid)
 	if err != nil {
-		return nil, fmt.Errorf("pid %d left the pod's netns: %w", pid, err)
+		// Without it, a restarted agent leaves the pod alone.
+		p.initStart = 0
+		return
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	p.initStart = start
+}
+
+// InitID names the pod's PID 1 for a record that outlives this agent
+// (zero before it has one).
+func (p *Pod) InitID() InitID { return InitID{PID: p.PID, Start: p.initStart} }
+
+// openInit opens a pidfd of the process id names if that very process (same
+// PID, same start time) still runs in the network namespace with inode ino,
+// and that namespace, reopened through it: held open, its inode stays its
+// own. /proc/PID is read after the pidfd is open and the process is found
+// alive through the pidfd after that, so what was read was that process's.
+func openInit(id InitID, ino uint64) (pidfd, ns *os.File, err error) {
+	if id.PID <= 0 || id.Start == 0 {
+		return nil, nil, errors.New("no PID 1 of the pod was recorded")
+	}
+	pidfd, err = openPidfd(id.PID, ino)
+	if err != nil {
+		return nil, nil, err
+	}
+	start, err := proc.StartTime(id.PID)
+	if err != nil || start != id.Start {
+		pidfd.Close()
+		return nil, nil, fmt.Errorf("pid %d is not the pod's PID 1 any more (it started at tick %d, not %d)", id.PID, start, id.Start)
+	}
+	ns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", id.PID))
 	if err != nil {
 		pidfd.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Ino != ino || unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0) != nil {
-		f.Close()
+	if err := unix.Fstat(int(ns.Fd()), &st); err != nil || st.Ino != ino || unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0) != nil {
+		ns.Close()
 		pidfd.Close()
-		return nil, fmt.Errorf("pid %d left the pod's netns", pid)
+		return nil, nil, fmt.Errorf("pid %d left the pod's netns", id.PID)
+	}
+	return pidfd, ns, nil
+}
+
+// KillLeftPod kills a pod that a previous agent left, named by its netns
+// inode and its PID 1. It kills nothing unless that very process (PID and
+// start time, see InitID) still runs in that namespace, and says why.
+func KillLeftPod(id InitID, ino uint64) error {
+	pidfd, ns, err := openInit(id, ino)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	defer pidfd.Close()
+	// Killing PID 1 of the pod's pid namespace kills every process in it.
+	if err := unix.PidfdSendSignal(int(pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("kill pid %d: %w", id.PID, err)
+	}
+	// What sits in the netns outside that pid namespace (a CRIU restore
+	// cut short) goes too: ns is held, so ino is still this namespace's.
+	killNetns(ino)
+	return nil
+}
+
+// Adopt makes a Pod of a running pod that a previous agent left: its PID 1
+// (id, checked as openInit does), its netns (inode ino), and new read ends
+// of its stdout and stderr pipes.
+func Adopt(spec Spec, ino uint64, id InitID, sink Sink) (*Pod, error) {
+	pidfd, f, err := openInit(id, ino)
+	if err != nil {
+		return nil, err
 	}
 	// A copy of the pidfd to wait on, so that the pod's own (for signals)
 	// is closed only by Destroy.
@@ -46,7 +115,7 @@ func Adopt(spec Spec, ino uint64, sink Sink) (*Pod, error) {
 		return nil, fmt.Errorf("dup pidfd: %w", err)
 	}
 	ns := &podNetns{f: f, ino: ino}
-	p := &Pod{Spec: spec, ns: ns, nsPath: ns.path(), PID: pid, pipes: map[string]string{},
+	p := &Pod{Spec: spec, ns: ns, nsPath: ns.path(), PID: id.PID, initStart: id.Start, pipes: map[string]string{},
 		exited: make(chan struct{}), statusUnknown: true, pidfd: pidfd}
 	for fd, stream := range map[int]string{1: "stdout", 2: "stderr"} {
 		if key, r, err := pipeReader(pidfd, fd); err == nil {
@@ -64,24 +133,6 @@ func Adopt(spec Spec, ino uint64, sink Sink) (*Pod, error) {
 		close(p.exited)
 	}()
 	return p, nil
-}
-
-// podInitPID finds the PID 1 of the pod whose netns has inode ino.
-func podInitPID(ino uint64) int {
-	for _, pid := range ProcessesInNetns(ino) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
-				if f := strings.Fields(v); len(f) > 1 && f[len(f)-1] == "1" {
-					return pid
-				}
-			}
-		}
-	}
-	return 0
 }
 
 // pipeReader opens a new read end of the pipe that the process of pidfd

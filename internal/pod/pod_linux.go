@@ -54,6 +54,8 @@ type Pod struct {
 	// pidfd_linux.go); nil before PID 1 exists and once the pod is gone.
 	pidfd   *os.File
 	pidfdMu sync.Mutex
+	// initStart is PID 1's start time (see InitID), 0 if unknown.
+	initStart uint64
 }
 
 // ExitCode turns PID 1's wait status into a shell-style exit code.
@@ -152,7 +154,8 @@ func (h *Host) Start(ctx context.Context, spec Spec, sink Sink) (_ *Pod, err err
 	if err := withNetns(p.nsPath, func() error { return startCmd(cmd) }); err != nil {
 		return nil, fmt.Errorf("start pod %s: %w", spec.Name, err)
 	}
-	p.PID, p.exited = cmd.Process.Pid, make(chan struct{})
+	p.noteInit(cmd.Process.Pid)
+	p.exited = make(chan struct{})
 	// PID 1 is this agent's child, not reaped before the Wait below: its
 	// PID cannot have been reused yet.
 	if f, err := openPidfd(p.PID, 0); err == nil {
@@ -214,7 +217,8 @@ func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string
 	if err != nil {
 		return nil, fmt.Errorf("restore pod %s: %w", spec.Name, err)
 	}
-	p.PID, p.exited = pid, make(chan struct{})
+	p.noteInit(pid)
+	p.exited = make(chan struct{})
 	// The restored PID 1 is this agent's child, reaped only below.
 	if f, err := openPidfd(pid, 0); err == nil {
 		p.setPidfd(f)
@@ -345,15 +349,18 @@ func (h *Host) Destroy(p *Pod) {
 	// Processes that sit in the netns without being in the pod's pid
 	// namespace (a CRIU restore that failed half-way) go too.
 	if p.ns != nil {
-		KillNetns(p.ns.ino)
+		killNetns(p.ns.ino)
 	}
 	_ = deleteHostVeth(p.Spec.Name)
 	p.ns.close()
 	p.readers.Wait()
 }
 
-// KillNetns kills every process in the network namespace with inode ino.
-func KillNetns(ino uint64) {
+// killNetns kills every process in the network namespace with inode ino.
+// Only while the caller holds that namespace open: an inode is reused once
+// its namespace is freed, and then names another namespace (the node's own
+// is one), whose processes this would kill.
+func killNetns(ino uint64) {
 	for _, pid := range ProcessesInNetns(ino) {
 		signalInNetns(pid, ino, unix.SIGKILL)
 	}

@@ -49,6 +49,28 @@ func niceAt(path string) (int, error) {
 	return strconv.Atoi(f[16])
 }
 
+// StartTime is when process pid started, in clock ticks after boot (field
+// 22 of /proc/PID/stat). A PID can be reused once its process is reaped; the
+// PID and its start time together name one process for the life of the
+// machine.
+func StartTime(pid int) (uint64, error) { return startTimeAt(fmt.Sprintf("/proc/%d/stat", pid)) }
+
+func startTimeAt(path string) (uint64, error) {
+	f, err := statFields(path)
+	if err != nil {
+		return 0, err
+	}
+	// Field 3 (the state) is f[0]: starttime, field 22, is f[19].
+	if len(f) < 20 {
+		return 0, fmt.Errorf("%s: %d fields after the command name, want at least 20", path, len(f))
+	}
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: start time: %w", path, err)
+	}
+	return v, nil
+}
+
 // statFields are the fields of a /proc stat file after the command name
 // (which may hold spaces and parentheses), from the state on.
 func statFields(path string) ([]string, error) {

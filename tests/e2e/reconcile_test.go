@@ -19,6 +19,7 @@ import (
 	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/internal/cluster"
 	cruzpod "github.com/cruz-hpc/cruz/internal/pod"
+	"github.com/cruz-hpc/cruz/internal/proc"
 	"github.com/cruz-hpc/cruz/tests/check"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
@@ -360,4 +361,57 @@ func TestNoLeaksAfterManyJobs(t *testing.T) {
 				"leftover %s/%s in the store", e.Name(), c.Name())
 		}
 	}
+}
+
+// TestReconcileStaleRecordKillsNothing: a pod set record that a dead agent
+// left names a netns inode and a PID 1 that, by the time the next agent
+// starts, belong to another process (inodes and PIDs are reused): here a
+// process in a netns of its own, with the record's start time one tick off,
+// and a pod recorded without its PID 1 (as records were before). The next
+// agent starts, kills nothing, says why, and drops the record.
+func TestReconcileStaleRecordKillsNothing(t *testing.T) {
+	a := startAgent(t, agentOptions{})
+	a.stop()
+
+	other := exec.Command("unshare", "--net", "sleep", "600")
+	require.NoError(t, other.Start())
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	pid := other.Process.Pid
+	var ino uint64
+	var start uint64
+	require.Eventually(t, func() bool {
+		var st unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || st.Ino == testHostNet {
+			return false // unshare has not made its netns yet
+		}
+		ino = st.Ino
+		s, err := proc.StartTime(pid)
+		start = s
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "pid %d in a netns of its own", pid)
+
+	dir := filepath.Join(a.runDir, "sets", "0123456789abcdef")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	rec := map[string]any{
+		"job": "0123456789abcdef", "uid": 1001, "gid": 1001, "coordinator": "",
+		"netns": map[string]uint64{"stale-r0": ino, "old-r1": ino},
+		"specs": map[string]any{},
+		"inits": map[string]cruzpod.InitID{"stale-r0": {PID: pid, Start: start + 1}},
+	}
+	b, err := json.Marshal(rec)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "set.json"), b, 0o600))
+
+	a.start()
+	require.True(t, cluster.Alive(pid), "the process the stale record names lives on")
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st))
+	require.Equal(t, ino, st.Ino, "in its own netns")
+	_, err = os.Stat(dir)
+	require.True(t, os.IsNotExist(err), "the stale record is dropped")
+	log := a.log()
+	require.Contains(t, log, "nothing to remove of a pod that ran when the previous agent ended")
+	require.Contains(t, log, "is not the pod's PID 1 any more", "the agent says why it killed nothing")
+	require.Contains(t, log, "no PID 1 of the pod was recorded")
+	a.requireNoLeaks()
 }
