@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/cruz-hpc/cruz/agent"
@@ -33,6 +34,19 @@ const (
 	exitFailed = 1 // the agent could not start, or stopped on an error
 	exitUsage  = 2 // bad flags or a bad configuration
 )
+
+// init locks the main goroutine to the process's initial thread, for good.
+// The agent enters pods' network namespaces (and CheckFilter a throwaway
+// one) on locked threads of their own, which are discarded, not reused, if
+// they cannot return (internal/pod: runOSThread). The main thread is the one
+// the process is known by: /proc/<cruzd>/ns/net is its namespace, which
+// tools, tests (no cruz0 bridge "there") and CRIU read. Were the main
+// goroutine, and with it the main thread, ever handed to code that enters a
+// namespace and failed to leave it, the whole agent would look to be in a
+// pod's or a throwaway namespace (seen: tests' requireClean found "cruz0
+// does not exist", and cruzd died without a word). Locked here, the main
+// thread runs only main, which never leaves the host's namespaces.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	// Hidden first arguments: cruzd re-executed as a pod's init, as the

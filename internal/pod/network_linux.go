@@ -14,6 +14,7 @@ import (
 	"github.com/cruz-hpc/cruz/internal/nl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // podIfName is the name of a pod's interface inside its netns.
@@ -165,8 +166,11 @@ func attachPod(l podLink) (err error) {
 	if err := netlink.LinkSetUp(host); err != nil {
 		return fmt.Errorf("bring up veth %s: %w", hostName, err)
 	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
+	// The handle's sockets are made in the pod's netns, on a thread of
+	// withNetns: netlink.NewHandleAt would enter the netns itself and hand
+	// its thread back to the Go runtime even when it failed to leave it.
+	var h *netlink.Handle
+	if err := withNetns(l.NsPath, func() (err error) { h, err = netlink.NewHandle(unix.NETLINK_ROUTE); return err }); err != nil {
 		return fmt.Errorf("netlink in pod netns: %w", err)
 	}
 	defer h.Close()
