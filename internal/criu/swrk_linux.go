@@ -74,6 +74,12 @@ type RestoreOptions struct {
 	// ("pipe:[INODE]") to the new pipe end that replaces it.
 	Pipes   map[string]*os.File
 	Timeout time.Duration
+	// PostRestore, if set, runs once CRIU has restored every process and
+	// before it lets them run, with the pid of the restored root (as the
+	// agent sees it): the one moment the agent can look at what the
+	// processes really hold. An error fails the restore, and CRIU kills
+	// the restored processes.
+	PostRestore func(pid int) error
 }
 
 // DumpStats are the figures CRIU reports for one dump.
@@ -118,11 +124,11 @@ func (c *Swrk) Dump(ctx context.Context, o DumpOptions) (DumpStats, error) {
 	if o.Timeout > 0 {
 		opts.Timeout = proto.Uint32(uint32(o.Timeout.Seconds()) + 1)
 	}
-	var notify func(string) error
+	var notify func(string, int) error
 	var hookErr error
 	if o.PostDump != nil {
 		opts.NotifyScripts = proto.Bool(true)
-		notify = func(script string) error {
+		notify = func(script string, _ int) error {
 			if script != "post-dump" {
 				return nil
 			}
@@ -188,9 +194,54 @@ func (c *Swrk) Restore(ctx context.Context, o RestoreOptions) (int, error) {
 		ExtMasters: proto.Bool(true),
 		ExtSharing: proto.Bool(true),
 	}
+	// CRIU writes its restore statistics into the images directory, also
+	// when a post-restore hook fails. The checkpoint must stay exactly as
+	// committed (its checksums are verified before every restore), so that
+	// file goes.
+	defer os.Remove(filepath.Join(o.ImagesDir, "stats-restore"))
+	var notify func(string, int) error
+	var hookErr error
+	rootFd := -1 // a pidfd of the restored root, once the hook has run
+	if o.PostRestore != nil {
+		// Only with a hook: each notification is a round trip that CRIU
+		// waits for.
+		opts.NotifyScripts = proto.Bool(true)
+		notify = func(script string, pid int) error {
+			if script != "post-restore" {
+				return nil
+			}
+			if pid <= 0 {
+				hookErr = fmt.Errorf("criu restore: no pid in CRIU's post-restore notification")
+				return hookErr
+			}
+			if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+				rootFd = fd
+			}
+			hookErr = o.PostRestore(pid)
+			return hookErr
+		}
+	}
+	defer func() {
+		if rootFd >= 0 {
+			unix.Close(rootFd)
+		}
+	}()
 	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
 	defer cancel()
-	resp, err := c.call(ctx, rpc.CriuReqType_RESTORE, opts, files)
+	resp, err := c.callNotify(ctx, 0, 0, rpc.CriuReqType_RESTORE, opts, files, notify)
+	if hookErr != nil {
+		// CRIU has killed the restored processes, but their root is a
+		// child of the agent (a sibling of CRIU's), which only the agent
+		// can reap. The pidfd names that process and no other, even if
+		// it is gone; waitid says ECHILD at once if it is not ours.
+		if rootFd >= 0 {
+			_ = unix.PidfdSendSignal(rootFd, unix.SIGKILL, nil, 0)
+			var info unix.Siginfo
+			_ = unix.Waitid(unix.P_PIDFD, rootFd, &info, unix.WEXITED, nil)
+		}
+		// CRIU only says that the script failed: say what did.
+		return 0, hookErr
+	}
 	if err != nil {
 		return 0, c.explain("restore", err, filepath.Join(o.WorkDir, "restore.log"))
 	}
@@ -198,10 +249,6 @@ func (c *Swrk) Restore(ctx context.Context, o RestoreOptions) (int, error) {
 	if pid <= 0 {
 		return 0, fmt.Errorf("criu restore: no pid in CRIU's answer")
 	}
-	// CRIU writes its restore statistics into the images directory. The
-	// checkpoint must stay exactly as committed (its checksums are
-	// verified before every restore), so that file goes.
-	_ = os.Remove(filepath.Join(o.ImagesDir, "stats-restore"))
 	return pid, nil
 }
 
@@ -273,7 +320,7 @@ func (c *Swrk) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType,
 
 // callNotify is callAs that answers CRIU's notifications (opts.NotifyScripts)
 // with notify's verdict on each.
-func (c *Swrk) callNotify(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File, notify func(script string) error) (*rpc.CriuResp, error) {
+func (c *Swrk) callNotify(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File, notify func(script string, pid int) error) (*rpc.CriuResp, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("criu rpc socket: %w", err)
@@ -317,8 +364,10 @@ func (c *Swrk) callNotify(ctx context.Context, uid, gid uint32, typ rpc.CriuReqT
 // exchange sends one request and reads the answer. With notifications asked
 // for (NotifyScripts), CRIU sends one at each step of its work (pre-dump,
 // post-dump, ...) and waits for the verdict of notify on it (nil: go on)
-// before it goes on; the final answer comes after them.
-func exchange(sock *os.File, req *rpc.CriuReq, notify func(script string) error) (*rpc.CriuResp, error) {
+// before it goes on; the final answer comes after them. pid is the one the
+// notification carries (the restored root's, on setup-namespaces and
+// post-restore), 0 if none.
+func exchange(sock *os.File, req *rpc.CriuReq, notify func(script string, pid int) error) (*rpc.CriuResp, error) {
 	if err := send(sock, req); err != nil {
 		return nil, fmt.Errorf("send request: %w", err)
 	}
@@ -338,7 +387,7 @@ func exchange(sock *os.File, req *rpc.CriuReq, notify func(script string) error)
 		}
 		ok := true
 		if notify != nil {
-			ok = notify(resp.GetNotify().GetScript()) == nil
+			ok = notify(resp.GetNotify().GetScript(), int(resp.GetNotify().GetPid())) == nil
 		}
 		if err := send(sock, &rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: proto.Bool(ok)}); err != nil {
 			return nil, fmt.Errorf("answer notification %q: %w", resp.GetNotify().GetScript(), err)

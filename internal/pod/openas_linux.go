@@ -22,8 +22,9 @@ import (
 //
 // The check is done just before CRIU runs, but CRIU opens the paths again
 // itself: a user who swaps a path for a link between this check and
-// CRIU's open (a few hundred milliseconds) is not stopped by it (see the
-// admin guide's security model).
+// CRIU's open is not stopped by it. CheckRestoredFiles, run once CRIU has
+// restored the processes and before they run, closes that race; this one
+// refuses early and says which path of the images is wrong.
 func CheckImageFiles(dir string, spec Spec) error {
 	uses, err := criu.ImageFiles(dir)
 	if err != nil {

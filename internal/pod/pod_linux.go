@@ -182,7 +182,9 @@ func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string
 		return nil, err
 	}
 	// CRIU opens the pod's files by path, as root: each must be one its
-	// owner may open the same way.
+	// owner may open the same way. This early check gives a clear refusal
+	// before anything is made; the one that closes the race with a user
+	// who swaps a path while CRIU runs is CheckRestoredFiles, below.
 	if err := CheckImageFiles(imagesDir, spec); err != nil {
 		return nil, err
 	}
@@ -213,7 +215,18 @@ func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string
 			return nil, fmt.Errorf("pod %s: unknown stream %q in checkpoint", spec.Name, stream)
 		}
 	}
-	pid, err := h.CRIU.Restore(ctx, criu.RestoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: p.nsPath, Pipes: replace, Timeout: timeout})
+	pid, err := h.CRIU.Restore(ctx, criu.RestoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: p.nsPath, Pipes: replace, Timeout: timeout,
+		// Once every process is restored and before any runs: what they
+		// hold must be files the owner may use that way, whatever path
+		// CRIU opened (issue 11.1).
+		PostRestore: func(root int) error {
+			start := time.Now()
+			err := CheckRestoredFiles(root, spec, workDir)
+			if h.Log != nil {
+				h.Log.Debug("restored pod's files checked", "pod", spec.Name, "took", time.Since(start), "err", err)
+			}
+			return err
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("restore pod %s: %w", spec.Name, err)
 	}
