@@ -111,8 +111,10 @@ func (a *Agent) migrateLocked(ctx context.Context, j *job, name, to string) (_ a
 		}
 	}()
 	prog := newProgress(ctx, "migrate", j.id(), 1)
-	prog.pod(name)
-	prog.phase("block")
+	// One update names the pod and its phase: the client prints every
+	// update, and a first line with a pod but no phase read "migrate: "
+	// with nothing after it.
+	prog.update(func(p *api.Progress) { p.Pod, p.Phase = name, "block" })
 	if _, err := source.Do(ctx, api.OpBlock, api.NodeRequest{Job: j.id(), Pods: pods}); err != nil {
 		return api.Migration{}, fmt.Errorf("block the pod's traffic: %w", err)
 	}

@@ -69,11 +69,6 @@ func (o *opProgress) phase(name string) {
 	o.update(func(p *api.Progress) { p.Phase, p.PodsDone = name, 0 })
 }
 
-// pod names the pod that moves (migrate, drain).
-func (o *opProgress) pod(name string) {
-	o.update(func(p *api.Progress) { p.Pod = name })
-}
-
 // bytes sets the bytes written so far.
 func (o *opProgress) bytes(n int64) {
 	o.update(func(p *api.Progress) { p.Bytes = n })

@@ -99,6 +99,35 @@ func TestRestartReportsProgress(t *testing.T) {
 	assert.Equal(t, 4, restored)
 }
 
+// A watched migration names the pod and its phase from its first report
+// on, and goes through its phases in order.
+func TestMigrateReportsProgress(t *testing.T) {
+	a, fc := newTestAgent(t, "n1", "n2", "n3")
+	j := addJob(t, a, fc, "job1", twoNodes)
+	var mu sync.Mutex
+	var got []api.Progress
+	ctx := withProgress(context.Background(), func(p api.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, p)
+	})
+	_, err := a.migrateLocked(ctx, j, "job1-r1", "n3")
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, got)
+	var phases []string
+	for i, p := range got {
+		assert.Equal(t, "migrate", p.Op)
+		assert.Equal(t, "job1-r1", p.Pod, "report %d names the pod", i)
+		assert.NotEmpty(t, p.Phase, "report %d names its phase", i)
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+	}
+	assert.Equal(t, []string{"block", "dump", "restore", "release", "done"}, phases)
+}
+
 // A request for progress refused before anything was sent is answered
 // with its status, not a stream.
 func TestProgressRefusalKeepsItsStatus(t *testing.T) {
