@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -215,7 +216,8 @@ func newAgent(cfg config.Config, log *slog.Logger, st *store.Store, key []byte, 
 		return slurm.ShowStep(ctx, cfg.Agent.SlurmConf, id)
 	}
 	a.local = node.New(node.Config{Name: name, RunDir: cfg.Agent.RunDir, Subnet: a.subnet, CRIUTimeout: cfg.CRIU.Timeout.Duration,
-		Store: st, Host: host, Local: localSinks{a}, Peers: peerJobAsker{a}, Log: log, MaxLogBytes: cfg.Output.MaxLogBytes})
+		Store: st, Host: host, Local: localSinks{a}, Peers: peerJobAsker{a}, Log: log, MaxLogBytes: cfg.Output.MaxLogBytes,
+		SlurmCgroups: slurmCgroups(cfg.Agent.SlurmCgroups, name)})
 	return a
 }
 
@@ -284,4 +286,13 @@ func (p peerJobAsker) Job(ctx context.Context, nodeName, id string) (api.Job, er
 // Go does not do this for descriptors it did not open itself.
 func CloseInheritedFiles() error {
 	return unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+}
+
+// slurmCgroups are agent.slurm_cgroups with the node's name for %n.
+func slurmCgroups(roots []string, node string) []string {
+	out := make([]string, len(roots))
+	for i, r := range roots {
+		out[i] = strings.ReplaceAll(r, "%n", node)
+	}
+	return out
 }

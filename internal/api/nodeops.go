@@ -35,6 +35,10 @@ type PodSpec struct {
 	// with the pod: Open MPI keeps its session files and ranks' terminals
 	// there.
 	PrivateDev bool `json:"private_dev,omitempty"`
+	// Cgroups are the cgroups (controller: path) of the Slurm step the pod
+	// belongs to on its node, which its processes join. The node that runs
+	// the pod sets them; whatever a request or record carries is replaced.
+	Cgroups map[string]string `json:"cgroups,omitempty"`
 }
 
 // RankCount is how many ranks a rank pod holds.

@@ -476,6 +476,10 @@ func startNode(o Options, st *State, sub netip.Prefix, k int, cruzd string, lan 
 	if o.Slurm {
 		// The agent asks slurmctld who owns a step and where it runs.
 		cfg.Agent.SlurmConf = slurmcluster.ConfPathIn(filepath.Join(o.Dir, SlurmDirName))
+		// The node's slurmd sees its own cgroup as every hierarchy's root
+		// and makes its steps' cgroups under /slurm (or /slurm_NODE) there.
+		nodeCg := slurmcluster.NodeCgroupPath(filepath.Join(o.Dir, SlurmDirName), name)
+		cfg.Agent.SlurmCgroups = []string{nodeCg + "/slurm", nodeCg + "/slurm_%n"}
 	}
 	if err := cfg.Validate(); err != nil {
 		return n, nil, fmt.Errorf("config of %s: %w", name, err)

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -103,6 +104,14 @@ type AgentConfig struct {
 	// to ask slurmctld who owns a step and where it runs; empty: Slurm's
 	// own default (or SLURM_CONF in cruzd's environment).
 	SlurmConf string `toml:"slurm_conf"`
+	// SlurmCgroups are the cgroups under one of which Slurm's task/cgroup
+	// plugin (cgroup/v1) makes a step's cgroups, ROOT/uid_U/job_J/step_S,
+	// in each hierarchy ("%n" stands for the node's name): a srun --cruz
+	// step's pods join its cgroups under the first ROOT that exists, so
+	// that the step's limits hold for them. Slurm uses /slurm, or
+	// /slurm_NODE when built for several slurmds per host (Debian's is).
+	// Empty: pods stay in the agent's cgroups.
+	SlurmCgroups []string `toml:"slurm_cgroups"`
 	// Nice is the agent's scheduling priority (nice value, -20 to 19). A
 	// job's traffic is held while its pods are dumped and released: on a
 	// busy node, an agent at the jobs' priority made every hold longer
@@ -309,11 +318,12 @@ func Default() Config {
 	return Config{
 		Version: CurrentVersion,
 		Agent: AgentConfig{
-			Socket:   "/run/cruz/cruzd.sock",
-			RunDir:   "/run/cruz",
-			KeyFile:  "/etc/cruz/cluster.key",
-			LogLevel: "info",
-			Nice:     -10,
+			Socket:       "/run/cruz/cruzd.sock",
+			RunDir:       "/run/cruz",
+			KeyFile:      "/etc/cruz/cluster.key",
+			LogLevel:     "info",
+			Nice:         -10,
+			SlurmCgroups: []string{"/slurm", "/slurm_%n"},
 		},
 		Network: NetworkConfig{
 			Bridge: "cruz0",
@@ -481,6 +491,8 @@ var wants = map[string]string{
 	"agent.hostname":           `empty, or a host name: 1 to 64 letters, digits, '-' and '.'`,
 	"agent.listen":             `empty, or "IP:PORT" with an IP address literal and a port from 1 to 65535`,
 	"agent.nice":               "an integer from -20 to 19",
+	"agent.slurm_conf":         "empty, or the absolute path of a slurm.conf",
+	"agent.slurm_cgroups":      `a list of absolute cgroup paths other than "/", where "%n" stands for the node's name (Slurm's: "/slurm" or "/slurm_%n")`,
 	"network":                  "a table",
 	"network.bridge":           `a Linux interface name: 1 to 15 bytes, without '/', ':' or whitespace, and not "." or ".."`,
 	"network.subnet":           "an IPv4 CIDR with a prefix length from 8 to 30",
@@ -544,6 +556,12 @@ func (c Config) validate() []error {
 	}
 	if c.Agent.SlurmConf != "" && !isAbsPath(c.Agent.SlurmConf) {
 		bad("agent.slurm_conf", c.Agent.SlurmConf)
+	}
+	for _, root := range c.Agent.SlurmCgroups {
+		if !isAbsPath(root) || path.Clean(root) == "/" || path.Clean(root) != root {
+			bad("agent.slurm_cgroups", c.Agent.SlurmCgroups)
+			break
+		}
 	}
 	if c.Agent.Listen != "" && !isListenAddr(c.Agent.Listen) {
 		bad("agent.listen", c.Agent.Listen)

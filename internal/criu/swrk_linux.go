@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"github.com/cruz-hpc/cruz/internal/cgroups"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
@@ -80,6 +81,13 @@ type RestoreOptions struct {
 	// processes really hold. An error fails the restore, and CRIU kills
 	// the restored processes.
 	PostRestore func(pid int) error
+	// Cgroups maps a controller to the cgroup the restored tree goes into
+	// in its hierarchy, whatever cgroups it was dumped in: a Slurm step's
+	// on the restoring node. CRIU is put there before it restores anything
+	// and leaves cgroups alone, so that every restored process is born in
+	// them and its memory is charged to them. Without: CRIU puts the tree
+	// back into the cgroups of the dump.
+	Cgroups map[string]string
 }
 
 // DumpStats are the figures CRIU reports for one dump.
@@ -226,9 +234,14 @@ func (c *Swrk) Restore(ctx context.Context, o RestoreOptions) (int, error) {
 			unix.Close(rootFd)
 		}
 	}()
+	if len(o.Cgroups) > 0 {
+		// CRIU's --cgroup-root did not do it: with it, the restored tree
+		// stayed in the agent's memory cgroup.
+		opts.ManageCgroupsMode = rpc.CriuCgMode_IGNORE.Enum()
+	}
 	ctx, cancel := withOptionalTimeout(ctx, o.Timeout)
 	defer cancel()
-	resp, err := c.callNotify(ctx, 0, 0, rpc.CriuReqType_RESTORE, opts, files, notify)
+	resp, err := c.exec(ctx, o.Cgroups, 0, 0, rpc.CriuReqType_RESTORE, opts, files, notify)
 	if hookErr != nil {
 		// CRIU has killed the restored processes, but their root is a
 		// child of the agent (a sibling of CRIU's), which only the agent
@@ -321,6 +334,12 @@ func (c *Swrk) callAs(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType,
 // callNotify is callAs that answers CRIU's notifications (opts.NotifyScripts)
 // with notify's verdict on each.
 func (c *Swrk) callNotify(ctx context.Context, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File, notify func(script string, pid int) error) (*rpc.CriuResp, error) {
+	return c.exec(ctx, nil, uid, gid, typ, opts, files, notify)
+}
+
+// exec runs one CRIU for one request, in the cgroups cg if any (see
+// RestoreOptions.Cgroups), answering its notifications with notify.
+func (c *Swrk) exec(ctx context.Context, cg map[string]string, uid, gid uint32, typ rpc.CriuReqType, opts *rpc.CriuOpts, files []*os.File, notify func(script string, pid int) error) (*rpc.CriuResp, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("criu rpc socket: %w", err)
@@ -343,6 +362,12 @@ func (c *Swrk) callNotify(ctx context.Context, uid, gid uint32, typ rpc.CriuReqT
 		return nil, fmt.Errorf("start criu: %w", err)
 	}
 	server.Close()
+	// CRIU waits for the request: nothing is restored before it is in.
+	if err := cgroups.Move(cmd.Process.Pid, cg); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("criu %s: %w", strings.ToLower(typ.String()), err)
+	}
 	resp, rerr := exchange(client, &rpc.CriuReq{Type: typ.Enum(), Opts: opts}, notify)
 	client.Close()
 	werr := cmd.Wait()

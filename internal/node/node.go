@@ -77,6 +77,10 @@ type Config struct {
 	// MaxLogBytes bounds the output logs of pods of jobs coordinated
 	// elsewhere (output.max_log_bytes); 0: none.
 	MaxLogBytes int64
+	// SlurmCgroups are the cgroups under one of which Slurm makes its
+	// steps' cgroups on this node (agent.slurm_cgroups, with the node's
+	// name for %n); empty: pods never join a step's.
+	SlurmCgroups []string
 }
 
 // Node is this node's pods and the operations on them.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/cgroups"
 	"github.com/cruz-hpc/cruz/internal/pod"
 	"github.com/cruz-hpc/cruz/internal/store"
 )
@@ -101,6 +102,11 @@ func (n *Node) Do(ctx context.Context, c api.Identity, op api.NodeOp, req api.No
 		empty := len(s.pods) == 0
 		s.mu.Unlock()
 		n.persist(s)
+		if empty {
+			for _, p := range pods {
+				cgroups.RemoveStep(p.Spec.Cgroups)
+			}
+		}
 		return api.NodeResponse{OutputEnd: end, Empty: empty}, nil
 	case api.OpWait:
 		if len(pods) != 1 {
@@ -179,6 +185,9 @@ func (n *Node) create(ctx context.Context, c api.Identity, op api.NodeOp, req ap
 		if !n.cfg.Subnet.Contains(sp.Addr.Addr()) || sp.Addr.Bits() != n.cfg.Subnet.Bits() {
 			return api.NodeResponse{}, api.Errorf(api.ErrInvalid, "pod %s address %s is not in this node's pod subnet %s", sp.Name, sp.Addr, n.cfg.Subnet)
 		}
+	}
+	for i := range specs {
+		specs[i].Cgroups = n.stepCgroups(req.Job, specs[i].UID)
 	}
 	if req.Coordinator == "" {
 		req.Coordinator = n.cfg.Name

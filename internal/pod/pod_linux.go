@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
+	"github.com/cruz-hpc/cruz/internal/cgroups"
 	"github.com/cruz-hpc/cruz/internal/criu"
 	"github.com/cruz-hpc/cruz/internal/proc"
 
@@ -215,7 +216,10 @@ func (h *Host) Restore(ctx context.Context, spec Spec, imagesDir, workDir string
 			return nil, fmt.Errorf("pod %s: unknown stream %q in checkpoint", spec.Name, stream)
 		}
 	}
+	// The restored processes go into the Slurm step's cgroups on this
+	// node (Cgroups), whichever cgroups they were dumped in.
 	pid, err := h.CRIU.Restore(ctx, criu.RestoreOptions{ImagesDir: imagesDir, WorkDir: workDir, NetnsPath: p.nsPath, Pipes: replace, Timeout: timeout,
+		Cgroups: spec.Cgroups,
 		// Once every process is restored and before any runs: what they
 		// hold must be files the owner may use that way, whatever path
 		// CRIU opened (issue 11.1).
@@ -402,6 +406,11 @@ func Init() int {
 	}
 	if len(spec.Argv) == 0 {
 		return fail(127, "no command to run")
+	}
+	// Into the Slurm step's cgroups first, while still root: everything
+	// the pod runs is then born under the step's limits.
+	if err := cgroups.Join(spec.Cgroups); err != nil {
+		return fail(127, "%v", err)
 	}
 	// The pod sees the node's filesystems, as slaves: mounts made on the
 	// node still reach it, and nothing it mounts leaks out. Its own /proc

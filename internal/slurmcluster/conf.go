@@ -51,17 +51,22 @@ func slurmConf(o Options, host, dir, plugstack string) string {
 	w("SlurmdDebug=info")
 	// Never the host's /etc/slurm/plugstack.conf.
 	w("PlugStackConfig=%s", plugstack)
-	// Nodes share one kernel: no cgroup-based tracking or binding, which
-	// would have every node fight over the same hierarchy.
-	w("ProctrackType=proctrack/linuxproc")
-	w("TaskPlugin=task/none")
+	// Steps are tracked and confined with cgroups, as on most real
+	// clusters, so that the limits Slurm gives a step reach its pods. The
+	// nodes share one kernel: each slurmd sees its own subtree of every
+	// hierarchy (node-init.sh), so they never fight over /slurm.
+	w("ProctrackType=proctrack/cgroup")
+	w("TaskPlugin=task/cgroup")
 	w("JobAcctGatherType=jobacct_gather/none")
 	w("AccountingStorageType=accounting_storage/none")
 	w("JobCompType=jobcomp/none")
 	w("MpiDefault=none")
 	w("SwitchType=switch/none")
 	w("SelectType=select/cons_tres")
-	w("SelectTypeParameters=CR_Core")
+	// Memory is a resource too, so that --mem is the step's limit
+	// (task/cgroup); a job that asks for none gets its CPUs' share.
+	w("SelectTypeParameters=CR_Core_Memory")
+	w("DefMemPerCPU=%d", max(1, o.MemoryPerNodeMB/o.CPUsPerNode))
 	// Without it sbatch jobs wait up to 3 s before they are scheduled.
 	w("SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1")
 	// A node that comes back registers as idle instead of staying down.
@@ -83,32 +88,36 @@ func slurmConf(o Options, host, dir, plugstack string) string {
 	for _, n := range o.Nodes {
 		// One socket of CPUsPerNode cores, so that the node has exactly
 		// that many CPUs whatever the hardware.
-		w("NodeName=%s NodeAddr=%s NodeHostname=%s CPUs=%d Sockets=1 CoresPerSocket=%d ThreadsPerCore=1 State=UNKNOWN",
-			n.Name, n.Addr, n.Name, o.CPUsPerNode, o.CPUsPerNode)
+		w("NodeName=%s NodeAddr=%s NodeHostname=%s CPUs=%d Sockets=1 CoresPerSocket=%d ThreadsPerCore=1 RealMemory=%d State=UNKNOWN",
+			n.Name, n.Addr, n.Name, o.CPUsPerNode, o.CPUsPerNode, o.MemoryPerNodeMB)
 	}
 	w("PartitionName=%s Nodes=ALL Default=YES MaxTime=INFINITE State=UP", o.ClusterName)
 	return b.String()
 }
 
 // cgroupConf keeps slurmd from reading the host's /etc/slurm/cgroup.conf
-// (Slurm looks for it next to slurm.conf). slurmd 22.05 initialises its
-// cgroup plugin even with proctrack/linuxproc and task/none; autodetect picks
-// the hierarchy the host has.
+// (Slurm looks for it next to slurm.conf) and confines every step to its
+// CPUs and memory (--cpus-per-task, --mem; swap counts as memory), which
+// Cruz puts a step's pods under too. cgroups here are v1 (see the field notes).
 const cgroupConf = `# cgroup.conf of a Slurm cluster made by cruz (internal/slurmcluster).
-CgroupPlugin=autodetect
+CgroupPlugin=cgroup/v1
+ConstrainCores=yes
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
 `
 
 // nodeInit becomes a node's slurmd. It runs as the first process of the
 // node's new UTS and mount namespaces (unshare) inside the node's network
 // namespace (nsenter), so its mounts and hostname stay the node's own.
 const nodeInit = `#!/bin/sh
-# node-init.sh NODE SLURM_CONF CGROUP_SAVE_POINT SLURMD, written by cruz
-# (internal/slurmcluster): sets up a Slurm node's namespaces and execs slurmd.
+# node-init.sh NODE SLURM_CONF CGROUP_SAVE_POINT SLURMD CGROUP_DIR, written by
+# cruz (internal/slurmcluster): sets up a Slurm node's namespaces and execs
+# slurmd.
 set -eu
 # fd 3 is the network namespace nsenter entered: slurmd needs no copy of it.
 exec 3<&-
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
-node=$1 conf=$2 save=$3 slurmd=$4
+node=$1 conf=$2 save=$3 slurmd=$4 cgdir=$5
 # The node's hostname (this UTS namespace is the node's alone).
 printf '%s' "$node" >/proc/sys/kernel/hostname
 # /sys as inherited shows the root network namespace's interfaces; a sysfs
@@ -120,5 +129,27 @@ mount --rbind /sys/fs/cgroup "$save"
 umount -l /sys
 mount -t sysfs sysfs /sys
 mount --move "$save" /sys/fs/cgroup
-exec "$slurmd" -D -N "$node" -f "$conf"
+# Every node's slurmd makes /slurm/uid_U/job_J/step_S in each v1 hierarchy;
+# on one kernel they would all make the same ones. So each node gets its own
+# cgroup CGROUP_DIR in every hierarchy, this shell moves into it, the node's
+# mount namespace sees that cgroup as the hierarchy's root (a bind mount),
+# and slurmd runs in a cgroup namespace rooted there, so that its tasks'
+# /proc/PID/cgroup agree with what it mounted.
+for h in /sys/fs/cgroup/*; do
+	[ "$(stat -f -c %T "$h")" = cgroupfs ] || continue
+	[ -e "$h/cgroup.procs" ] || continue
+	d=$h
+	for part in $(printf '%s' "$cgdir" | tr / ' '); do
+		mkdir -p "$d/$part"
+		# A new cpuset has no CPUs or memory nodes until given its parent's.
+		if [ -e "$d/cpuset.cpus" ] && [ -z "$(cat "$d/$part/cpuset.cpus")" ]; then
+			cat "$d/cpuset.cpus" >"$d/$part/cpuset.cpus"
+			cat "$d/cpuset.mems" >"$d/$part/cpuset.mems"
+		fi
+		d=$d/$part
+	done
+	echo $$ >"$d/cgroup.procs"
+	mount --bind "$d" "$h"
+done
+exec unshare --cgroup -- "$slurmd" -D -N "$node" -f "$conf"
 `

@@ -53,6 +53,7 @@ func TestOptionsCheck(t *testing.T) {
 		{func(o *Options) { o.Nodes[0].NetnsPID = 0 }, "node n1: no NetnsPID"},
 		{func(o *Options) { o.PlugstackConf = "plugstack.conf" }, "is not an absolute path"},
 		{func(o *Options) { o.CPUsPerNode = -1 }, "CPUs per node -1"},
+		{func(o *Options) { o.MemoryPerNodeMB = -5 }, "memory per node -5 MB is not positive"},
 		{func(o *Options) { o.SlurmdPort = DefaultSlurmctldPort }, "both 16817"},
 		{func(o *Options) { o.SlurmctldPort = 70000 }, "port 70000 is out of range"},
 	} {
@@ -68,6 +69,7 @@ func TestOptionsCheck(t *testing.T) {
 func TestSlurmConf(t *testing.T) {
 	o := validOptions()
 	o.CPUsPerNode = 4
+	o.MemoryPerNodeMB = 2048
 	require.NoError(t, o.check())
 	conf := slurmConf(o, "head", o.Dir, "/etc/cruz/plugstack.conf")
 	for _, line := range []string{
@@ -82,9 +84,12 @@ func TestSlurmConf(t *testing.T) {
 		"SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1\n", "JobRequeue=1\n",
 		"SlurmdParameters=config_overrides\n",
 		"ReturnToService=2\n", "SlurmdTimeout=5\n",
-		"NodeName=n1 NodeAddr=10.213.77.11 NodeHostname=n1 CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 State=UNKNOWN\n",
-		"NodeName=n2 NodeAddr=10.213.77.12 NodeHostname=n2 CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 State=UNKNOWN\n",
+		"NodeName=n1 NodeAddr=10.213.77.11 NodeHostname=n1 CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN\n",
+		"NodeName=n2 NodeAddr=10.213.77.12 NodeHostname=n2 CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN\n",
 		"PartitionName=cruz Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
+		// Steps are confined by cgroups, which Cruz puts their pods in.
+		"ProctrackType=proctrack/cgroup\n", "TaskPlugin=task/cgroup\n",
+		"SelectTypeParameters=CR_Core_Memory\n", "DefMemPerCPU=512\n",
 	} {
 		assert.Contains(t, conf, line)
 	}

@@ -107,6 +107,10 @@ type Options struct {
 	// machine's CPUs). The nodes share the machine's real CPUs; Slurm is
 	// told to believe the configuration (SlurmdParameters=config_overrides).
 	CPUsPerNode int
+	// MemoryPerNodeMB is every node's memory in slurm.conf (RealMemory,
+	// default: this machine's). task/cgroup limits a step to the memory it
+	// asked for (--mem), or to all of the node's without --mem.
+	MemoryPerNodeMB int
 	// SlurmctldPort and SlurmdPort default to DefaultSlurmctldPort and
 	// DefaultSlurmdPort.
 	SlurmctldPort int
@@ -198,6 +202,16 @@ func (o *Options) check() error {
 	}
 	if o.CPUsPerNode < 1 || o.CPUsPerNode > 4096 {
 		return fmt.Errorf("CPUs per node %d is out of range 1..4096", o.CPUsPerNode)
+	}
+	if o.MemoryPerNodeMB == 0 {
+		var si syscall.Sysinfo_t
+		if err := syscall.Sysinfo(&si); err != nil {
+			return fmt.Errorf("memory of this machine: %w", err)
+		}
+		o.MemoryPerNodeMB = int(uint64(si.Totalram) * uint64(si.Unit) >> 20)
+	}
+	if o.MemoryPerNodeMB < 1 {
+		return fmt.Errorf("memory per node %d MB is not positive", o.MemoryPerNodeMB)
 	}
 	if o.SlurmctldPort == 0 {
 		o.SlurmctldPort = DefaultSlurmctldPort
@@ -605,7 +619,7 @@ func (c *Cluster) startSlurmd(n Node) error {
 	_, err = c.start("slurmd-"+n.Name, []*os.File{ns},
 		"nsenter", "--net=/proc/self/fd/3", "--",
 		c.bins["unshare"], "--uts", "--mount", "--propagation", "private", "--",
-		"/bin/sh", c.path(nodeInitName), n.Name, c.ConfPath(), c.path(runDirName, n.Name+".cgroup"), c.bins["slurmd"])
+		"/bin/sh", c.path(nodeInitName), n.Name, c.ConfPath(), c.path(runDirName, n.Name+".cgroup"), c.bins["slurmd"], nodeCgroup(c.o.Dir, n.Name))
 	return err
 }
 

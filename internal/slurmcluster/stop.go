@@ -100,6 +100,9 @@ func stopDir(ctx context.Context, dir string, keepLogs bool, log io.Writer) erro
 	if err := terminate(ctx, "munged", munge, nil, log); err != nil {
 		errs = append(errs, err)
 	}
+	if err := removeCgroups(dir); err != nil {
+		errs = append(errs, err)
+	}
 	if err := removeState(dir, keepLogs); err != nil {
 		errs = append(errs, err)
 	}
