@@ -187,7 +187,9 @@ func (a *Agent) tcpAuth(key []byte, nonces *nonceCache, now func() time.Time, bo
 			return
 		}
 		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(t.Add(bodyTimeout))
+		// The wall clock, not now (the signature's clock, which tests
+		// pin): the body has bodyTimeout from here on.
+		_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 		body := make([]byte, r.ContentLength)
 		_, err = io.ReadFull(r.Body, body)
 		// The rest of the request (a stream's handler can run for days)
