@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cruz-hpc/cruz/internal/api"
@@ -74,6 +75,10 @@ type job struct {
 	// signalled: the job's user sent it a signal that ends processes, so
 	// its end is not a failure to recover from.
 	signalled bool
+	// storeGone: the job's directory in the store was deleted with its
+	// checkpoints (cruz rm --checkpoints, a Slurm step that ended), so its
+	// events are no longer appended there: an append would make it again.
+	storeGone atomic.Bool
 	// gate reads hydra's proxy launch lines from mpiexec's stdout while
 	// the job starts.
 	gate *mpi.LaunchGate

@@ -504,6 +504,7 @@ func (a *Agent) Remove(c caller, ref string, checkpoints bool) error {
 		return fmt.Errorf("remove job directory: %w", err)
 	}
 	if checkpoints {
+		j.storeGone.Store(true)
 		if err := a.store.DeleteJob(j.id(), j.storeOwner()); err != nil {
 			return fmt.Errorf("delete checkpoints of job %s: %w", j.id(), ownerErr(err))
 		}

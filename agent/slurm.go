@@ -170,6 +170,7 @@ func (a *Agent) dropSlurmCheckpoints(j *job) {
 	if !slurm {
 		return
 	}
+	j.storeGone.Store(true)
 	if err := a.store.DeleteJob(j.id(), j.storeOwner()); err != nil {
 		a.log.Warn("deleting the checkpoints of an ended Slurm step", "job", j.id(), "err", err)
 		return

@@ -145,7 +145,7 @@ func (c *cli) rootCommand() *cobra.Command {
 	pf.StringVar(&c.socket, "socket", "", "the agent's unix socket")
 	pf.StringVar(&c.node, "node", "", "talk to this node's agent (a node of the virtual cluster)")
 	root.AddCommand(c.runCommand(), c.restartCommand(), c.attachCommand(), c.checkpointCommand(),
-		c.statusCommand(), c.checkpointsCommand(), c.eventsCommand(), c.signalCommand(), c.rmCommand(),
+		c.statusCommand(), c.checkpointsCommand(), c.eventsCommand(), c.historyCommand(), c.signalCommand(), c.rmCommand(),
 		c.migrateCommand(), c.drainCommand(), c.dfCommand(), c.reportCommand(), c.versionCommand(), c.slurmEndCommand(), c.clusterCommand(),
 		c.manCommand())
 	for _, sub := range root.Commands() {

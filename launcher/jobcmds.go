@@ -411,30 +411,6 @@ func (c *cli) checkpointsCommand() *cobra.Command {
 	return cmd
 }
 
-func (c *cli) eventsCommand() *cobra.Command {
-	var asJSON bool
-	cmd := command("events [--json] JOB", "what happened to a job", "What happened to a job and what the agent decided, in order.", [2]int{1, 1},
-		func(_ *cobra.Command, a []string) error {
-			ag, err := c.agent()
-			if err != nil {
-				return err
-			}
-			var list api.EventList
-			if err := ag.Call(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(a[0])+"/events", nil, &list); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(c.stdout, list)
-			}
-			for _, e := range list.Events {
-				fmt.Fprintf(c.stdout, "%s  %-18s %s\n", e.Time.Local().Format("15:04:05.000"), e.Kind, e.Message)
-			}
-			return nil
-		})
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
-}
-
 func (c *cli) signalCommand() *cobra.Command {
 	return command("signal JOB SIGNAL", "send a signal to a job", "Send a signal (a name such as TERM, or a number) to a job's main process.", [2]int{2, 2},
 		func(cmd *cobra.Command, a []string) error {

@@ -67,6 +67,7 @@ const (
 	EventRestarted         EventKind = "restarted"
 	EventCancelled         EventKind = "cancelled"
 	EventExited            EventKind = "exited"
+	EventEventsLimit       EventKind = "events_limit"
 )
 
 // EventKinds lists every event kind with what it means, for the docs.
@@ -91,6 +92,7 @@ var EventKinds = []struct {
 	{EventRestarted, "the job was restored from a checkpoint (cruz restart, a Slurm requeue)"},
 	{EventCancelled, "Slurm ended the job's step (scancel, requeue, time limit)"},
 	{EventExited, "the job's main process ended: its status"},
+	{EventEventsLimit, "the job's event log in the store reached its bound (1 MiB): later events are not kept there (the agent's log has them)"},
 }
 
 // NodeOp is an operation a job's coordinator asks of a node that holds some

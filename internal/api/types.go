@@ -219,6 +219,9 @@ type Event struct {
 // EventList answers GET /v1/jobs/{job}/events.
 type EventList struct {
 	Events []Event `json:"events"`
+	// FromStore: no agent knows the job (removed, or its coordinator's
+	// node gone), and the events are those the store kept.
+	FromStore bool `json:"from_store,omitempty"`
 }
 
 // JobList answers GET /v1/jobs.
@@ -250,6 +253,8 @@ type CheckpointPod struct {
 type CheckpointList struct {
 	Checkpoints []Checkpoint `json:"checkpoints"`
 	Problems    []string     `json:"problems,omitempty"`
+	// FromStore: no agent knows the job; the list is the store's.
+	FromStore bool `json:"from_store,omitempty"`
 }
 
 // Frame is one line of an attached job's stream (newline-delimited JSON).

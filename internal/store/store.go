@@ -11,6 +11,8 @@
 //	<root>/<job>/ckpt-0001/manifest.json   0600 root + ACL u:<owner>:r--
 //	<root>/<job>/ckpt-0001/<pod>/... CRIU images, same modes as above
 //	<root>/<job>/.tmp-ckpt-0002/     a checkpoint being written (root only)
+//	<root>/<job>/events.jsonl        the job's event log, bounded (0600 root; events.go)
+//	<root>/<job>/output.log          a Slurm step's output log (the owner's; JobFile)
 //
 // A checkpoint is written under its temporary name and renamed to its final
 // name only once every file has been checksummed, the signed manifest written
@@ -218,6 +220,8 @@ type Store struct {
 
 	mu     sync.Mutex
 	active map[string]bool // temporary dirs being written through this Store
+
+	eventsLimit int64 // bound of a job's event log; 0: MaxEventsBytes (tests set less)
 }
 
 // Open opens the store at root, an absolute path, creating it (mode 0711,
