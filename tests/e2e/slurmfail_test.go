@@ -22,16 +22,7 @@ import (
 // returns when it failed.
 func (e *slurmEnv) failSlurmNode(t *testing.T, id, node string) time.Time {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var list api.CheckpointList
-		e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
-		if len(list.Checkpoints) > 0 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no checkpoint of Slurm job %s within 60 s", id)
-		time.Sleep(200 * time.Millisecond)
-	}
+	e.waitCheckpoint(t, id, 60*time.Second)
 	r := e.c.clusterCmd("fail", node)
 	require.Equal(t, 0, r.Code, "cruz cluster fail %s: %s", node, r.Stderr)
 	return time.Now()

@@ -207,14 +207,35 @@ func processesWithEnv(kv string) []string {
 	return out
 }
 
-// allreduceScript is a batch script whose step runs mpi_allreduce under
-// srun with the given srun options.
+// allreduceScript is a batch script whose step runs mpi_allreduce (MPICH)
+// under srun with the given srun options.
 func (e *slurmEnv) allreduceScript(t *testing.T, name, srunOpts string, iters, sleepMS int) string {
+	t.Helper()
+	return e.appScript(t, name, srunOpts, testenv.Bin(t, "mpi_allreduce"), iters, sleepMS)
+}
+
+// appScript is allreduceScript with another build of mpi_allreduce.
+func (e *slurmEnv) appScript(t *testing.T, name, srunOpts, app string, iters, sleepMS int) string {
 	t.Helper()
 	return e.script(t, name, fmt.Sprintf(`echo "batch: restarts=${SLURM_RESTART_COUNT:-0}" >&2
 srun %s %s %d %d
 echo "batch: srun exited $?" >&2
-`, srunOpts, testenv.Bin(t, "mpi_allreduce"), iters, sleepMS))
+`, srunOpts, app, iters, sleepMS))
+}
+
+// waitCheckpoint waits until the step of Slurm job id has a checkpoint.
+func (e *slurmEnv) waitCheckpoint(t *testing.T, id string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var list api.CheckpointList
+		e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
+		if len(list.Checkpoints) > 0 {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no checkpoint of Slurm job %s within %s", id, timeout)
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // TestSlurmCruzJob: an sbatch job whose step is `srun --cruz-interval=2s
@@ -352,16 +373,7 @@ func (e *slurmEnv) requeueAppendedMPI(t *testing.T) {
 	id := e.sbatch(t, "-N2", "-n4", "--open-mode=append", e.allreduceScript(t, "job-append.sh", "--cruz-interval=1s", iters, 150))
 	job := "slurm-" + id + "-0"
 	e.waitOutput(t, id, "iter 15 ", 90*time.Second)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var list api.CheckpointList
-		e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
-		if len(list.Checkpoints) > 0 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no checkpoint of %s within 30 s", job)
-		time.Sleep(200 * time.Millisecond)
-	}
+	e.waitCheckpoint(t, id, 30*time.Second)
 	before := len(check.Lines(e.out(t, id)))
 	r := e.as(t, "scontrol", "requeue", id)
 	require.Equal(t, 0, r.Code, "scontrol requeue: %s", r.Stderr)
@@ -460,16 +472,7 @@ srun --cruz-interval=2s %s %d 300
 `, testenv.Bin(t, "counter"), lines)))
 	job := "slurm-" + id + "-0"
 	e.waitOutput(t, id, "line 10\n", 90*time.Second)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var list api.CheckpointList
-		e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
-		if len(list.Checkpoints) > 0 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no checkpoint of %s within 30 s", job)
-		time.Sleep(200 * time.Millisecond)
-	}
+	e.waitCheckpoint(t, id, 30*time.Second)
 	before := len(check.Lines(e.out(t, id)))
 	r := e.as(t, "scontrol", "requeue", id)
 	require.Equal(t, 0, r.Code, "scontrol requeue: %s", r.Stderr)

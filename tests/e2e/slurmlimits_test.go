@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cruz-hpc/cruz/internal/api"
 	"github.com/cruz-hpc/cruz/tests/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -48,19 +47,10 @@ func TestSlurmStepLimits(t *testing.T) {
 	job := "slurm-" + id + "-0"
 	e.waitOutput(t, id, "ready 50", 90*time.Second)
 	require.Equal(t, "/job_"+id+"/step_0", stepOf(t, memhogPID(t)), "the pod runs in its step's memory cgroup")
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var list api.CheckpointList
-		e.cruzJSON(t, e.n1, &list, "checkpoints", "--json", id)
-		if len(list.Checkpoints) > 0 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no checkpoint of %s within 1m", job)
-		time.Sleep(200 * time.Millisecond)
-	}
+	e.waitCheckpoint(t, id, time.Minute)
 	r = e.as(t, "scontrol", "requeue", id)
 	require.Equal(t, 0, r.Code, "scontrol requeue: %s", r.Stderr)
-	deadline = time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(2 * time.Minute)
 	for countKind(e.n1.events(e.u, job), "restarted") == 0 {
 		require.True(t, time.Now().Before(deadline), "%s not restarted within 2m: %v", job, kinds(e.n1.events(e.u, job)))
 		time.Sleep(200 * time.Millisecond)
