@@ -11,6 +11,8 @@
 #   make bench-overhead  tests/bench/overhead.sh: wall time with periodic
 #                checkpoints (1 s, 5 s, 30 s) over without, idle and beside
 #                2 CPU hogs (~10 min)
+#   make bench-netpipe  NetPIPE between two ranks in one pod, two pods of a
+#                node and two nodes (what --ranks-per-pod buys)
 #   make finalize-hang  count MPICH jobs that hang in MPI_Finalize, with and
 #                without checkpoints (FINALIZE_RUNS each, default 20)
 #   make soak    the soak test: 200+ checkpoints with injected failures (~10 min)
@@ -51,7 +53,7 @@ APP_BINS := $(addprefix $(APPS_DIR)/,$(C_APPS) $(MPI_APPS) $(OMPI_APPS))
 
 TEST_USERS_GROUP := cruztg
 
-.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord bench-scale bench-overhead finalize-hang soak clean spank spank-note install install-files install-build uninstall deb
+.PHONY: all deps build go apps bindir users unit lint test fuzz demo bench bench-coord bench-scale bench-overhead bench-netpipe finalize-hang soak clean spank spank-note install install-files install-build uninstall deb
 
 all: build
 
@@ -213,6 +215,9 @@ bench-scale:
 
 # gnuplot draws the PNG; installed here only, and only if missing (the
 # benchmark prints its table and CSV without it).
+bench-netpipe: deps build users
+	CRUZ_BIN="$(BIN)" CRUZ_NETPIPE=1 $(GO) test -count=1 -v -run '^TestNetPIPE$$' -timeout 20m ./tests/e2e/
+
 bench-overhead: deps build
 	@command -v gnuplot >/dev/null || apt-get install -y gnuplot-nox || echo "bench-overhead: could not install gnuplot-nox: no PNG"
 	CRUZ_BIN="$(BIN)" tests/bench/overhead.sh
