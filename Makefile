@@ -186,7 +186,7 @@ test: deps build users lint
 # a worker is busy (golang/go#75804, fixed in Go 1.27), as seen here on a
 # loaded machine (FuzzRunRequest, -fuzztime 3s).
 FUZZTIME ?= 20000x
-FUZZ_TARGETS = internal/store:FuzzManifest internal/api:FuzzSignedHeaders internal/config:FuzzParse \
+FUZZ_TARGETS = internal/store:FuzzManifest internal/store:FuzzLayoutMarker internal/api:FuzzSignedHeaders internal/config:FuzzParse \
 	launcher:FuzzHostlist agent:FuzzRunRequest internal/joblog:FuzzOutputLog
 
 fuzz:

@@ -162,6 +162,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Agent, er
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint store (store.dir): %w", err)
 	}
+	switch l := st.Layout(); {
+	case l.Marked:
+		log.Debug("checkpoint store", "store", st.Root(), "layout", l.Version, "written_by", l.WrittenBy)
+	case l.Found == 0:
+		log.Info("new checkpoint store: recorded its layout", "store", st.Root(), "layout", l.Version, "written_by", l.WrittenBy)
+	default:
+		log.Info("checkpoint store without a layout marker (layout 1): read as it is and marked with this cruzd's layout (docs/store-layout.md)", "store", st.Root(), "layout", l.Version, "written_by", l.WrittenBy)
+	}
 	if cfg.Agent.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Agent.Hostname)); err != nil {
 			return nil, fmt.Errorf("set the host name to %q (agent.hostname): %w", cfg.Agent.Hostname, err)

@@ -3,8 +3,10 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -75,5 +77,39 @@ func FuzzManifest(f *testing.F) {
 		// The whole checkpoint, files too: refused or accepted, never a panic,
 		// and never a file outside the checkpoint.
 		_ = s.Verify("job1", "ckpt-0001")
+	})
+}
+
+// FuzzLayoutMarker: a layout marker holding anything is parsed without
+// panicking; what parses has a version from 1 to maxLayout, a first line
+// of exactly "cruz-store-layout N", no control characters in the fields a
+// message quotes, and reads back the same once written again.
+func FuzzLayoutMarker(f *testing.F) {
+	f.Add([]byte("cruz-store-layout 2\nwritten-by cruz 0.2.0 (commit abc)\nwritten 2026-12-05T08:00:00Z\nupgraded-from 1\n"))
+	f.Add([]byte("cruz-store-layout 99\n"))
+	f.Add([]byte("cruz-store-layout 2\nwritten-by \x00\x1b[31m\n"))
+	f.Add([]byte("cruz-store-layout 0"))
+	f.Add([]byte(""))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		info, err := parseLayout(data)
+		if err != nil {
+			return
+		}
+		if info.Version < 1 || info.Version > maxLayout {
+			t.Fatalf("version %d accepted", info.Version)
+		}
+		first, _, _ := strings.Cut(string(data), "\n")
+		if first != fmt.Sprintf("%s %d", layoutMagic, info.Version) {
+			t.Fatalf("first line %q accepted as version %d", first, info.Version)
+		}
+		for _, s := range []string{info.WrittenBy, info.Written} {
+			if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				t.Fatalf("control characters kept in %q", s)
+			}
+		}
+		again, err := parseLayout(formatLayout(info))
+		if err != nil || again.Version != info.Version {
+			t.Fatalf("written again as %q: %+v, %v", formatLayout(info), again, err)
+		}
 	})
 }

@@ -245,7 +245,7 @@ func (s *Store) cleanDir(dir string) (int, error) {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, tmpPrefix) && !strings.HasPrefix(name, delPrefix) && !isOwnerTemp(name) {
+		if !strings.HasPrefix(name, tmpPrefix) && !strings.HasPrefix(name, delPrefix) && !isOwnerTemp(name) && !isLayoutTemp(name) {
 			continue
 		}
 		p := filepath.Join(dir, name)

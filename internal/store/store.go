@@ -1,9 +1,10 @@
 // Package store keeps checkpoints of Cruz jobs on a filesystem directory
 // (on a cluster, a shared filesystem).
 //
-// Layout:
+// Layout (version 2; docs/store-layout.md has all of it):
 //
 //	<root>/                          0711 root
+//	<root>/.cruz-store               layout marker: "cruz-store-layout 2" (0644 root; layout.go)
 //	<root>/<job>/                    0700 root + ACL u:<owner>:r-x
 //	<root>/<job>/.owner              owner record: the job's user, for good (0600 root; owner.go)
 //	<root>/<job>/.seq                last checkpoint number handed out (root only)
@@ -215,8 +216,9 @@ func parseID(id string) int {
 // Store is a checkpoint store rooted at a directory. It is safe for
 // concurrent use.
 type Store struct {
-	root string
-	key  []byte
+	root   string
+	key    []byte
+	layout LayoutInfo
 
 	mu     sync.Mutex
 	active map[string]bool // temporary dirs being written through this Store
@@ -227,7 +229,9 @@ type Store struct {
 // Open opens the store at root, an absolute path, creating it (mode 0711,
 // owned by the caller, i.e. root) if it does not exist. key is the cluster
 // key that signs manifests (see LoadKey). Open refuses a root that is not a
-// directory, belongs to another user or is writable by group or others.
+// directory, belongs to another user or is writable by group or others,
+// and a store of a newer layout than this cruzd reads (see layout.go); it
+// records the layout in a store that does not say it yet.
 func Open(root string, key []byte) (*Store, error) {
 	if root == "" || !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("checkpoint store root %q is not an absolute path: give the full path, e.g. /var/lib/cruz/checkpoints", root)
@@ -257,7 +261,11 @@ func Open(root string, key []byte) (*Store, error) {
 		return nil, fmt.Errorf("checkpoint store root %s is writable by group or others (mode %#o): users could plant or remove checkpoints; fix with: chmod 711 %s",
 			root, fi.Mode().Perm(), root)
 	}
-	return &Store{root: root, key: bytes.Clone(key), active: map[string]bool{}}, nil
+	layout, err := openLayout(root)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{root: root, key: bytes.Clone(key), layout: layout, active: map[string]bool{}}, nil
 }
 
 func createRoot(root string) error {

@@ -183,7 +183,7 @@ func TestCleanTempAllJobs(t *testing.T) {
 	n, err := s2.CleanTemp("")
 	require.NoError(t, err)
 	assert.Equal(t, 4, n)
-	assert.ElementsMatch(t, []string{"a", "b"}, entries(t, s.Root()))
+	assert.ElementsMatch(t, []string{".cruz-store", "a", "b"}, entries(t, s.Root()), "the layout marker stays")
 	assert.ElementsMatch(t, []string{".owner", ".seq"}, entries(t, filepath.Join(s.Root(), "b")))
 	list, _, err := s2.List("a")
 	require.NoError(t, err)
@@ -801,7 +801,7 @@ func TestDeleteAndDeleteJob(t *testing.T) {
 	require.NoError(t, p.Abort())
 
 	require.NoError(t, s.DeleteJob("job1", Owner{1000, 1000}))
-	assert.Empty(t, entries(t, s.Root()))
+	assert.Equal(t, []string{".cruz-store"}, entries(t, s.Root()), "nothing but the layout marker")
 	list, problems, err := s.List("job1")
 	require.NoError(t, err)
 	assert.Empty(t, list)

@@ -63,6 +63,15 @@ type agentOptions struct {
 // when the test ends. It needs root and CRIU, and skips loudly without them.
 func startAgent(t *testing.T, opt agentOptions) *agent {
 	t.Helper()
+	a := newAgent(t, opt)
+	a.start()
+	return a
+}
+
+// newAgent is startAgent without the start: the agent's config and
+// directory, cleaned up when the test ends.
+func newAgent(t *testing.T, opt agentOptions) *agent {
+	t.Helper()
 	testenv.RequireRoot(t)
 	criu := testenv.RequireCRIU(t)
 	if opt.criuPath == "" {
@@ -108,7 +117,6 @@ timeout = "2m"
 %s`, a.socket, a.runDir, filepath.Join(dir, "key", "cluster.key"), opt.listen, a.bridge, a.subnet, network, a.store, opt.storeTOML, opt.criuPath, opt.extra)
 	require.NoError(t, os.WriteFile(a.config, []byte(cfg), 0o644))
 	t.Cleanup(a.cleanup)
-	a.start()
 	return a
 }
 
