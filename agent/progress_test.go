@@ -18,15 +18,10 @@ import (
 func TestCheckpointReportsProgress(t *testing.T) {
 	a, fc := newTestAgent(t, "n1", "n2")
 	j := addJob(t, a, fc, "job1", twoNodes)
-	var mu sync.Mutex
-	var got []api.Progress
-	ctx := withProgress(context.Background(), func(p api.Progress) {
-		mu.Lock()
-		defer mu.Unlock()
-		got = append(got, p)
-	})
+	ctx, reports := collectProgress()
 	m, err := a.checkpointLocked(ctx, j, false)
 	require.NoError(t, err)
+	got := reports()
 
 	var phases []string
 	dumped := 0
@@ -69,19 +64,12 @@ func TestRestartReportsProgress(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, api.StateStopped, j.state())
 
-	var mu sync.Mutex
-	var got []api.Progress
-	ctx := withProgress(context.Background(), func(p api.Progress) {
-		mu.Lock()
-		defer mu.Unlock()
-		got = append(got, p)
-	})
+	ctx, reports := collectProgress()
 	c := caller{UID: j.rec.UID, GID: j.rec.GID, User: "tester"}
 	_, _, err = a.Restart(ctx, c, "job1", "", nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Remove(c, "job1", false) })
-	mu.Lock()
-	defer mu.Unlock()
+	got := reports()
 	var phases []string
 	restored := 0
 	for _, p := range got {
@@ -99,11 +87,9 @@ func TestRestartReportsProgress(t *testing.T) {
 	assert.Equal(t, 4, restored)
 }
 
-// A watched migration names the pod and its phase from its first report
-// on, and goes through its phases in order.
-func TestMigrateReportsProgress(t *testing.T) {
-	a, fc := newTestAgent(t, "n1", "n2", "n3")
-	j := addJob(t, a, fc, "job1", twoNodes)
+// collectProgress is a context whose operation's progress reports are
+// kept, and what was reported so far.
+func collectProgress() (context.Context, func() []api.Progress) {
 	var mu sync.Mutex
 	var got []api.Progress
 	ctx := withProgress(context.Background(), func(p api.Progress) {
@@ -111,10 +97,22 @@ func TestMigrateReportsProgress(t *testing.T) {
 		defer mu.Unlock()
 		got = append(got, p)
 	})
+	return ctx, func() []api.Progress {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]api.Progress(nil), got...)
+	}
+}
+
+// A watched migration names the pod and its phase from its first report
+// on, and goes through its phases in order.
+func TestMigrateReportsProgress(t *testing.T) {
+	a, fc := newTestAgent(t, "n1", "n2", "n3")
+	j := addJob(t, a, fc, "job1", twoNodes)
+	ctx, reports := collectProgress()
 	_, err := a.migrateLocked(ctx, j, "job1-r1", "n3")
 	require.NoError(t, err)
-	mu.Lock()
-	defer mu.Unlock()
+	got := reports()
 	require.NotEmpty(t, got)
 	var phases []string
 	for i, p := range got {

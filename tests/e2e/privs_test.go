@@ -209,6 +209,26 @@ exec "$2" 100000 20`
 	a.requireNoLeaks()
 }
 
+// fileHolderScript holds DIR/f open for appending (fd 3), says ready, waits
+// for DIR/go, then appends a line to f and says wrote.
+const fileHolderScript = `exec 3>>"$1/f"
+echo ready
+while [ ! -e "$1/go" ]; do sleep 0.05; done
+echo appended >&3
+echo wrote`
+
+// stopFileHolder runs fileHolderScript as u's plain job name and stops it
+// with a checkpoint once it holds f; it returns the checkpoint and the run.
+func stopFileHolder(t *testing.T, a *agent, u testenv.User, dir, name string) (string, result) {
+	t.Helper()
+	run := a.startCruz(u, dir, "run", "--plain", "--name", name, "--", "/bin/sh", "-c", fileHolderScript, "sh", dir)
+	run.waitOutput(t, "ready\n", 30*time.Second)
+	ck := a.checkpoint(u, name, "--stop")
+	res := run.wait(t, 30*time.Second)
+	require.Equal(t, 75, res.Code, "stderr:\n%s", res.Stderr)
+	return ck, res
+}
+
 // TestRestoreOpensFilesAsOwner: cruzt1's job holds ~/f (its own, 0644)
 // open for appending and is stopped by a checkpoint; cruzt1 replaces f by
 // a link to a root-owned 0644 file. The restart is refused, naming f and
@@ -226,16 +246,7 @@ func TestRestoreOpensFilesAsOwner(t *testing.T) {
 	require.NoError(t, os.WriteFile(target, []byte("root's\n"), 0o644))
 	require.NoError(t, os.Chmod(target, 0o644))
 
-	script := `exec 3>>"$1/f"
-echo ready
-while [ ! -e "$1/go" ]; do sleep 0.05; done
-echo appended >&3
-echo wrote`
-	run := a.startCruz(u, dir, "run", "--plain", "--name", "holder", "--", "/bin/sh", "-c", script, "sh", dir)
-	run.waitOutput(t, "ready\n", 30*time.Second)
-	ck := a.checkpoint(u, "holder", "--stop")
-	res := run.wait(t, 30*time.Second)
-	require.Equal(t, 75, res.Code, "stderr:\n%s", res.Stderr)
+	ck, res := stopFileHolder(t, a, u, dir, "holder")
 
 	r = runAs(t, u, "/bin/sh", "-c", `rm "$1" && ln -s "$2" "$1"`, "sh", f, target)
 	require.Equal(t, 0, r.Code, r.Stderr)

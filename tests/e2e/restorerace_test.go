@@ -114,16 +114,7 @@ func TestRestoreSwapRaceRefused(t *testing.T) {
 		return out, stop
 	}
 
-	script := `exec 3>>"$1/f"
-echo ready
-while [ ! -e "$1/go" ]; do sleep 0.05; done
-echo appended >&3
-echo wrote`
-	run := a.startCruz(u, dir, "run", "--plain", "--name", "racer", "--", "/bin/sh", "-c", script, "sh", dir)
-	run.waitOutput(t, "ready\n", 30*time.Second)
-	ck := a.checkpoint(u, "racer", "--stop")
-	res := run.wait(t, 30*time.Second)
-	require.Equal(t, 75, res.Code, "stderr:\n%s", res.Stderr)
+	ck, res := stopFileHolder(t, a, u, dir, "racer")
 
 	// The swap lands between the agent's checks and CRIU's open.
 	held := fmt.Sprintf("restored pod holds %s opened for writing, which %s may not write", target, u.Name)
