@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,7 @@ func TestEventsAndHistoryOutliveRm(t *testing.T) {
 	require.Equal(t, 0, r.Code, "cruz run --detach: %s", r.Stderr)
 	id := strings.TrimSpace(r.Stdout)
 	awaitJobState(a, u, id, time.Minute, api.StateRunning)
+	awaitCommand(t, a, u, id, "counter")
 
 	f := a.startCruz(u, "", "events", "-f", id)
 	f.waitOutput(t, "started", 30*time.Second)
@@ -111,7 +113,8 @@ func TestEventsAndHistoryOutliveRm(t *testing.T) {
 // with a shared store, cruz events -f on node2 follows a job that node1
 // coordinates (a checkpoint taken after it started shows) and ends when the
 // job is removed; then node2, which never knew the job, shows its events
-// and history from the store.
+// and history from the store; so it does for a job whose coordinator's
+// node died (cruz cluster fail node1).
 func TestEventsFromStoreOnOtherNode(t *testing.T) {
 	c := upCluster(t, 2)
 	st := c.status()
@@ -123,6 +126,7 @@ func TestEventsFromStoreOnOtherNode(t *testing.T) {
 	require.Equal(t, 0, r.Code, "cruz run --detach: %s", r.Stderr)
 	id := strings.TrimSpace(r.Stdout)
 	awaitJobState(n1, u, id, time.Minute, api.StateRunning)
+	awaitCommand(t, n1, u, id, "sleep")
 
 	f := n2.startCruz(u, "", "events", "-f", id)
 	f.waitOutput(t, "started", 30*time.Second)
@@ -141,4 +145,42 @@ func TestEventsFromStoreOnOtherNode(t *testing.T) {
 	r = n2.cruz(u, "", "history", id)
 	require.Equal(t, 0, r.Code, "cruz history on node2 after rm: %s", r.Stderr)
 	assert.Regexp(t, `(?m)^`+ck+`\s.*kept$`, r.Stdout)
+
+	// The coordinator's node dies with a job on it: node2 shows the job's
+	// events and checkpoints from the store.
+	r = n1.cruz(u, dir, "run", "--detach", "--plain", "--interval", "off", "--", "sleep", "600")
+	require.Equal(t, 0, r.Code, "cruz run --detach: %s", r.Stderr)
+	id2 := strings.TrimSpace(r.Stdout)
+	awaitJobState(n1, u, id2, time.Minute, api.StateRunning)
+	awaitCommand(t, n1, u, id2, "sleep")
+	ck2 := n1.checkpoint(u, id2)
+	r = c.clusterCmd("fail", "node1")
+	require.Equal(t, 0, r.Code, "cruz cluster fail node1: %s", r.Stderr)
+	t0 := time.Now()
+	r = n2.cruz(u, "", "events", id2)
+	t.Logf("cruz events on node2 with node1 dead: %s", time.Since(t0).Round(time.Millisecond))
+	require.Equal(t, 0, r.Code, "cruz events on node2, node1 dead: %s", r.Stderr)
+	assert.Contains(t, r.Stderr, "its events as the store kept them")
+	assert.Contains(t, r.Stdout, "started")
+	assert.Contains(t, r.Stdout, ck2)
+	r = n2.cruz(u, "", "history", id2)
+	require.Equal(t, 0, r.Code, "cruz history on node2, node1 dead: %s", r.Stderr)
+	assert.Regexp(t, `(?m)^`+ck2+`\s.*kept$`, r.Stdout)
+}
+
+// awaitCommand waits until the job's (first) pod runs comm: a checkpoint
+// taken before the pod's init has exec'd the job's command is refused (the
+// init still has the agent's credentials).
+func awaitCommand(t *testing.T, a *agent, u testenv.User, job, comm string) {
+	t.Helper()
+	j := a.status(u, job)
+	require.NotEmpty(t, j.Pods)
+	require.Eventually(t, func() bool {
+		for _, pid := range append([]int{j.Pods[0].PID}, descendants(j.Pods[0].PID)...) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(b) == comm+"\n" {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond, "job %s's pod runs %s", job, comm)
 }
