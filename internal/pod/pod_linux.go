@@ -611,6 +611,9 @@ type DumpOptions struct {
 // way a restore checks them, so that a checkpoint that would be refused at
 // restore is never committed.
 func (h *Host) Dump(ctx context.Context, p *Pod, o DumpOptions) (time.Duration, error) {
+	if err := h.awaitStarted(ctx, p); err != nil {
+		return 0, err
+	}
 	if err := p.CheckCreds(); err != nil {
 		return 0, err
 	}
