@@ -3,6 +3,7 @@ package pod
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -25,6 +26,13 @@ func threadsIn(t *testing.T, ino uint64) []string {
 	}
 	return in
 }
+
+// The test binary's main goroutine keeps the main thread, as cruzd's does
+// (cmd/cruzd): a goroutine locked to the main thread that exits leaves it
+// wedged, not ended (the Go runtime never ends the main thread), so a dirty
+// thread that happened to be the main one would stay in the pod's netns
+// (TestNoThreadStaysInAPodNetns failed 1 in 40 runs beside two CPU hogs).
+func init() { runtime.LockOSThread() }
 
 // TestNoThreadStaysInAPodNetns: the agent's threads that enter a pod's
 // netns come back out, and one that cannot (dirty) ends instead of running
