@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,6 +53,30 @@ while (time < $end) { swap(); sleep 0.002; }`
 // swapBack makes f the real file again (the swapper is stopped).
 const swapBack = swapSub + `swap() if -l $f;`
 
+// perlAs is a perl script run as u with f as its argument.
+func perlAs(u testenv.User, f, script string) *exec.Cmd {
+	cmd := testenv.RunAs(u, "/usr/bin/perl", "-e", script, f)
+	cmd.Dir = "/"
+	return cmd
+}
+
+// startSwapper starts a perl script as u on f; stop kills it and waits.
+func startSwapper(t *testing.T, u testenv.User, f, script string) (out *syncBuffer, stop func()) {
+	t.Helper()
+	cmd := perlAs(u, f, script)
+	out = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop = sync.OnceFunc(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	t.Cleanup(stop)
+	return out, stop
+}
+
 // TestRestoreSwapRaceRefused: cruzt1's plain job holds ~/f open for
 // appending and is checkpointed (--stop). Then cruzt1 swaps f for a link to
 // a root-owned 0644 file of the same size while `cruz restart` runs:
@@ -84,11 +109,7 @@ func TestRestoreSwapRaceRefused(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, rootContent, string(b), "the root-owned file is untouched")
 	}
-	perl := func(script string) *exec.Cmd {
-		cmd := testenv.RunAs(u, "/usr/bin/perl", "-e", script, f)
-		cmd.Dir = "/"
-		return cmd
-	}
+	perl := func(script string) *exec.Cmd { return perlAs(u, f, script) }
 	// putBack makes f cruzt1's file again (the swapper is stopped).
 	putBack := func() {
 		t.Helper()
@@ -98,21 +119,7 @@ func TestRestoreSwapRaceRefused(t *testing.T) {
 		require.NoError(t, unix.Lstat(f, &st))
 		require.Equal(t, realSt.Ino, st.Ino, "f is cruzt1's file again")
 	}
-	// swapper starts a perl script as cruzt1; stop kills it and waits.
-	swapper := func(script string) (out *syncBuffer, stop func()) {
-		cmd := perl(script)
-		out = &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		require.NoError(t, cmd.Start())
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		stop = func() {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		t.Cleanup(stop)
-		return out, stop
-	}
+	swapper := func(script string) (*syncBuffer, func()) { return startSwapper(t, u, f, script) }
 
 	ck, res := stopFileHolder(t, a, u, dir, "racer")
 
